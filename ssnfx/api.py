@@ -1,0 +1,43 @@
+"""The one-liner: ``ssnfx.share(model, budget)``."""
+from __future__ import annotations
+
+import torch.fx as fx
+import torch.nn as nn
+
+from .config import ShareConfig
+from .passes.rewrite import rewrite
+from .passes.trace import trace
+from .planner import make_plan
+
+__all__ = ["share"]
+
+
+def share(model: nn.Module, budget: float | int = 0.1, config: ShareConfig | None = None
+          ) -> fx.GraphModule:
+    """Return a model that trains with ``budget`` parameters generated from a shared store.
+
+    Without data this uses the data-free plan of ``config.strategy`` (depth bins by default; see
+    :mod:`ssnfx.grouping`). The input model is not modified.
+
+    Args:
+        model: any traceable ``nn.Module``.
+        budget: a float is a fraction of the model's parameters (0.01 to 4.0 and beyond), an int
+            an absolute parameter count.
+        config: a :class:`ShareConfig`; ``ShareConfig()`` when omitted.
+
+    Returns:
+        A GraphModule: train it like the original, then :func:`ssnfx.fold` it for deployment.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(),
+        ...                             torch.nn.Linear(64, 10))
+        >>> shared = ssnfx.share(model, budget=0.25)
+        >>> sum(p.numel() for p in shared.parameters()) <= 0.25 * 4810
+        True
+        >>> shared(torch.randn(2, 64)).shape
+        torch.Size([2, 10])
+    """
+    config = config or ShareConfig()
+    gm = trace(model, leaf_modules=config.leaf_modules)
+    return rewrite(gm, make_plan(gm, budget, config))

@@ -1,0 +1,98 @@
+"""ShareConfig: every knob of the sharing workflow in one versioned dataclass with a JSON round-trip."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from .errors import PlanError
+
+__all__ = ["ShareConfig", "METHODS", "COMBINERS"]
+
+#: Weight-generation methods: Shapeshifter Networks and SuperWeight Networks.
+METHODS = ("ssn", "swn")
+#: Candidate combiners (SSN Sec. 3.1): round robin, average, weighted average, layer embeddings,
+#: and the plain linear combination of SWN Eq. 1.
+COMBINERS = ("rr", "avg", "wavg", "emb", "linear")
+_DEFAULT_COMBINER = {"ssn": "wavg", "swn": "linear"}
+
+
+@dataclass
+class ShareConfig:
+    """How ssnfx shares a model's parameters.
+
+    Args:
+        method: ``"ssn"`` (a flat store per group, candidate blocks per slot, SSN Sec. 3.1) or
+            ``"swn"`` (SuperWeights concatenated into each slot, SWN Sec. 2.1).
+        combiner: ``"rr"``, ``"avg"``, ``"wavg"``, ``"emb"`` or ``"linear"``; ``None`` picks the
+            method's own (WAvg for SSN, the linear combination of Eq. 1 for SWN).
+        strategy: data-free grouping: ``"depth"`` (default), ``"single"``, ``"shape"``, ``"random"``.
+        groups: number of groups for the ``depth`` and ``random`` strategies.
+        candidates: P, the most candidate blocks combined per SuperWeight (SSN Sec. 3.2 uses 4).
+        emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
+        hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
+            instead of one row each (soft sharing).
+        share_biases: also generate 1-d parameters (biases) from the store.
+        share_norms: also generate the parameters of normalisation layers.
+        private: ``fnmatch`` patterns of parameter names that always stay private.
+        leaf_modules: qualified module names traced as leaves (they get their weights through
+            ``torch.func.functional_call``).
+        seed: seed for the store's initialisation and for random grouping.
+
+    Example:
+        >>> cfg = ShareConfig(method="swn", private=("fc.*",))
+        >>> ShareConfig.from_json(cfg.to_json()) == cfg
+        True
+    """
+
+    method: str = "ssn"
+    combiner: str | None = None
+    strategy: str = "depth"
+    groups: int = 3
+    candidates: int = 4
+    emb_dim: int = 24
+    hard_sharing: bool = False
+    share_biases: bool = False
+    share_norms: bool = False
+    private: tuple[str, ...] = ()
+    leaf_modules: tuple[str, ...] = ()
+    seed: int = 0
+    version: int = field(default=1)
+
+    def __post_init__(self) -> None:
+        self.private = tuple(self.private)
+        self.leaf_modules = tuple(self.leaf_modules)
+        if self.method not in METHODS:
+            raise PlanError(f"ShareConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.combiner is not None and self.combiner not in COMBINERS:
+            raise PlanError(f"ShareConfig.combiner must be one of {COMBINERS} or None, "
+                            f"got {self.combiner!r}")
+        for name in ("groups", "candidates", "emb_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PlanError(f"ShareConfig.{name} must be a positive int, got {value!r}")
+
+    @property
+    def resolved_combiner(self) -> str:
+        return self.combiner or _DEFAULT_COMBINER[self.method]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["private"] = list(self.private)
+        d["leaf_modules"] = list(self.leaf_modules)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "ShareConfig":
+        known = {f.name for f in fields(ShareConfig)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise PlanError(f"unknown ShareConfig field(s) {unknown}; known: {sorted(known)}")
+        return ShareConfig(**d)
+
+    @staticmethod
+    def from_json(text: str) -> "ShareConfig":
+        return ShareConfig.from_dict(json.loads(text))

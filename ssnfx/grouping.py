@@ -1,0 +1,92 @@
+"""Data-free grouping strategies: which shared slots draw on the same store.
+
+Each strategy is one registered function ``(slots, n_groups, seed) -> list of groups`` (a group is
+a list of slot names). The search pass (learned groups) produces the same structure from data.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+
+from .errors import PlanError
+from .plan import Slot
+
+__all__ = ["STRATEGIES", "register_strategy", "group_slots"]
+
+Strategy = Callable[[Sequence[Slot], int, int], list[list[str]]]
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
+    """Register a grouping strategy under ``name`` (a decorator)."""
+    def wrap(fn: Strategy) -> Strategy:
+        STRATEGIES[name] = fn
+        return fn
+    return wrap
+
+
+@register_strategy("single")
+def single_group(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[str]]:
+    """All shared slots in one group (SSN Table 1, SWN 'Single Cluster')."""
+    return [[s.name for s in slots]]
+
+
+@register_strategy("depth")
+def depth_groups(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[str]]:
+    """Contiguous depth bins of about equal parameter count, in graph order.
+
+    The default without data. SSN Sec. 3.2 motivates groups by early layers (low-level features)
+    conflicting with late ones and found 3 learned groups best for classification; SWN Table 3
+    shows depth-binning as the strongest hand-made baseline. Bins of equal weight keep every
+    group's store the same fraction of its layers, so no group is starved.
+    """
+    ordered = sorted(slots, key=lambda s: s.position)
+    total = sum(s.numel for s in ordered)
+    groups: list[list[str]] = [[] for _ in range(min(n_groups, len(ordered)))]
+    seen = 0
+    for s in ordered:
+        # Bin by the midpoint of the slot's share of the cumulative weight.
+        k = min(int((seen + s.numel / 2) * len(groups) / total), len(groups) - 1)
+        groups[k].append(s.name)
+        seen += s.numel
+    return [g for g in groups if g]
+
+
+@register_strategy("shape")
+def shape_groups(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[str]]:
+    """One group per distinct weight shape: the manual baseline of the papers (Savarese et al.)."""
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for s in sorted(slots, key=lambda s: s.position):
+        by_shape.setdefault(s.shape, []).append(s.name)
+    return list(by_shape.values())
+
+
+@register_strategy("random")
+def random_groups(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[str]]:
+    """A seeded random assignment of slots to ``n_groups`` groups (the papers' 'Random')."""
+    rng = random.Random(seed)
+    k = min(n_groups, len(slots))
+    names = [s.name for s in sorted(slots, key=lambda s: s.position)]
+    # Every group gets at least one slot, the rest are drawn at random.
+    order = names[:]
+    rng.shuffle(order)
+    assign = {n: i for i, n in enumerate(order[:k])}
+    for n in order[k:]:
+        assign[n] = rng.randrange(k)
+    return [[n for n in names if assign[n] == g] for g in range(k)]
+
+
+def group_slots(slots: Sequence[Slot], strategy: str, n_groups: int, seed: int) -> list[list[str]]:
+    """Apply the strategy named ``strategy``.
+
+    Example:
+        >>> from ssnfx.plan import Slot
+        >>> ss = [Slot(f"l{i}.weight", (8, 8), "weight", "Linear", i) for i in range(4)]
+        >>> group_slots(ss, "depth", 2, 0)
+        [['l0.weight', 'l1.weight'], ['l2.weight', 'l3.weight']]
+    """
+    if strategy not in STRATEGIES:
+        raise PlanError(f"unknown grouping strategy {strategy!r}; known: {sorted(STRATEGIES)}")
+    if not slots:
+        return []
+    return STRATEGIES[strategy](slots, n_groups, seed)

@@ -1,0 +1,137 @@
+"""fold: evaluate every weight generator once and put the weights back as plain parameters.
+
+The folded GraphModule is the traced model's own graph (generators gone, leaf modules called as
+modules again) with static weights under the original parameter names, so
+
+    original.load_state_dict(ssnfx.fold(shared).state_dict())
+
+loads strictly into the user's unmodified model class. Weights that hard sharing made identical
+stay one tensor. Deployment pays nothing for sharing: same graph, same cost.
+"""
+from __future__ import annotations
+
+import copy
+import operator
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import PlanError
+from .rewrite import STORE, assign_attr, call_leaf, fetch_attr
+
+__all__ = ["fold"]
+
+
+def fold(shared: fx.GraphModule) -> fx.GraphModule:
+    """Replace generated weights by their current values.
+
+    Args:
+        shared: a GraphModule produced by :func:`ssnfx.rewrite` or :func:`ssnfx.share` (not
+            modified).
+
+    Returns:
+        An independent GraphModule with the original graph and parameter names, in the mode
+        (train/eval) of ``shared``.
+
+    Example:
+        >>> import torch, torchvision, ssnfx
+        >>> shared = ssnfx.share(torchvision.models.resnet18(), budget=0.1).eval()
+        >>> folded = ssnfx.fold(shared)
+        >>> x = torch.randn(1, 3, 64, 64)
+        >>> torch.testing.assert_close(folded(x), shared(x), rtol=1e-5, atol=1e-5)
+        >>> torchvision.models.resnet18().load_state_dict(folded.state_dict())
+        <All keys matched successfully>
+    """
+    store = getattr(shared, STORE, None)
+    if store is None or not hasattr(store, "plan"):
+        raise PlanError(f"fold expects a shared model (from ssnfx.share or ssnfx.rewrite); "
+                        f"{type(shared).__name__} has no {STORE!r} parameter store")
+    plan = store.plan
+    with torch.no_grad():
+        values = _dedupe(store.generate())
+    params: dict[str, nn.Parameter] = {}
+    memo: dict[int, Any] = {}
+    for name, w in values.items():
+        if id(w) not in memo:
+            memo[id(w)] = nn.Parameter(w.detach().clone())
+        params[name] = memo[id(w)]
+    aliases = {s.name: s.aliases for s in plan.slots if s.shared}
+
+    graph = copy.deepcopy(shared.graph)
+    by_group = {f"{STORE}.{g.name}": g.slots for g in plan.groups}
+    root: dict[str, Any] = {}
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target is operator.getitem \
+                and isinstance(node.args[0], fx.Node) and node.args[0].target in by_group:
+            name = by_group[node.args[0].target][node.args[1]]
+            with graph.inserting_before(node):
+                node.replace_all_uses_with(graph.get_attr(name))
+            graph.erase_node(node)
+            root[name] = params[name]
+        elif node.op == "call_function" and node.target is call_leaf:
+            module_node, names, weights, *args = node.args
+            target = module_node.target
+            mod = copy.deepcopy(fetch_attr(shared, target))
+            for local, w in zip(names, weights):  # w: the get_attr that replaced a getitem
+                assign_attr(mod, local, params[w.target])
+            if hasattr(mod, "_init_flat_weights"):
+                mod._init_flat_weights()
+            root[target] = mod
+            with graph.inserting_before(node):
+                new = graph.call_module(target, tuple(args), dict(node.kwargs))
+            new.meta = dict(node.meta)
+            node.replace_all_uses_with(new)
+            graph.erase_node(node)
+            for w in (*weights, module_node):
+                if not w.users:
+                    graph.erase_node(w)
+                    if not any(n.op in ("get_attr", "call_module") and n.target == w.target
+                               for n in graph.nodes):
+                        root.pop(w.target, None)
+    for node in list(graph.nodes):
+        if node.op == "call_module" and node.target in by_group:
+            graph.erase_node(node)
+    for node in graph.nodes:
+        if node.op in ("get_attr", "call_module") and node.target not in root:
+            root[node.target] = _copy(fetch_attr(shared, node.target), memo)
+    folded = fx.GraphModule(root, graph, class_name=type(shared).__name__)
+    for name, p in params.items():
+        for alias in aliases.get(name, ()):
+            assign_attr(folded, alias, p)
+    known = set(folded.state_dict(keep_vars=True))
+    for name, t in (*shared.named_parameters(remove_duplicate=False),
+                    *shared.named_buffers(remove_duplicate=False)):
+        if name.split(".")[0] != STORE and name not in known:
+            assign_attr(folded, name, _copy(t, memo))  # unread parameters and buffers
+    folded.meta.update(shared.meta)
+    folded.graph.lint()
+    folded.train(shared.training)
+    return folded
+
+
+def _copy(obj: Any, memo: dict[int, Any]) -> Any:
+    if isinstance(obj, nn.Module):
+        return copy.deepcopy(obj, memo)
+    if id(obj) not in memo:
+        c = obj.detach().clone()
+        memo[id(obj)] = nn.Parameter(c, requires_grad=obj.requires_grad) \
+            if isinstance(obj, nn.Parameter) else c
+    return memo[id(obj)]
+
+
+def _dedupe(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map slots whose generated weights are exactly equal to one tensor (hard sharing)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, list[torch.Tensor]] = {}
+    for name, w in values.items():
+        # A cheap fingerprint first, so that only likely twins are compared in full.
+        flat = w.reshape(-1)
+        key = (tuple(w.shape), w.dtype, float(flat[:64].sum()), float(flat.sum()))
+        same = next((u for u in seen.get(key, ()) if torch.equal(u, w)), None)
+        if same is None:
+            seen.setdefault(key, []).append(w)
+            same = w
+        out[name] = same
+    return out

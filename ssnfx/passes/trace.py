@@ -1,0 +1,227 @@
+"""trace: find every parameter read of a model as a graph node.
+
+The tracer inlines the standard parametrised layers (Linear, Conv*, ConvTranspose*, Embedding,
+Bilinear), so that each of their parameters becomes a ``get_attr`` node, just like a Parameter the
+model uses directly (``F.linear(x, self.w)``). Modules that cannot be traced through
+(MultiheadAttention, RNN/GRU/LSTM, norms, anything registered with :func:`register_leaf`) stay
+``call_module`` nodes; the rewrite gives them generated weights through
+``torch.func.functional_call``. Each parameter read becomes a :class:`~ssnfx.plan.Slot`, stored in
+``node.meta["ssnfx_slots"]`` of the nodes that read it.
+"""
+from __future__ import annotations
+
+import math
+import os
+import traceback
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+from ..errors import TraceError
+from ..plan import Slot
+
+__all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots"]
+
+#: Layers whose forward is traced through, so that their parameters become get_attr nodes.
+INLINED_LAYERS: tuple[type[nn.Module], ...] = (
+    nn.Linear, nn.Bilinear, nn.Embedding,
+    nn.Conv1d, nn.Conv2d, nn.Conv3d,
+    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
+)
+
+_LEAF_TYPES: set[type[nn.Module]] = set()
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
+    """Trace every module of class ``cls`` as a leaf (usable as a class decorator).
+
+    A leaf is called as a whole, not traced through: use it for modules with data-dependent
+    control flow. Its parameters are still shared; they reach it through
+    ``torch.func.functional_call``.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> @ssnfx.register_leaf
+        ... class Gate(torch.nn.Module):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.w = torch.nn.Parameter(torch.randn(4, 4))
+        ...     def forward(self, x):
+        ...         return x @ self.w if x.sum() > 0 else x
+        >>> gm = ssnfx.trace(torch.nn.Sequential(Gate()))
+        >>> [n.op for n in gm.graph.nodes]
+        ['placeholder', 'call_module', 'output']
+    """
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_leaf expects an nn.Module subclass, got {cls!r}")
+    _LEAF_TYPES.add(cls)
+    return cls
+
+
+class SlotTracer(fx.Tracer):
+    """A torch.fx tracer that traces through :data:`INLINED_LAYERS` and keeps leaves as leaves.
+
+    It also remembers the stack of modules being traced, so that a failure can name the module.
+    """
+
+    def __init__(self, leaf_modules: Iterable[str] = ()) -> None:
+        super().__init__(autowrap_modules=(math,))
+        self.leaf_names = set(leaf_modules)
+        self.module_path: list[str] = []
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if module_qualified_name in self.leaf_names or isinstance(m, tuple(_LEAF_TYPES)):
+            return True
+        if type(m) in INLINED_LAYERS:
+            return False
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m: nn.Module, forward: Any, args: tuple, kwargs: dict) -> Any:
+        # Pushed before and popped only on success: after a failure the stack names the culprit.
+        self.module_path.append(self.path_of_module(m))
+        out = super().call_module(m, forward, args, kwargs)
+        self.module_path.pop()
+        return out
+
+
+def _user_frame(exc: BaseException) -> str:
+    """The innermost traceback frame outside torch: where the model's own code failed."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith(_TORCH_DIR) and "/ssnfx/" not in f.filename]
+    if not frames:
+        return "unknown location"
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno} ({f.line})"
+
+
+def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
+          concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
+    """Trace ``model`` into a GraphModule whose parameter reads are annotated with slots.
+
+    Args:
+        model: any ``nn.Module``; it is not modified.
+        leaf_modules: qualified names of submodules to keep as leaves.
+        concrete_args: values fixed at trace time (forwarded to ``torch.fx.Tracer.trace``), e.g.
+            to specialise away control flow that depends on a flag argument.
+
+    Returns:
+        A GraphModule over the model's own modules and parameters. ``node.meta["ssnfx_slots"]``
+        lists the :class:`~ssnfx.plan.Slot` objects each node reads; :func:`slots_of` lists them
+        all in graph order. ``gm.meta["ssnfx_unread"]`` holds the parameters and buffers the
+        graph never reads, so later passes can keep them.
+
+    Raises:
+        TraceError: naming the module and source line that could not be traced, with remedies.
+
+    Example:
+        >>> import torch, torchvision, ssnfx
+        >>> gm = ssnfx.trace(torchvision.models.resnet18())
+        >>> [s.name for s in ssnfx.slots_of(gm)][:3]
+        ['conv1.weight', 'bn1.weight', 'bn1.bias']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"ssnfx.trace expects an nn.Module, got {type(model).__name__}")
+    leaf_modules = tuple(leaf_modules)
+    known = dict(model.named_modules())
+    for name in leaf_modules:
+        if name not in known:
+            raise TraceError(f"leaf_modules names {name!r}, which is not a submodule of "
+                             f"{type(model).__name__}")
+    tracer = SlotTracer(leaf_modules)
+    try:
+        graph = tracer.trace(model, concrete_args=concrete_args)
+    except Exception as e:  # torch.fx raises many types; all become one clear error
+        where = tracer.module_path[-1] if tracer.module_path else ""
+        cls = type(known.get(where, model)).__name__
+        module = f"module {where!r} ({cls})" if where else f"the model's forward ({cls})"
+        raise TraceError(
+            f"torch.fx cannot trace {module} at {_user_frame(e)}: {type(e).__name__}: {e}\n"
+            f"Remedies: mark it as a leaf, with ssnfx.register_leaf({cls}) or "
+            f"leaf_modules=[{where!r}] (its parameters are still shared), or pass concrete_args "
+            f"to fix the inputs its control flow depends on.") from e
+    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    _annotate_slots(gm, model)
+    gm.meta["ssnfx_trace"] = {"leaf_modules": list(leaf_modules), "training": model.training}
+    return gm
+
+
+def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
+    """Write a Slot for every parameter read into ``node.meta["ssnfx_slots"]``."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    modules = dict(model.named_modules(remove_duplicate=False))
+    seen: dict[int, Slot] = {}
+
+    def slot_for(p: nn.Parameter, name: str, position: int, leaf: bool, kind: str) -> Slot:
+        if id(p) not in seen:
+            all_names = names.get(id(p), [name])
+            seen[id(p)] = Slot(name=name, shape=tuple(p.shape), role=name.rpartition(".")[2],
+                               kind=kind, position=position, leaf=leaf,
+                               aliases=tuple(n for n in all_names if n != name))
+        return seen[id(p)]
+
+    for position, node in enumerate(gm.graph.nodes):
+        if node.op == "get_attr":
+            obj = _fetch(model, node.target)
+            if isinstance(obj, nn.Parameter):
+                owner = modules.get(node.target.rpartition(".")[0])
+                kind = type(owner).__name__ if isinstance(owner, INLINED_LAYERS) else "Parameter"
+                node.meta["ssnfx_slots"] = [slot_for(obj, node.target, position, False, kind)]
+        elif node.op == "call_module":
+            mod = gm.get_submodule(node.target)
+            found = [slot_for(p, f"{node.target}.{n}", position, True, type(mod).__name__)
+                     for n, p in mod.named_parameters(remove_duplicate=False)]
+            if found:
+                node.meta["ssnfx_slots"] = found
+    read = set(seen)
+    gm.meta["ssnfx_unread"] = {
+        n: t for n, t in (*model.named_parameters(remove_duplicate=False),
+                          *model.named_buffers(remove_duplicate=False))
+        if id(t) not in read and not _graph_reads(gm, n)}
+
+
+def _graph_reads(gm: fx.GraphModule, name: str) -> bool:
+    """True if ``name`` is reachable from the GraphModule (kept by its own copy of the model)."""
+    try:
+        gm.get_parameter(name)
+        return True
+    except AttributeError:
+        pass
+    try:
+        gm.get_buffer(name)
+        return True
+    except AttributeError:
+        return False
+
+
+def _fetch(root: nn.Module, target: str) -> Any:
+    obj: Any = root
+    for atom in target.split("."):
+        obj = getattr(obj, atom)
+    return obj
+
+
+def graph_slots(gm: fx.GraphModule) -> dict[str, Slot]:
+    """All slots of a traced GraphModule by name, in graph order."""
+    out: dict[str, Slot] = {}
+    for node in gm.graph.nodes:
+        for s in node.meta.get("ssnfx_slots", ()):
+            out.setdefault(s.name, s)
+    return out
+
+
+def slots_of(gm: fx.GraphModule) -> list[Slot]:
+    """The slots of a traced GraphModule in graph order (a tied parameter is listed once).
+
+    Example:
+        >>> import torch, ssnfx
+        >>> gm = ssnfx.trace(torch.nn.Linear(3, 2))
+        >>> [(s.name, s.shape, s.kind) for s in ssnfx.slots_of(gm)]
+        [('weight', (2, 3), 'Linear'), ('bias', (2,), 'Linear')]
+    """
+    return list(graph_slots(gm).values())

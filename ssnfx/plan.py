@@ -1,0 +1,245 @@
+"""The SharingPlan: the one thing the passes hand each other, and what checkpoints store.
+
+A plan is plain data: the model's slots (every parameter read), the parameter groups, how many
+parameters each group's store holds, and how each shared slot is assembled from SuperWeights and
+coefficients. It round-trips through JSON, so it can be read, edited, diffed and replayed.
+
+Layout vocabulary (SWN, 001_b2707f119f241a57.txt Sec. 2.1): a slot's weight, viewed as a matrix of
+``rows x cols`` (``shape[0]`` by the product of the rest), is a grid of *tiles*. Each tile is an
+instance of a *SuperWeight* (a ``rows x cols`` block generated from the group's store by Eq. 1)
+combined with one row of *coefficients*. SSN (000_0b5fdd6df4140258.txt Sec. 3.1) is the special
+case of one tile per slot whose SuperWeight is the slot itself. Two tiles that name the same
+coefficient row are hard-shared (identical); different rows over the same SuperWeight are
+soft-shared (same templates, own coefficients).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import PlanError
+
+__all__ = ["PLAN_VERSION", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
+
+#: Bumped whenever a plan's meaning changes; a plan with a larger version is refused.
+PLAN_VERSION = 1
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The ``(rows, cols)`` matrix view of a weight: ``shape[0]`` by the product of the rest.
+
+    Example:
+        >>> matrix_shape((64, 3, 7, 7))
+        (64, 147)
+    """
+    if len(shape) == 0:
+        return (1, 1)
+    return (shape[0], math.prod(shape[1:]))
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One parameter read by the model, as found by the trace pass.
+
+    Attributes:
+        name: qualified parameter name (the first name, if the parameter is tied).
+        shape: the parameter's shape.
+        role: ``"weight"``, ``"bias"`` or the attribute's own name.
+        kind: class name of the layer that owns it (``"Conv2d"``), or ``"Parameter"`` for a
+            parameter the model uses directly (``F.linear(x, self.w)``).
+        position: index of the first graph node that reads it.
+        leaf: True when it is read inside a leaf module (RNN, MultiheadAttention, ...), which then
+            receives generated weights through ``torch.func.functional_call``.
+        aliases: the other names of the same Parameter object (tied weights).
+        shared: True when the plan generates it from a store; False keeps it private.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    kind: str
+    position: int
+    leaf: bool = False
+    aliases: tuple[str, ...] = ()
+    shared: bool = True
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def matrix(self) -> tuple[int, int]:
+        return matrix_shape(self.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["aliases"] = list(self.aliases)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "Slot":
+        return Slot(**{**d, "shape": tuple(d["shape"]), "aliases": tuple(d.get("aliases", ()))})
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One SuperWeight instance placed in a slot's matrix view at ``(row, col)``."""
+
+    superweight: int
+    row: int
+    col: int
+    coefficients: int
+
+
+@dataclass
+class GroupPlan:
+    """A parameter group: slots that draw on one store (an SSN group / SWN SuperWeight cluster).
+
+    Attributes:
+        name: a short identifier, also the store's submodule name.
+        slots: names of the slots in this group, in graph order.
+        numel: number of parameters in the group's store (the Weight Templates).
+        candidates: P, the most candidate blocks a SuperWeight combines (SSN Sec. 3.1).
+        superweights: ``[rows, cols]`` of each SuperWeight.
+        layout: for each slot, its tiles.
+    """
+
+    name: str
+    slots: list[str]
+    numel: int
+    candidates: int
+    superweights: list[tuple[int, int]]
+    layout: dict[str, list[Tile]]
+
+    @property
+    def num_coefficients(self) -> int:
+        """Number of distinct coefficient rows (tied tiles count once)."""
+        ids = {t.coefficients for tiles in self.layout.values() for t in tiles}
+        return max(ids) + 1 if ids else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "slots": list(self.slots),
+            "numel": self.numel,
+            "candidates": self.candidates,
+            "superweights": [list(s) for s in self.superweights],
+            "layout": {k: [[t.superweight, t.row, t.col, t.coefficients] for t in v]
+                       for k, v in self.layout.items()},
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "GroupPlan":
+        return GroupPlan(
+            name=d["name"],
+            slots=list(d["slots"]),
+            numel=int(d["numel"]),
+            candidates=int(d["candidates"]),
+            superweights=[(int(r), int(c)) for r, c in d["superweights"]],
+            layout={k: [Tile(*map(int, t)) for t in v] for k, v in d["layout"].items()},
+        )
+
+
+@dataclass
+class SharingPlan:
+    """How a model's parameters are shared: written by search (or the data-free planner), read by
+    rewrite, stored in checkpoints.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> gm = ssnfx.trace(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4)))
+        >>> plan = ssnfx.make_plan(gm, budget=0.5)
+        >>> ssnfx.SharingPlan.from_json(plan.to_json()) == plan
+        True
+    """
+
+    method: str
+    combiner: str
+    budget: int
+    original_params: int
+    slots: list[Slot]
+    groups: list[GroupPlan]
+    hyper: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, Any] = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)
+    version: int = PLAN_VERSION
+
+    # ---- derived counts -------------------------------------------------------------------
+    @property
+    def private_params(self) -> int:
+        """Parameters that stay as they are: private slots and parameters the graph never reads."""
+        return self.original_params - sum(s.numel for s in self.slots if s.shared)
+
+    def coefficient_params(self, group: GroupPlan) -> int:
+        """Learned coefficient parameters of one group under this plan's combiner (SSN Sec. 3.1.2)."""
+        n, p = group.num_coefficients, group.candidates
+        if self.combiner in ("wavg", "linear"):
+            return n * p
+        if self.combiner == "emb":
+            e = int(self.hyper.get("emb_dim", 24))
+            return n * e + e * p + p
+        return 0
+
+    @property
+    def shared_params(self) -> int:
+        """Trainable parameters of the shared model: private + stores + coefficients."""
+        return self.private_params + sum(g.numel + self.coefficient_params(g) for g in self.groups)
+
+    def slot(self, name: str) -> Slot:
+        for s in self.slots:
+            if s.name == name:
+                return s
+        raise PlanError(f"the plan has no slot named {name!r}")
+
+    # ---- JSON -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "method": self.method,
+            "combiner": self.combiner,
+            "budget": self.budget,
+            "original_params": self.original_params,
+            "slots": [s.to_dict() for s in self.slots],
+            "groups": [g.to_dict() for g in self.groups],
+            "hyper": dict(self.hyper),
+            "trace": dict(self.trace),
+            "measured": dict(self.measured),
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> "SharingPlan":
+        if not isinstance(d, dict) or "version" not in d:
+            raise PlanError("not a SharingPlan: expected a JSON object with a 'version' field")
+        if int(d["version"]) > PLAN_VERSION:
+            raise PlanError(
+                f"the plan has version {d['version']}, newer than this ssnfx understands "
+                f"({PLAN_VERSION}); upgrade ssnfx to read it")
+        try:
+            return SharingPlan(
+                method=d["method"],
+                combiner=d["combiner"],
+                budget=int(d["budget"]),
+                original_params=int(d["original_params"]),
+                slots=[Slot.from_dict(s) for s in d["slots"]],
+                groups=[GroupPlan.from_dict(g) for g in d["groups"]],
+                hyper=dict(d.get("hyper", {})),
+                trace=dict(d.get("trace", {})),
+                measured=dict(d.get("measured", {})),
+                version=int(d["version"]),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise PlanError(f"malformed SharingPlan: {type(e).__name__}: {e}") from e
+
+    @staticmethod
+    def from_json(text: str) -> "SharingPlan":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise PlanError(f"the plan is not valid JSON: {e}") from e
+        return SharingPlan.from_dict(d)

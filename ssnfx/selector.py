@@ -1,0 +1,121 @@
+"""The parameter selector and SuperWeight layouts: pure functions from shapes to plan structure.
+
+* :func:`ssn_layout`: one SuperWeight per slot, the slot itself (SSN Sec. 3.1).
+* :func:`swn_layout`: SuperWeights sized from the group's sorted layer shapes and concatenated
+  along input and output channels to form each slot (SWN Sec. 2.1.2), generalised to shapes that
+  do not nest: the group's canvas is cut at every slot's row and column count, and a slot covers
+  the tiles of its top-left corner.
+* :func:`select_blocks`: up to P candidate blocks per SuperWeight from a flat store, round robin so
+  that every parameter of the store is used (SSN Sec. 3.1).
+* :func:`upsample_source`: the largest block with a SuperWeight's aspect ratio that fits a store
+  too small for it; it is bilinearly upsampled (SSN Sec. 3.1).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .plan import Slot, Tile
+
+__all__ = ["ssn_layout", "swn_layout", "select_blocks", "upsample_source"]
+
+
+def ssn_layout(slots: Sequence[Slot]) -> tuple[list[tuple[int, int]], dict[str, list[Tile]]]:
+    """Each slot is one SuperWeight with its own coefficients.
+
+    Example:
+        >>> from ssnfx.plan import Slot
+        >>> sws, layout = ssn_layout([Slot("a", (4, 2, 3, 3), "weight", "Conv2d", 0)])
+        >>> sws, layout["a"]
+        ([(4, 18)], [Tile(superweight=0, row=0, col=0, coefficients=0)])
+    """
+    return [s.matrix for s in slots], {s.name: [Tile(i, 0, 0, i)] for i, s in enumerate(slots)}
+
+
+def swn_layout(slots: Sequence[Slot], hard_sharing: bool = False
+               ) -> tuple[list[tuple[int, int]], dict[str, list[Tile]]]:
+    """SuperWeights from sorted layer shapes, concatenated into each slot (SWN Sec. 2.1.2).
+
+    With ``hard_sharing`` every use of a SuperWeight shares one coefficient row (the state SWN
+    trains in before its refine step); otherwise each tile has its own row (soft sharing).
+
+    Example:
+        >>> from ssnfx.plan import Slot
+        >>> a = Slot("a", (4, 4), "weight", "Linear", 0)
+        >>> b = Slot("b", (8, 6), "weight", "Linear", 1)
+        >>> sws, layout = swn_layout([a, b], hard_sharing=True)
+        >>> sws
+        [(4, 4), (4, 2), (4, 4), (4, 2)]
+        >>> [(t.superweight, t.row, t.col) for t in layout["b"]]
+        [(0, 0, 0), (1, 0, 4), (2, 4, 0), (3, 4, 4)]
+    """
+    row_cuts = sorted({s.matrix[0] for s in slots})
+    col_cuts = sorted({s.matrix[1] for s in slots})
+    row_start = [0] + row_cuts[:-1]
+    col_start = [0] + col_cuts[:-1]
+    superweights: list[tuple[int, int]] = []
+    index: dict[tuple[int, int], int] = {}
+    layout: dict[str, list[Tile]] = {}
+    n_coef = 0
+    # Smallest slots first, so the SuperWeights they introduce get the lowest indices (the paper's
+    # construction order); the tiles of every slot are listed row band by row band.
+    for s in sorted(slots, key=lambda s: (s.numel, s.position)):
+        rows, cols = s.matrix
+        tiles = []
+        for a, r_end in enumerate(row_cuts):
+            if r_end > rows:
+                break
+            for b, c_end in enumerate(col_cuts):
+                if c_end > cols:
+                    break
+                if (a, b) not in index:
+                    index[(a, b)] = len(superweights)
+                    superweights.append((r_end - row_start[a], c_end - col_start[b]))
+                k = index[(a, b)]
+                coef = k if hard_sharing else n_coef
+                n_coef += 0 if hard_sharing else 1
+                tiles.append(Tile(k, row_start[a], col_start[b], coef))
+        layout[s.name] = tiles
+    return superweights, {s.name: layout[s.name] for s in slots}
+
+
+def select_blocks(numel: int, superweights: Sequence[tuple[int, int]], candidates: int
+                  ) -> list[tuple[int, int]]:
+    """Round-robin candidate blocks for each SuperWeight from a store of ``numel`` parameters.
+
+    The store is viewed, for a SuperWeight of ``m`` parameters, as ``numel // m`` blocks of ``m``;
+    a SuperWeight takes ``min(candidates, numel // m)`` consecutive blocks (wrapping around),
+    starting where the previous SuperWeight stopped, so that the selections sweep the whole store
+    before reusing any of it. Returns ``(first_block, count)`` per SuperWeight; ``count == 0``
+    means the store is smaller than the SuperWeight, which is then upsampled.
+
+    Example:
+        >>> select_blocks(12, [(2, 2), (2, 2), (3, 4)], candidates=2)
+        [(0, 2), (2, 2), (0, 1)]
+    """
+    out = []
+    cursor = 0
+    for rows, cols in superweights:
+        m = rows * cols
+        blocks = numel // m
+        if blocks == 0:
+            out.append((0, 0))
+            continue
+        count = min(candidates, blocks)
+        first = (-(-cursor // m)) % blocks  # the first whole block at or after the cursor
+        out.append((first, count))
+        cursor = ((first + count) % blocks) * m
+    return out
+
+
+def upsample_source(numel: int, rows: int, cols: int) -> tuple[int, int]:
+    """The largest ``(r, c)`` block with the aspect ratio of ``rows x cols`` that fits ``numel``.
+
+    Example:
+        >>> upsample_source(100, 40, 10)
+        (20, 5)
+    """
+    scale = math.sqrt(numel / (rows * cols))
+    r = max(1, min(rows, int(rows * scale)))
+    c = max(1, min(cols, numel // r))
+    return r, c
