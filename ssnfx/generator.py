@@ -25,6 +25,9 @@ from .selector import select_blocks, upsample_source
 
 __all__ = ["GroupGenerator", "ParameterStore"]
 
+#: Up to this many candidates are combined by a gather and multiply-add each; beyond, by a matmul.
+_LOOP_CANDIDATES = 4
+
 
 @dataclass
 class _Bucket:
@@ -74,11 +77,17 @@ class GroupGenerator(nn.Module):
                                                                              generator=gen))
             self.proj_bias = nn.Parameter(torch.zeros(p))
         elif combiner == "linear":
-            a = _orthogonal(n_coef, p, gen)
-            self.alpha = nn.Parameter(a / a.norm(dim=1, keepdim=True).clamp_min(1e-12))
+            self.alpha = nn.Parameter(_orthogonal(n_coef, p, gen))
         self.register_buffer("gain", torch.ones(len(self.names)))
         self._build(group, slots)
         with torch.no_grad():
+            if combiner == "linear":
+                # Unit norm over the candidates each row actually combines, so that a sum of
+                # independent candidates keeps the store's variance.
+                for k, b in enumerate(self._buckets):
+                    rows, used = getattr(self, f"b{k}_coef"), max(b.count, 1)
+                    a = self.alpha[rows, :used]
+                    self.alpha[rows, :used] = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
             raw = self.forward()
             for i, (name, w) in enumerate(zip(self.names, raw)):
                 std = float(w.float().std()) if w.numel() > 1 else float(w.abs().mean())
@@ -163,6 +172,15 @@ class GroupGenerator(nn.Module):
         if self.combiner == "rr":
             return view.index_select(0, blocks[:, 0])
         alpha = self._coefficients(coef, b.count)
+        if b.count > _LOOP_CANDIDATES:
+            # Many candidates: one (instances x blocks) mixing matrix and one matmul, instead of
+            # a gather per candidate; its cost is instances x store size, whatever P is.
+            if alpha is None:
+                alpha = torch.full(blocks.shape, 1.0 / b.count, dtype=view.dtype,
+                                   device=view.device)
+            mix = torch.zeros(blocks.shape[0], view.shape[0], dtype=view.dtype,
+                              device=view.device).scatter_add(1, blocks, alpha.to(view.dtype))
+            return mix @ view
         out = None
         for j in range(b.count):
             cand = view.index_select(0, blocks[:, j])

@@ -62,14 +62,16 @@ def resolve_budget(budget: Any, original: int) -> int:
 
 
 def _is_shared(s: Slot, config: ShareConfig, frozen: set[str]) -> bool:
-    """Weights are shared; biases, norms, frozen and ``config.private`` parameters stay private."""
+    """Matrices are shared; vectors, norms, frozen and ``config.private`` parameters stay private."""
     if any(fnmatch.fnmatchcase(n, pat) for n in (s.name, *s.aliases) for pat in config.private):
         return False
     if s.name in frozen or len(s.shape) == 0:
         return False
     if "Norm" in s.kind:
         return config.share_norms
-    return len(s.shape) >= 2 or config.share_biases
+    # A matrix has two dimensions above one; anything else (biases, per-channel layer scales of
+    # shape (C, 1, 1), class tokens of shape (1, 1, D)) is a vector and private like a bias.
+    return sum(d > 1 for d in s.shape) >= 2 or config.share_biases
 
 
 def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | None = None,

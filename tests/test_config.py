@@ -1,0 +1,23 @@
+import pytest
+
+import ssnfx
+
+
+def test_round_trip_and_defaults():
+    cfg = ssnfx.ShareConfig(method="swn", combiner="emb", private=["fc.*"], hard_sharing=True)
+    assert ssnfx.ShareConfig.from_json(cfg.to_json()) == cfg
+    assert ssnfx.ShareConfig().resolved_combiner == "wavg"
+    assert ssnfx.ShareConfig(method="swn").resolved_combiner == "linear"
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"method": "lora"}, "method"), ({"combiner": "max"}, "combiner"),
+    ({"candidates": 0}, "candidates"), ({"groups": True}, "groups"), ({"emb_dim": 2.5}, "emb_dim")])
+def test_bad_values_name_the_field(kwargs, match):
+    with pytest.raises(ssnfx.PlanError, match=match):
+        ssnfx.ShareConfig(**kwargs)
+
+
+def test_unknown_field():
+    with pytest.raises(ssnfx.PlanError, match="unknown ShareConfig field"):
+        ssnfx.ShareConfig.from_dict({"budget": 3})

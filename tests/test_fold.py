@@ -1,0 +1,56 @@
+import pytest
+import torch
+import torchvision
+
+import ssnfx
+from helpers import check_pipeline
+from models import SmallCNN
+
+
+def test_folded_state_dict_loads_strictly_into_the_original_class():
+    shared = ssnfx.share(torchvision.models.resnet18(), 0.1).eval()
+    folded = ssnfx.fold(shared)
+    fresh = torchvision.models.resnet18().eval()
+    fresh.load_state_dict(folded.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(fresh(x), shared(x), rtol=1e-5, atol=1e-5)
+
+
+def test_folded_graph_is_the_original_graph():
+    model = SmallCNN()
+    traced = ssnfx.trace(model)
+    folded = ssnfx.fold(ssnfx.share(model, 0.2))
+    def ops(gm):
+        return [(n.op, str(n.target)) for n in gm.graph.nodes]
+    assert sorted(ops(folded)) == sorted(ops(traced))
+    assert not hasattr(folded, "ssnfx")
+
+
+def test_fold_leaves_shared_model_untouched_and_trainable():
+    shared = ssnfx.share(SmallCNN(), 0.2)
+    before = {k: v.clone() for k, v in shared.state_dict().items()}
+    folded = ssnfx.fold(shared)
+    for k, v in shared.state_dict().items():
+        assert torch.equal(v, before[k])
+    shared(torch.randn(2, 1, 8, 8)).sum().backward()
+    assert all(p.requires_grad for p in folded.parameters())
+
+
+def test_hard_sharing_folds_identical_weights_into_one_tensor():
+    model = torch.nn.Sequential(*[torch.nn.Linear(16, 16, bias=False) for _ in range(3)])
+    cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True, strategy="single")
+    # make the layers' initial scales equal, so that hard-shared weights are exactly equal
+    for m in model:
+        torch.nn.init.normal_(m.weight, std=0.1)
+    shared, folded = check_pipeline(model, (torch.randn(2, 16),), budget=0.5, config=cfg)
+    sd = folded.state_dict(keep_vars=True)
+    gains = shared.ssnfx.g0.gain
+    if torch.equal(gains, gains[:1].expand_as(gains)):
+        assert sd["0.weight"] is sd["1.weight"] is sd["2.weight"]
+    else:
+        assert torch.allclose(sd["0.weight"] / gains[0], sd["1.weight"] / gains[1])
+
+
+def test_fold_requires_a_shared_model():
+    with pytest.raises(ssnfx.PlanError, match="expects a shared model"):
+        ssnfx.fold(ssnfx.trace(SmallCNN()))

@@ -1,0 +1,87 @@
+import pytest
+import torch
+import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import ssnfx
+from models import SmallCNN
+
+
+class _CountOps(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _stack(n: int) -> nn.Module:
+    return nn.Sequential(*[nn.Linear(32, 32) for _ in range(n)])
+
+
+@pytest.mark.parametrize("method", ["ssn", "swn"])
+@pytest.mark.parametrize("combiner", ssnfx.COMBINERS)
+def test_generation_is_batched(method, combiner):
+    """A group of 32 alike layers costs no more ops than a group of 4: no loop per layer."""
+    counts = []
+    for n in (4, 32):
+        cfg = ssnfx.ShareConfig(method=method, combiner=combiner, strategy="single")
+        shared = ssnfx.share(_stack(n), budget=1.5, config=cfg)  # >= P blocks for all
+        with _CountOps() as ops:
+            weights = shared.ssnfx.g0()
+        assert len(weights) == n
+        counts.append(ops.count)
+    assert counts[1] <= counts[0]
+
+
+@pytest.mark.parametrize("method", ["ssn", "swn"])
+@pytest.mark.parametrize("combiner", ssnfx.COMBINERS)
+def test_generated_weights_keep_the_layers_init_scale(method, combiner):
+    model = SmallCNN()
+    shared = ssnfx.share(model, 0.2, ssnfx.ShareConfig(method=method, combiner=combiner))
+    weights = shared.ssnfx.generate()
+    for name, w in weights.items():
+        target = model.get_parameter(name).std()
+        torch.testing.assert_close(w.std(), target, rtol=1e-3, atol=0)
+    # The store starts at the layers' own scale, so the fixed gains stay near one and optimizers
+    # see the step sizes of the unshared model.
+    for g in shared.ssnfx.children():
+        assert 0.1 < g.gain.min() and g.gain.max() < 10
+
+
+@pytest.mark.parametrize("method", ["ssn", "swn"])
+@pytest.mark.parametrize("combiner", ssnfx.COMBINERS)
+def test_gradients_reach_store_and_coefficients(method, combiner):
+    shared = ssnfx.share(SmallCNN(), 0.3, ssnfx.ShareConfig(method=method, combiner=combiner,
+                                                           strategy="single"))
+    shared(torch.randn(4, 1, 8, 8)).sum().backward()
+    g = shared.ssnfx.g0
+    assert g.store.grad is not None and g.store.grad.abs().sum() > 0
+    learned = [p for n, p in g.named_parameters() if n != "store"]
+    assert bool(learned) == (combiner in ("wavg", "emb", "linear"))
+    for p in learned:
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_upsampling_when_store_is_smaller_than_a_layer():
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64))
+    shared = ssnfx.share(model, budget=0.05, config=ssnfx.ShareConfig(strategy="single"))
+    g = shared.ssnfx.g0
+    assert g.store.numel() < 64 * 64
+    assert all(b.count == 0 for b in g._buckets)  # every SuperWeight is upsampled
+    w0, w1 = g()
+    assert w0.shape == (64, 64) and torch.isfinite(w0).all()
+    (w0.sum() + w1.square().sum()).backward()
+    assert g.store.grad.abs().sum() > 0
+
+
+def test_candidates_grow_above_budget_one_so_no_parameter_is_idle():
+    model = _stack(3)
+    shared = ssnfx.share(model, budget=4.0, config=ssnfx.ShareConfig(strategy="single"))
+    g = shared.ssnfx.g0
+    assert g.store.numel() > 3 * 32 * 32 * 3
+    shared(torch.randn(2, 32)).square().sum().backward()
+    whole = g.store.numel() // (32 * 32) * 32 * 32  # the tail below one block is never read
+    assert (g.store.grad[:whole] != 0).all()

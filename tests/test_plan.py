@@ -1,0 +1,59 @@
+import json
+
+import pytest
+import torchvision
+
+import ssnfx
+from ssnfx.plan import matrix_shape
+
+
+@pytest.fixture(scope="module")
+def resnet_gm():
+    return ssnfx.trace(torchvision.models.resnet18())
+
+
+@pytest.mark.parametrize("method", ["ssn", "swn"])
+def test_json_round_trip(resnet_gm, method):
+    plan = ssnfx.make_plan(resnet_gm, 0.1, ssnfx.ShareConfig(method=method))
+    again = ssnfx.SharingPlan.from_json(plan.to_json())
+    assert again == plan
+    assert json.loads(again.to_json()) == json.loads(plan.to_json())
+
+
+def test_newer_version_is_refused(resnet_gm):
+    d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
+    d["version"] = ssnfx.PLAN_VERSION + 1
+    with pytest.raises(ssnfx.PlanError, match="newer than this ssnfx"):
+        ssnfx.SharingPlan.from_dict(d)
+
+
+@pytest.mark.parametrize("text,match", [("{", "not valid JSON"), ("[]", "not a SharingPlan"),
+                                        ('{"version": 1}', "malformed")])
+def test_malformed_plans(text, match):
+    with pytest.raises(ssnfx.PlanError, match=match):
+        ssnfx.SharingPlan.from_json(text)
+
+
+def test_counts_add_up(resnet_gm):
+    plan = ssnfx.make_plan(resnet_gm, 0.1)
+    assert plan.original_params == 11_689_512
+    assert plan.private_params == sum(s.numel for s in plan.slots if not s.shared)
+    assert plan.shared_params == plan.private_params + sum(
+        g.numel + plan.coefficient_params(g) for g in plan.groups)
+    assert sorted(n for g in plan.groups for n in g.slots) == sorted(
+        s.name for s in plan.slots if s.shared)
+
+
+def test_biases_and_norms_private_by_default_and_configurable(resnet_gm):
+    plan = ssnfx.make_plan(resnet_gm, 0.1)
+    assert not plan.slot("bn1.weight").shared and not plan.slot("fc.bias").shared
+    assert plan.slot("fc.weight").shared
+    plan = ssnfx.make_plan(resnet_gm, 0.1, ssnfx.ShareConfig(share_biases=True, share_norms=True,
+                                                            private=("fc.*",)))
+    assert plan.slot("bn1.weight").shared and not plan.slot("fc.weight").shared
+
+
+def test_matrix_shape():
+    assert matrix_shape((64, 3, 7, 7)) == (64, 147)
+    assert matrix_shape((10,)) == (10, 1)
+    assert matrix_shape(()) == (1, 1)
