@@ -19,7 +19,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import PlanError
-from .rewrite import STORE, assign_attr, call_leaf, fetch_attr
+from ..graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
+from ..plan import SharingPlan
+from .rewrite import STORE, call_leaf
 
 __all__ = ["fold"]
 
@@ -51,17 +53,37 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
     plan = store.plan
     with torch.no_grad():
         values = _dedupe(store.generate())
-    params: dict[str, nn.Parameter] = {}
     memo: dict[int, Any] = {}
+    params: dict[str, nn.Parameter] = {}
     for name, w in values.items():
         if id(w) not in memo:
             memo[id(w)] = nn.Parameter(w.detach().clone())
         params[name] = memo[id(w)]
-    aliases = {s.name: s.aliases for s in plan.slots if s.shared}
-
-    graph = copy.deepcopy(shared.graph)
-    by_group = {f"{STORE}.{g.name}": g.slots for g in plan.groups}
     root: dict[str, Any] = {}
+    graphs = {mode: _fold_graph(g, shared, plan, params, root)
+              for mode, g in graphs_of(shared).items()}
+    for graph in graphs.values():
+        for node in graph.nodes:
+            if node.op in ("get_attr", "call_module") and node.target not in root:
+                root[node.target] = _copy(fetch_attr(shared, node.target), memo)
+    folded = build_graph_module(root, graphs, type(shared).__name__, shared.meta, shared.training)
+    for s in plan.slots:
+        for alias in s.aliases if s.shared else ():
+            assign_attr(folded, alias, params[s.name])
+    known = {n for n, _ in (*folded.named_parameters(remove_duplicate=False),
+                            *folded.named_buffers(remove_duplicate=False))}
+    for name, t in (*shared.named_parameters(remove_duplicate=False),
+                    *shared.named_buffers(remove_duplicate=False)):
+        if name.split(".")[0] != STORE and name not in known:
+            assign_attr(folded, name, _copy(t, memo))  # unread parameters and buffers
+    return folded
+
+
+def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
+                params: dict[str, nn.Parameter], root: dict[str, Any]) -> fx.Graph:
+    """A copy of ``source`` reading ``params`` where it read generators; fills ``root``."""
+    graph = copy.deepcopy(source)
+    by_group = {f"{STORE}.{g.name}": g.slots for g in plan.groups}
     for node in list(graph.nodes):
         if node.op == "call_function" and node.target is operator.getitem \
                 and isinstance(node.args[0], fx.Node) and node.args[0].target in by_group:
@@ -73,12 +95,13 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
         elif node.op == "call_function" and node.target is call_leaf:
             module_node, names, weights, *args = node.args
             target = module_node.target
-            mod = copy.deepcopy(fetch_attr(shared, target))
-            for local, w in zip(names, weights):  # w: the get_attr that replaced a getitem
-                assign_attr(mod, local, params[w.target])
-            if hasattr(mod, "_init_flat_weights"):
-                mod._init_flat_weights()
-            root[target] = mod
+            if target not in root:
+                mod = copy.deepcopy(fetch_attr(shared, target))
+                for local, w in zip(names, weights):  # w: the get_attr that replaced a getitem
+                    assign_attr(mod, local, params[w.target])
+                if hasattr(mod, "_init_flat_weights"):
+                    mod._init_flat_weights()
+                root[target] = mod
             with graph.inserting_before(node):
                 new = graph.call_module(target, tuple(args), dict(node.kwargs))
             new.meta = dict(node.meta)
@@ -87,28 +110,10 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
             for w in (*weights, module_node):
                 if not w.users:
                     graph.erase_node(w)
-                    if not any(n.op in ("get_attr", "call_module") and n.target == w.target
-                               for n in graph.nodes):
-                        root.pop(w.target, None)
     for node in list(graph.nodes):
         if node.op == "call_module" and node.target in by_group:
             graph.erase_node(node)
-    for node in graph.nodes:
-        if node.op in ("get_attr", "call_module") and node.target not in root:
-            root[node.target] = _copy(fetch_attr(shared, node.target), memo)
-    folded = fx.GraphModule(root, graph, class_name=type(shared).__name__)
-    for name, p in params.items():
-        for alias in aliases.get(name, ()):
-            assign_attr(folded, alias, p)
-    known = set(folded.state_dict(keep_vars=True))
-    for name, t in (*shared.named_parameters(remove_duplicate=False),
-                    *shared.named_buffers(remove_duplicate=False)):
-        if name.split(".")[0] != STORE and name not in known:
-            assign_attr(folded, name, _copy(t, memo))  # unread parameters and buffers
-    folded.meta.update(shared.meta)
-    folded.graph.lint()
-    folded.train(shared.training)
-    return folded
+    return graph
 
 
 def _copy(obj: Any, memo: dict[int, Any]) -> Any:

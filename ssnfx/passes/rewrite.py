@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import operator
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -20,10 +21,11 @@ from torch.func import functional_call
 
 from ..errors import PlanError
 from ..generator import ParameterStore
+from ..graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
 from ..plan import SharingPlan
 from .trace import graph_slots
 
-__all__ = ["STORE", "rewrite", "call_leaf", "assign_attr", "fetch_attr"]
+__all__ = ["STORE", "rewrite", "call_leaf"]
 
 #: Attribute name of the ParameterStore at the root of a shared GraphModule.
 STORE = "ssnfx"
@@ -33,31 +35,6 @@ def call_leaf(module: nn.Module, names: tuple[str, ...], weights: tuple[torch.Te
               *args: Any, **kwargs: Any) -> Any:
     """Call a leaf module with some of its parameters supplied (generated) from outside."""
     return functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
-
-
-def fetch_attr(root: nn.Module, target: str) -> Any:
-    obj: Any = root
-    for atom in target.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
-def assign_attr(root: nn.Module, target: str, value: Any) -> None:
-    """Set ``root.<target>`` to ``value``, creating empty parent modules as needed."""
-    *path, leaf = target.split(".")
-    mod = root
-    for atom in path:
-        if not hasattr(mod, atom):
-            mod.add_module(atom, nn.Module())
-        mod = getattr(mod, atom)
-    if isinstance(value, nn.Parameter):
-        mod.register_parameter(leaf, value)
-    elif isinstance(value, nn.Module):
-        mod.add_module(leaf, value)
-    elif isinstance(value, torch.Tensor):
-        mod.register_buffer(leaf, value)
-    else:
-        setattr(mod, leaf, value)
 
 
 def _check(plan: SharingPlan, found: dict[str, Any]) -> None:
@@ -107,8 +84,21 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
                         f"or rename that attribute")
     targets = {n: _target_std(fetch_attr(gm, n)) for n in shared}
     store = ParameterStore(plan, targets)
+    graphs = {mode: _rewrite_graph(g, plan, shared) for mode, g in graphs_of(gm).items()}
+    root = _copy_private(gm, graphs.values(), shared)
+    root.update({f"{STORE}.{g.name}": getattr(store, g.name) for g in plan.groups})
+    meta = {k: v for k, v in gm.meta.items() if k != "ssnfx_unread"}
+    out = build_graph_module(root, graphs, type(gm).__name__, meta, gm.training)
+    setattr(out, STORE, store)  # the store itself, with its plan, in place of a bare container
+    for name, tensor in gm.meta.get("ssnfx_unread", {}).items():
+        # Parameters and buffers the graph never reads stay, so nothing of the model is lost.
+        assign_attr(out, name, _clone(tensor, {}))
+    return out
 
-    graph = copy.deepcopy(gm.graph)
+
+def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.Graph:
+    """A copy of ``source`` whose shared parameter reads come from the generators."""
+    graph = copy.deepcopy(source)
     anchor = next((n for n in graph.nodes if n.op != "placeholder"), None)
     generated: dict[str, fx.Node] = {}
     with graph.inserting_before(anchor):
@@ -117,8 +107,7 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
             for i, name in enumerate(g.slots):
                 generated[name] = graph.call_function(operator.getitem, (call, i))
     for node in list(graph.nodes):
-        slots = node.meta.get("ssnfx_slots", ())
-        mine = [s for s in slots if s.name in shared]
+        mine = [s for s in node.meta.get("ssnfx_slots", ()) if s.name in shared]
         if not mine:
             continue
         if node.op == "get_attr":
@@ -132,29 +121,23 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
                     call_leaf, (module, local, tuple(generated[s.name] for s in mine), *node.args),
                     dict(node.kwargs))
             call.meta = dict(node.meta)
-            call.meta["ssnfx_leaf"] = node.target
             node.replace_all_uses_with(call)
             graph.erase_node(node)
-
-    root = _copy_private(gm, graph, plan, shared)
-    root.update({f"{STORE}.{g.name}": getattr(store, g.name) for g in plan.groups})
-    out = fx.GraphModule(root, graph, class_name=type(gm).__name__)
-    setattr(out, STORE, store)  # the store itself, with its plan, in place of a bare container
-    for name, tensor in gm.meta.get("ssnfx_unread", {}).items():
-        # Parameters and buffers the graph never reads stay, so nothing of the model is lost.
-        assign_attr(out, name, _clone(tensor, {}))
-    out.meta.update({k: v for k, v in gm.meta.items() if k != "ssnfx_unread"})
-    out.graph.lint()
-    out.train(gm.training)
-    return out
+    # Drop what this graph does not read (an eval graph without the auxiliary head): getitems
+    # first, then a generator none of whose weights is used.
+    for node in reversed(list(graph.nodes)):
+        if node.op in ("call_function", "call_module") and not node.users and (
+                node.target is operator.getitem or str(node.target).startswith(f"{STORE}.")):
+            graph.erase_node(node)
+    return graph
 
 
-def _copy_private(gm: fx.GraphModule, graph: fx.Graph, plan: SharingPlan,
+def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
                   shared: set[str]) -> dict[str, Any]:
-    """Copies of everything the rewritten graph reads, minus the shared parameters."""
+    """Copies of everything the rewritten graphs read, minus the shared parameters."""
     memo: dict[int, Any] = {}
     root: dict[str, Any] = {}
-    for node in graph.nodes:
+    for node in (n for g in graphs for n in g.nodes):
         if node.op not in ("get_attr", "call_module") or node.target in root:
             continue
         if node.target.split(".")[0] == STORE:

@@ -21,6 +21,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import TraceError
+from ..graph_module import build_graph_module, fetch_attr, graphs_of
 from ..plan import Slot
 
 __all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots"]
@@ -131,9 +132,38 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
         if name not in known:
             raise TraceError(f"leaf_modules names {name!r}, which is not a submodule of "
                              f"{type(model).__name__}")
+    graphs: dict[bool | None, fx.Graph] = {}
+    mode = model.training
+    try:
+        # Trace in both modes: code that branches on self.training (auxiliary heads, stochastic
+        # depth) gives two graphs, kept apart so that train() and eval() behave as in the model.
+        for training in (mode, not mode):
+            model.train(training)
+            graphs[training] = _trace_one(model, leaf_modules, concrete_args, known)
+    finally:
+        model.train(mode)
+    if graphs[True].python_code("self").src == graphs[False].python_code("self").src:
+        graphs = {None: graphs[mode]}
+    # Tensors torch.fx stored as attributes (_tensor_constant0, non-persistent buffers) stay out
+    # of the state_dict, so that it keeps the model's own keys.
+    state = set(model.state_dict(keep_vars=True))
+    constants = sorted({n.target for g in graphs.values() for n in g.nodes
+                        if n.op == "get_attr" and n.target not in state
+                        and type(fetch_attr(model, n.target)) is torch.Tensor})
+    meta = {"ssnfx_constants": constants,
+            "ssnfx_versions": {n: m._version for n, m in model.named_modules()
+                               if getattr(m, "_version", 1) != 1},
+            "ssnfx_trace": {"leaf_modules": list(leaf_modules)}}
+    gm = build_graph_module(model, graphs, type(model).__name__, meta, mode)
+    _annotate_slots(gm, model)
+    return gm
+
+
+def _trace_one(model: nn.Module, leaf_modules: tuple[str, ...],
+               concrete_args: dict[str, Any] | None, known: dict[str, nn.Module]) -> fx.Graph:
     tracer = SlotTracer(leaf_modules)
     try:
-        graph = tracer.trace(model, concrete_args=concrete_args)
+        return tracer.trace(model, concrete_args=concrete_args)
     except Exception as e:  # torch.fx raises many types; all become one clear error
         where = tracer.module_path[-1] if tracer.module_path else ""
         cls = type(known.get(where, model)).__name__
@@ -143,10 +173,6 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
             f"Remedies: mark it as a leaf, with ssnfx.register_leaf({cls}) or "
             f"leaf_modules=[{where!r}] (its parameters are still shared), or pass concrete_args "
             f"to fix the inputs its control flow depends on.") from e
-    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
-    _annotate_slots(gm, model)
-    gm.meta["ssnfx_trace"] = {"leaf_modules": list(leaf_modules), "training": model.training}
-    return gm
 
 
 def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
@@ -165,19 +191,21 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
                                aliases=tuple(n for n in all_names if n != name))
         return seen[id(p)]
 
-    for position, node in enumerate(gm.graph.nodes):
-        if node.op == "get_attr":
-            obj = _fetch(model, node.target)
-            if isinstance(obj, nn.Parameter):
-                owner = modules.get(node.target.rpartition(".")[0])
-                kind = type(owner).__name__ if isinstance(owner, INLINED_LAYERS) else "Parameter"
-                node.meta["ssnfx_slots"] = [slot_for(obj, node.target, position, False, kind)]
-        elif node.op == "call_module":
-            mod = gm.get_submodule(node.target)
-            found = [slot_for(p, f"{node.target}.{n}", position, True, type(mod).__name__)
-                     for n, p in mod.named_parameters(remove_duplicate=False)]
-            if found:
-                node.meta["ssnfx_slots"] = found
+    for graph in graphs_of(gm).values():
+        for position, node in enumerate(graph.nodes):
+            if node.op == "get_attr":
+                obj = fetch_attr(model, node.target)
+                if isinstance(obj, nn.Parameter):
+                    owner = modules.get(node.target.rpartition(".")[0])
+                    kind = type(owner).__name__ if isinstance(owner, INLINED_LAYERS) \
+                        else "Parameter"
+                    node.meta["ssnfx_slots"] = [slot_for(obj, node.target, position, False, kind)]
+            elif node.op == "call_module":
+                mod = gm.get_submodule(node.target)
+                found = [slot_for(p, f"{node.target}.{n}", position, True, type(mod).__name__)
+                         for n, p in mod.named_parameters(remove_duplicate=False)]
+                if found:
+                    node.meta["ssnfx_slots"] = found
     read = set(seen)
     gm.meta["ssnfx_unread"] = {
         n: t for n, t in (*model.named_parameters(remove_duplicate=False),
@@ -199,20 +227,14 @@ def _graph_reads(gm: fx.GraphModule, name: str) -> bool:
         return False
 
 
-def _fetch(root: nn.Module, target: str) -> Any:
-    obj: Any = root
-    for atom in target.split("."):
-        obj = getattr(obj, atom)
-    return obj
-
-
 def graph_slots(gm: fx.GraphModule) -> dict[str, Slot]:
     """All slots of a traced GraphModule by name, in graph order."""
     out: dict[str, Slot] = {}
-    for node in gm.graph.nodes:
-        for s in node.meta.get("ssnfx_slots", ()):
-            out.setdefault(s.name, s)
-    return out
+    for graph in graphs_of(gm).values():
+        for node in graph.nodes:
+            for s in node.meta.get("ssnfx_slots", ()):
+                out.setdefault(s.name, s)
+    return dict(sorted(out.items(), key=lambda kv: kv[1].position))
 
 
 def slots_of(gm: fx.GraphModule) -> list[Slot]:

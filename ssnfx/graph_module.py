@@ -1,0 +1,107 @@
+"""GraphModule plumbing shared by the passes: attribute paths, and one graph per mode.
+
+A model whose forward branches on ``self.training`` (Inception's auxiliary head, stochastic depth
+in EfficientNet) traces to a different graph in train and in eval mode. :class:`ModeGraphModule`
+keeps both and switches with ``.train()`` / ``.eval()``, as the model itself would.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+
+__all__ = ["ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr"]
+
+
+def fetch_attr(root: nn.Module, target: str) -> Any:
+    """``root.<target>`` for a dotted ``target``."""
+    obj: Any = root
+    for atom in target.split("."):
+        obj = getattr(obj, atom)
+    return obj
+
+
+def assign_attr(root: nn.Module, target: str, value: Any, persistent: bool = True) -> None:
+    """Set ``root.<target>`` to ``value``, creating empty parent modules as needed."""
+    *path, leaf = target.split(".")
+    mod = root
+    for atom in path:
+        if not hasattr(mod, atom):
+            mod.add_module(atom, nn.Module())
+        mod = getattr(mod, atom)
+    if isinstance(value, nn.Parameter):
+        mod.register_parameter(leaf, value)
+    elif isinstance(value, nn.Module):
+        mod.add_module(leaf, value)
+    elif isinstance(value, torch.Tensor):
+        mod.register_buffer(leaf, value, persistent=persistent)
+    else:
+        setattr(mod, leaf, value)
+
+
+class ModeGraphModule(fx.GraphModule):
+    """A GraphModule with a train graph and an eval graph; ``.train(mode)`` picks one."""
+
+    def __init__(self, root: nn.Module | dict[str, Any], train_graph: fx.Graph,
+                 eval_graph: fx.Graph, class_name: str = "GraphModule") -> None:
+        super().__init__(root, train_graph, class_name)
+        for node in eval_graph.nodes:  # what only the eval graph reads
+            if node.op in ("get_attr", "call_module"):
+                try:
+                    fetch_attr(self, node.target)
+                except AttributeError:
+                    value = root[node.target] if isinstance(root, dict) \
+                        else fetch_attr(root, node.target)
+                    assign_attr(self, node.target, value)
+        self.train_graph = train_graph
+        self.eval_graph = eval_graph
+        self.training = True
+
+    def train(self, mode: bool = True) -> "ModeGraphModule":
+        graph = self.train_graph if mode else self.eval_graph
+        if self.graph is not graph:
+            self.graph = graph  # the setter recompiles forward
+        return super().train(mode)
+
+    def _deepcopy_init(self) -> Callable[..., None]:
+        def init(res: "ModeGraphModule", fake: nn.Module, graph: fx.Graph) -> None:
+            fx.GraphModule.__init__(res, fake, graph)
+            res.train_graph = fake.__dict__["train_graph"]
+            res.eval_graph = fake.__dict__["eval_graph"]
+        return init
+
+
+def graphs_of(gm: fx.GraphModule) -> dict[bool | None, fx.Graph]:
+    """``{True: train graph, False: eval graph}`` of a ModeGraphModule, else ``{None: graph}``."""
+    if isinstance(gm, ModeGraphModule):
+        return {True: gm.train_graph, False: gm.eval_graph}
+    return {None: gm.graph}
+
+
+def build_graph_module(root: nn.Module | dict[str, Any], graphs: dict[bool | None, fx.Graph],
+                       class_name: str, meta: dict[str, Any], training: bool) -> fx.GraphModule:
+    """A GraphModule (or ModeGraphModule) over ``root`` (a module or a dict of targets), with the model's constants kept out of
+    its state_dict and its modules' state_dict versions restored, as recorded by trace."""
+    if None in graphs:
+        gm = fx.GraphModule(root, graphs[None], class_name=class_name)
+    else:
+        gm = ModeGraphModule(root, graphs[True], graphs[False], class_name=class_name)
+    for graph in graphs.values():
+        graph.lint()
+    for name in meta.get("ssnfx_constants", ()):
+        try:
+            value = fetch_attr(gm, name)
+        except AttributeError:
+            continue
+        assign_attr(gm, name, value, persistent=False)
+    for path, version in meta.get("ssnfx_versions", {}).items():
+        try:
+            gm.get_submodule(path)._version = version
+        except AttributeError:
+            pass
+    gm.meta.update(meta)
+    gm.train(training)
+    return gm
