@@ -16,7 +16,7 @@ def share(model: nn.Module, budget: float | int = 0.1, config: ShareConfig | Non
           ) -> fx.GraphModule:
     """Return a model that trains with ``budget`` parameters generated from a shared store.
 
-    Without data this uses the data-free plan of ``config.strategy`` (depth bins by default; see
+    Without data this uses the data-free plan of ``config.strategy`` (one group by default; see
     :mod:`ssnfx.grouping`). The input model is not modified.
 
     Args:

@@ -26,7 +26,8 @@ class ShareConfig:
             ``"swn"`` (SuperWeights concatenated into each slot, SWN Sec. 2.1).
         combiner: ``"rr"``, ``"avg"``, ``"wavg"``, ``"emb"`` or ``"linear"``; ``None`` picks the
             method's own (WAvg for SSN, the linear combination of Eq. 1 for SWN).
-        strategy: data-free grouping: ``"depth"`` (default), ``"single"``, ``"shape"``, ``"random"``.
+        strategy: data-free grouping: ``"single"`` (default), ``"depth"``, ``"shape"``, ``"random"``
+            (see :mod:`ssnfx.grouping` for why single is the default).
         groups: number of groups for the ``depth`` and ``random`` strategies.
         candidates: P, the most candidate blocks combined per SuperWeight (SSN Sec. 3.2 uses 4).
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
@@ -47,7 +48,7 @@ class ShareConfig:
 
     method: str = "ssn"
     combiner: str | None = None
-    strategy: str = "depth"
+    strategy: str = "single"
     groups: int = 3
     candidates: int = 4
     emb_dim: int = 24

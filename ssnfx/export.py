@@ -26,8 +26,12 @@ def _prepare(folded: nn.Module, example_inputs: Any) -> tuple[tuple[Any, ...], A
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) \
         else (example_inputs,)
     folded.eval()
-    with torch.no_grad():
-        reference = folded(*inputs)
+    try:
+        with torch.no_grad():
+            reference = folded(*inputs)
+    except Exception as e:
+        raise ExportError(f"the folded model fails on the example inputs, so nothing was "
+                          f"exported: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     return inputs, reference
 
 

@@ -50,7 +50,7 @@ def resolve_budget(budget: Any, original: int) -> int:
     if isinstance(budget, float):
         if not math.isfinite(budget) or budget <= 0:
             raise BudgetError(f"budget must be a finite fraction > 0, got {budget!r}")
-        count = int(round(budget * original))
+        count = math.floor(budget * original)  # "at most": never round up past the fraction
     else:
         count = budget
     if count <= 0:
@@ -97,7 +97,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         >>> gm = ssnfx.trace(torchvision.models.resnet18())
         >>> plan = ssnfx.make_plan(gm, budget=0.1)
         >>> plan.shared_params <= plan.budget, len(plan.groups)
-        (True, 3)
+        (True, 1)
     """
     config = config or ShareConfig()
     original = original_param_count(gm)
