@@ -1,0 +1,279 @@
+"""The ``ssnfx`` command line: compile, fold (export) and report.
+
+Exit codes: 0 success, 2 usage errors (bad arguments, an impossible budget, missing files or
+names, existing output), 1 failures (a model that cannot be traced, shared, folded or exported). Errors are one line on
+stderr. Outputs are written to a temporary name and renamed, so an interrupted run leaves nothing
+half-written and never touches its inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from . import __version__
+from .checkpoint import load as load_checkpoint
+from .checkpoint import save as save_checkpoint
+from .config import COMBINERS, METHODS, ShareConfig
+from .errors import BudgetError, SsnfxError
+from .export import export_pt2, export_torchscript
+from .grouping import STRATEGIES
+from .passes import fold, rewrite, trace
+from .plan import SharingPlan
+from .planner import make_plan
+from .report import report
+
+__all__ = ["main", "load_model_file", "MODEL_NAMES"]
+
+#: Names looked up in a model file when no ``:attr`` is given, in order.
+MODEL_NAMES = ("model", "build_model", "get_model", "create_model", "Model")
+
+
+class UsageError(Exception):
+    """A mistake in how ssnfx was called: exit code 2."""
+
+
+def load_model_file(spec: str) -> tuple[dict[str, Any], nn.Module]:
+    """Import ``path.py[:attr]`` and return its namespace and the model it names.
+
+    ``attr`` may name an ``nn.Module`` or a callable returning one; without it the first of
+    :data:`MODEL_NAMES` that the file defines is used.
+    """
+    path_text, _, attr = spec.partition(":") if not Path(spec).exists() else (spec, "", "")
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"model file not found: {path_text}")
+    name = f"ssnfx_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise UsageError(f"{path_text} is not a Python file")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as e:
+        raise SsnfxError(f"{path_text} failed to import: {type(e).__name__}: {e}") from e
+    ns = vars(module)
+    if attr:
+        if attr not in ns:
+            raise UsageError(f"{path_text} has no attribute {attr!r}")
+        candidates = [attr]
+    else:
+        candidates = [n for n in MODEL_NAMES if n in ns]
+        if not candidates:
+            raise UsageError(f"no model in {path_text}: define one of {', '.join(MODEL_NAMES)}, "
+                             f"or name it as {path_text}:NAME")
+    obj = ns[candidates[0]]
+    if not isinstance(obj, nn.Module) and callable(obj):
+        try:
+            obj = obj()
+        except Exception as e:
+            raise SsnfxError(f"{path_text}:{candidates[0]}() failed: {type(e).__name__}: {e}") \
+                from e
+    if not isinstance(obj, nn.Module):
+        raise UsageError(f"{path_text}:{candidates[0]} is a {type(obj).__name__}, not an "
+                         f"nn.Module or a function returning one")
+    return ns, obj
+
+
+def _budget(text: str) -> float | int:
+    try:
+        return int(text) if text.strip().isdigit() else float(text)
+    except ValueError:
+        raise UsageError(f"--budget must be a fraction like 0.1 or a parameter count like "
+                         f"500000, got {text!r}") from None
+
+
+def _example_inputs(ns: dict[str, Any], shape: str | None) -> tuple[Any, ...]:
+    if shape:
+        try:
+            return (torch.randn(*[int(d) for d in shape.split(",")]),)
+        except ValueError:
+            raise UsageError(f"--input-shape must be comma-separated ints, got {shape!r}") \
+                from None
+    inputs = ns.get("example_inputs")
+    if inputs is None:
+        raise UsageError("the model file defines no example_inputs; pass --input-shape, e.g. "
+                         "--input-shape 1,3,224,224")
+    if callable(inputs):
+        inputs = inputs()
+    return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    budget = _budget(args.budget)
+    out = Path(args.output or Path("out") / Path(args.model.split(":")[0]).stem)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise UsageError(f"output {out} exists; pass --force to replace it")
+    config = ShareConfig.from_json(Path(args.config).read_text()) if args.config else ShareConfig()
+    overrides = {k: getattr(args, k) for k in ("method", "combiner", "strategy", "groups")
+                 if getattr(args, k) is not None}
+    config = ShareConfig.from_dict({**config.to_dict(), **overrides})
+    ns, model = load_model_file(args.model)
+    start = time.perf_counter()
+    gm = trace(model, leaf_modules=config.leaf_modules)
+    plan = make_plan(gm, budget, config)
+    shared = rewrite(gm, plan)
+    _say(args, f"compiled in {time.perf_counter() - start:.2f}s")
+    if args.epochs:
+        loader, loss_fn = ns.get("train_loader"), ns.get("loss_fn")
+        if loader is None or loss_fn is None:
+            raise UsageError(f"--epochs needs train_loader and loss_fn in {args.model}")
+        from .training import accuracy, train
+
+        losses = train(shared, loader, loss_fn, epochs=args.epochs, lr=args.lr,
+                       progress=not args.quiet)
+        _say(args, f"trained {args.epochs} epoch(s): loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+        if ns.get("test_loader") is not None:
+            _say(args, f"test accuracy {accuracy(shared, ns['test_loader']):.4f}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        (tmp / "plan.json").write_text(plan.to_json())
+        save_checkpoint(shared, tmp / "shared.pt")
+        (tmp / "source.json").write_text(json.dumps(
+            {"model": str(Path(args.model.split(":")[0]).resolve())
+             + (":" + args.model.split(":", 1)[1] if ":" in args.model else ""),
+             "ssnfx": __version__}, indent=1))
+        (tmp / "report.txt").write_text(report(plan) + "\n")
+        _replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    _say(args, report(plan))
+    _say(args, f"wrote {out}/ (plan.json, shared.pt, report.txt)")
+    return 0
+
+
+def _compiled(directory: str) -> tuple[Path, dict[str, Any]]:
+    out = Path(directory)
+    if not (out / "source.json").is_file() or not (out / "shared.pt").is_file():
+        raise UsageError(f"{directory} is not an output of 'ssnfx compile' "
+                         f"(no source.json and shared.pt)")
+    return out, json.loads((out / "source.json").read_text())
+
+
+def cmd_fold(args: argparse.Namespace) -> int:
+    out, source = _compiled(args.directory)
+    suffix = ".pt" if args.format == "torchscript" else ".pt2"
+    target = Path(args.output) if args.output else out / f"model{suffix}"
+    if target.exists() and not args.force:
+        raise UsageError(f"{target} exists; pass --force to replace it")
+    ns, model = load_model_file(source["model"])
+    inputs = _example_inputs(ns, args.input_shape)
+    folded = fold(load_checkpoint(model, out / "shared.pt").eval())
+    export = export_torchscript if args.format == "torchscript" else export_pt2
+    export(folded, inputs, target, atol=args.atol, rtol=args.atol)
+    _say(args, f"wrote {target} ({args.format}); it reproduces the folded model on the example "
+               f"inputs within atol {args.atol:g}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    out = Path(args.directory)
+    plan_file = out / "plan.json" if out.is_dir() else out
+    if not plan_file.is_file():
+        raise UsageError(f"no plan at {plan_file}")
+    plan = SharingPlan.from_json(plan_file.read_text())
+    print(report(plan))
+    if args.png:
+        from .plot import coefficient_similarity, plot_sharing
+
+        similarity = None
+        if out.is_dir() and (out / "source.json").is_file():
+            _, model = load_model_file(json.loads((out / "source.json").read_text())["model"])
+            similarity = coefficient_similarity(load_checkpoint(model, out / "shared.pt"))
+        plot_sharing(plan, args.png, similarity)
+        _say(args, f"wrote {args.png}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssnfx", description="Cross-layer parameter sharing for any PyTorch model.")
+    parser.add_argument("--version", action="version", version=f"ssnfx {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    c = sub.add_parser("compile", parents=[quiet], help="share a model's parameters",
+                       description="Trace the model in FILE, share its parameters under the "
+                       "budget, optionally train it briefly, and write plan.json, shared.pt "
+                       "and report.txt. FILE is path.py or path.py:NAME; without NAME the first "
+                       f"of {', '.join(MODEL_NAMES)} is used (an nn.Module or a function "
+                       "returning one). Training uses train_loader, loss_fn (and test_loader "
+                       "for accuracy) from the same file.")
+    c.add_argument("model", metavar="FILE[:NAME]", help="the model file")
+    c.add_argument("-b", "--budget", default="0.1",
+                   help="a fraction of the model's parameters (0.1) or a count (500000)")
+    c.add_argument("-o", "--output", help="output folder (default out/<file stem>)")
+    c.add_argument("--method", choices=METHODS, help="ssn (default) or swn")
+    c.add_argument("--combiner", choices=COMBINERS, help="candidate combiner")
+    c.add_argument("--strategy", choices=sorted(STRATEGIES), help="data-free grouping")
+    c.add_argument("--groups", type=int, help="number of groups (depth, random)")
+    c.add_argument("--config", help="a ShareConfig JSON file; flags override it")
+    c.add_argument("--epochs", type=int, default=0, help="train this many epochs (default 0)")
+    c.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
+    c.add_argument("-f", "--force", action="store_true", help="replace an existing output")
+    c.set_defaults(func=cmd_compile)
+
+    f = sub.add_parser("fold", parents=[quiet], help="fold and export a compiled model",
+                       description="Fold the compiled model in DIR into plain weights and export "
+                       "it, checking the export against the folded model on the file's "
+                       "example_inputs (or --input-shape).")
+    f.add_argument("directory", metavar="DIR", help="an output folder of 'ssnfx compile'")
+    f.add_argument("--format", choices=("torchscript", "pt2"), default="pt2",
+                   help="pt2 (torch.export, default) or torchscript")
+    f.add_argument("-o", "--output", help="the exported file (default DIR/model.pt2 or .pt)")
+    f.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
+    f.add_argument("--atol", type=float, default=1e-5, help="tolerance of the check (1e-5)")
+    f.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    f.set_defaults(func=cmd_fold)
+
+    r = sub.add_parser("report", parents=[quiet], help="print the sharing report",
+                       description="Print the sharing table of a compiled model (DIR or a "
+                       "plan.json), and with --png draw it.")
+    r.add_argument("directory", metavar="DIR", help="an output folder or a plan.json")
+    r.add_argument("--png", help="also write the sharing picture here (needs matplotlib)")
+    r.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ssnfx`` console script and ``python -m ssnfx``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UsageError, BudgetError) as e:  # an impossible budget is a bad argument
+        print(f"ssnfx: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    except SsnfxError as e:
+        print(f"ssnfx: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ssnfx: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

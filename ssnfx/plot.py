@@ -1,0 +1,81 @@
+"""The sharing picture: layers in graph order coloured by group, beside the layer-similarity
+matrix (as the papers' sharing maps). matplotlib is an optional extra (``pip install ssnfx[plots]``).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ._io import atomic_path
+from .errors import SsnfxError
+from .plan import SharingPlan
+
+__all__ = ["plot_sharing", "coefficient_similarity"]
+
+
+def coefficient_similarity(shared: torch.nn.Module) -> tuple[list[str], torch.Tensor] | None:
+    """|cos| between the slots' coefficient rows (the poster's layer similarity matrix), for
+    slots whose group uses learned coefficients and one row per slot (SSN); None otherwise."""
+    store = getattr(shared, "ssnfx", None)
+    if store is None:
+        return None
+    names, rows = [], []
+    for g in store.plan.groups:
+        gen = getattr(store, g.name)
+        coef = getattr(gen, "phi", None)
+        if coef is None:
+            coef = getattr(gen, "alpha", None)
+        if coef is None:
+            continue
+        for name in g.slots:
+            tiles = g.layout[name]
+            if len(tiles) == 1:
+                names.append(name)
+                rows.append(coef[tiles[0].coefficients].detach().float())
+    if len(rows) < 2 or len({r.numel() for r in rows}) != 1:
+        return None
+    m = torch.nn.functional.normalize(torch.stack(rows), dim=1)
+    return names, (m @ m.T).abs()
+
+
+def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
+                 similarity: tuple[list[str], torch.Tensor] | None = None) -> None:
+    """Write a PNG of the plan: slot sizes in graph order coloured by group, and the similarity
+    matrix when one is known (measured by search, or from coefficients)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SsnfxError("the sharing picture needs matplotlib: pip install 'ssnfx[plots]'") from e
+    group_of = {n: i for i, g in enumerate(plan.groups) for n in g.slots}
+    slots = sorted((s for s in plan.slots if s.shared), key=lambda s: s.position)
+    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, 2 if similarity else 1, figsize=(13 if similarity else 8, 5),
+                             squeeze=False)
+    ax = axes[0][0]
+    ax.bar(range(len(slots)), [s.numel for s in slots],
+           color=[cmap(group_of[s.name] % 20) for s in slots])
+    ax.set_yscale("log")
+    ax.set_xlabel("shared layer (graph order)")
+    ax.set_ylabel("weights generated")
+    ax.set_title(f"{plan.method.upper()} / {plan.combiner}: {len(plan.groups)} group(s), "
+                 f"{plan.shared_params:,} of {plan.original_params:,} parameters "
+                 f"({plan.shared_params / plan.original_params:.1%})", fontsize=9)
+    for i, g in enumerate(plan.groups[:20]):
+        ax.bar([], [], color=cmap(i % 20), label=f"{g.name}: {len(g.slots)} layers, "
+                                                 f"{g.numel:,} params")
+    ax.legend(fontsize=7, loc="upper right")
+    if similarity:
+        names, matrix = similarity
+        im = axes[0][1].imshow(matrix.numpy(), cmap="viridis", vmin=0, vmax=1)
+        axes[0][1].set_title("layer similarity", fontsize=9)
+        axes[0][1].set_xlabel("layer")
+        axes[0][1].set_ylabel("layer")
+        fig.colorbar(im, ax=axes[0][1], fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
