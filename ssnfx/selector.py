@@ -114,8 +114,13 @@ def upsample_source(numel: int, rows: int, cols: int) -> tuple[int, int]:
     Example:
         >>> upsample_source(100, 40, 10)
         (20, 5)
+        >>> upsample_source(80, 10, 256)
+        (2, 40)
     """
     scale = math.sqrt(numel / (rows * cols))
-    r = max(1, min(rows, int(rows * scale)))
+    # At least two rows and columns where the store allows: one row upsampled to many makes
+    # every row equal, and a classifier whose rows are equal cannot tell its classes apart.
+    floor = 2 if numel >= 4 else 1
+    r = max(min(floor, rows), min(rows, int(rows * scale)))
     c = max(1, min(cols, numel // r))
     return r, c
