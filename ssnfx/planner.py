@@ -2,9 +2,9 @@
 
 Budget arithmetic (the shared model's ``parameters()``):
 ``private + sum over groups of (store + coefficients) <= budget``, with the stores taking what the
-private parameters and coefficients leave, split across groups in proportion to the weights their
-slots represent (SSN Sec. 3.2). Rounding down each store loses fewer parameters than there are
-groups, so the count lands within a handful of the budget.
+private parameters and coefficients leave (see :func:`_split` for how groups share it). Rounding
+down each store loses fewer parameters than there are groups, so the count lands within a
+handful of the budget.
 """
 from __future__ import annotations
 
@@ -153,18 +153,35 @@ def _check_groups(groups: Sequence[Sequence[str]], by_name: dict[str, Slot]) -> 
         raise PlanError(f"shared slots in no group: {missing[:5]}{'...' if len(missing) > 5 else ''}")
 
 
+def _split(available: int, plan: SharingPlan) -> dict[str, int]:
+    """Store sizes summing to at most ``available``.
+
+    Each group first gets its largest SuperWeight, the least store that spares it any upsampling
+    (SSN Table 3(c) sizes groups by their largest layer), and what remains is split in proportion
+    to the weights the groups' slots represent (SSN Sec. 3.2). When even the largest SuperWeights
+    do not fit, they share the budget in proportion to their sizes, so that every group is
+    upsampled by the same factor instead of one group being starved.
+    """
+    slots = {s.name: s for s in plan.slots}
+    weight = {g.name: sum(slots[n].numel for n in g.slots) for g in plan.groups}
+    demand = {g.name: max(r * c for r, c in g.superweights) for g in plan.groups}
+    need = sum(demand.values())
+    if available < need:
+        return {k: max(1, available * d // need) for k, d in demand.items()}
+    extra, total = available - need, sum(weight.values())
+    return {k: demand[k] + extra * weight[k] // total for k in demand}
+
+
 def _allocate(plan: SharingPlan, target: int) -> None:
     """Size every group's store so the shared model's count is at most ``target``."""
-    weight = {g.name: sum(plan.slot(n).numel for n in g.slots) for g in plan.groups}
-    total = sum(weight.values())
     private = plan.private_params
     base = plan.hyper["candidates"]
     # First pass without coefficients: a store larger than P times what its SuperWeights cover
     # would leave parameters no selection ever reads, so P grows to cover it (budgets above 1).
-    rough = max(target - private, 0)
+    rough = _split(max(target - private, len(plan.groups)), plan)
     for g in plan.groups:
         covered = sum(r * c for r, c in g.superweights)
-        g.candidates = max(base, math.ceil(rough * weight[g.name] / total / covered))
+        g.candidates = max(base, math.ceil(rough[g.name] / covered))
     coefficients = sum(plan.coefficient_params(g) for g in plan.groups)
     available = target - private - coefficients
     if available < len(plan.groups):
@@ -175,5 +192,5 @@ def _allocate(plan: SharingPlan, target: int) -> None:
             f"{private:,} private parameters (norms, biases, unshared) and {coefficients:,} "
             f"coefficients. Raise the budget, or share more (ShareConfig.share_biases / "
             f"share_norms), or use a combiner with fewer coefficients ('rr', 'avg').")
-    for g in plan.groups:
-        g.numel = max(1, available * weight[g.name] // total)
+    for name, numel in _split(available, plan).items():
+        next(g for g in plan.groups if g.name == name).numel = numel
