@@ -5,7 +5,8 @@ derive from :class:`SsnfxError`, so ``except ssnfx.SsnfxError`` catches any of t
 """
 from __future__ import annotations
 
-__all__ = ["SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError"]
+__all__ = ["SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",
+           "SearchError"]
 
 
 class SsnfxError(Exception):
@@ -30,3 +31,7 @@ class CheckpointError(SsnfxError):
 
 class ExportError(SsnfxError):
     """An exported model could not be produced, or does not reproduce the folded model."""
+
+
+class SearchError(SsnfxError):
+    """The search pass could not measure the model: empty data, a malformed batch, a bad loss."""

@@ -25,7 +25,7 @@ from ..graph_module import assign_attr, build_graph_module, fetch_attr, graphs_o
 from ..plan import SharingPlan
 from .trace import graph_slots
 
-__all__ = ["STORE", "rewrite", "call_leaf"]
+__all__ = ["STORE", "rewrite", "apply_store", "target_stds", "call_leaf"]
 
 #: Attribute name of the ParameterStore at the root of a shared GraphModule.
 STORE = "ssnfx"
@@ -76,14 +76,24 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
         >>> 0.95 * 0.1 * 11689512 <= n <= 0.1 * 11689512
         True
     """
-    found = graph_slots(gm)
-    _check(plan, found)
-    shared = {s.name for s in plan.slots if s.shared}
+    _check(plan, graph_slots(gm))
     if hasattr(gm, STORE):
         raise PlanError(f"the model already has an attribute {STORE!r}: it is shared already, "
                         f"or rename that attribute")
-    targets = {n: _target_std(fetch_attr(gm, n)) for n in shared}
-    store = ParameterStore(plan, targets)
+    return apply_store(gm, ParameterStore(plan, target_stds(gm, plan)))
+
+
+def target_stds(gm: fx.GraphModule, plan: SharingPlan) -> dict[str, float]:
+    """The standard deviation each shared slot's generated weight should start with."""
+    return {s.name: _target_std(fetch_attr(gm, s.name)) for s in plan.slots if s.shared}
+
+
+def apply_store(gm: fx.GraphModule, store: nn.Module) -> fx.GraphModule:
+    """Rewrite ``gm`` to read its shared slots from ``store``: a module with a ``plan`` and one
+    submodule per group whose call returns that group's weights (the ParameterStore, or the
+    search pass's provisional store)."""
+    plan: SharingPlan = store.plan
+    shared = {s.name for s in plan.slots if s.shared}
     graphs = {mode: _rewrite_graph(g, plan, shared) for mode, g in graphs_of(gm).items()}
     root = _copy_private(gm, graphs.values(), shared)
     root.update({f"{STORE}.{g.name}": getattr(store, g.name) for g in plan.groups})
