@@ -14,13 +14,14 @@ from .passes import (SearchConfig, fold, register_leaf, rewrite, search, similar
                      slots_of, trace)
 from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
 from .planner import make_plan
+from .refine import RefineResult, refine
 from .report import report
 
 __version__ = "0.1.0"
 
 __all__ = [
     "share", "trace", "search", "make_plan", "rewrite", "fold", "register_leaf", "slots_of",
-    "SearchConfig", "similarity_graph", "SearchError",
+    "SearchConfig", "similarity_graph", "SearchError", "refine", "RefineResult",
     "save", "load", "export_torchscript", "export_pt2", "report",
     "ShareConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION", "METHODS", "COMBINERS",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",

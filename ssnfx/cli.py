@@ -27,7 +27,7 @@ from .config import COMBINERS, METHODS, ShareConfig
 from .errors import BudgetError, SsnfxError
 from .export import export_pt2, export_torchscript
 from .grouping import STRATEGIES
-from .passes import fold, rewrite, trace
+from .passes import SearchConfig, fold, rewrite, search, trace
 from .plan import SharingPlan
 from .planner import make_plan
 from .report import report
@@ -132,11 +132,19 @@ def cmd_compile(args: argparse.Namespace) -> int:
     ns, model = load_model_file(args.model)
     start = time.perf_counter()
     gm = trace(model, leaf_modules=config.leaf_modules)
-    plan = make_plan(gm, budget, config)
+    loader, loss_fn = ns.get("train_loader"), ns.get("loss_fn")
+    if loader is not None and loss_fn is not None and not args.no_search:
+        plan = search(gm, budget, loader, loss_fn, config,
+                      SearchConfig(steps=args.search_steps, progress=not args.quiet))
+        m = plan.measured
+        _say(args, f"searched {m['steps']} steps ({m['epoch_fraction']} epoch) in "
+                   f"{m['seconds']:.1f}s: {len(m['groups'])} group(s), "
+                   f"{len(m['superweight_clusters'])} SuperWeight cluster(s)")
+    else:
+        plan = make_plan(gm, budget, config)
     shared = rewrite(gm, plan)
     _say(args, f"compiled in {time.perf_counter() - start:.2f}s")
     if args.epochs:
-        loader, loss_fn = ns.get("train_loader"), ns.get("loss_fn")
         if loader is None or loss_fn is None:
             raise UsageError(f"--epochs needs train_loader and loss_fn in {args.model}")
         from .training import accuracy, train
@@ -218,7 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", parents=[quiet], help="share a model's parameters",
                        description="Trace the model in FILE, share its parameters under the "
-                       "budget, optionally train it briefly, and write plan.json, shared.pt "
+                       "budget (searching where to share when the file defines train_loader "
+                       "and loss_fn), optionally train it briefly, and write plan.json, shared.pt "
                        "and report.txt. FILE is path.py or path.py:NAME; without NAME the first "
                        f"of {', '.join(MODEL_NAMES)} is used (an nn.Module or a function "
                        "returning one). Training uses train_loader, loss_fn (and test_loader "
@@ -232,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", choices=sorted(STRATEGIES), help="data-free grouping")
     c.add_argument("--groups", type=int, help="number of groups (depth, random)")
     c.add_argument("--config", help="a ShareConfig JSON file; flags override it")
+    c.add_argument("--no-search", action="store_true",
+                   help="use the data-free plan even when the file has train_loader and loss_fn")
+    c.add_argument("--search-steps", type=int,
+                   help="search steps (default: a fifth of an epoch, 20 to 200)")
     c.add_argument("--epochs", type=int, default=0, help="train this many epochs (default 0)")
     c.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
     c.add_argument("-f", "--force", action="store_true", help="replace an existing output")

@@ -14,6 +14,7 @@ scale keeps the gains near one, so optimizers see the same step sizes as in the 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -79,6 +80,8 @@ class GroupGenerator(nn.Module):
         elif combiner == "linear":
             self.alpha = nn.Parameter(_orthogonal(n_coef, p, gen))
         self.register_buffer("gain", torch.ones(len(self.names)))
+        #: Called as ``hook(slot_index, grad)`` with each generated weight's gradient (refine).
+        self.hook: Callable[[int, torch.Tensor], None] | None = None
         self._build(group, slots)
         with torch.no_grad():
             if combiner == "linear":
@@ -95,6 +98,12 @@ class GroupGenerator(nn.Module):
 
     # ---- static structure ---------------------------------------------------------------------
     def _build(self, group: GroupPlan, slots: dict[str, Slot]) -> None:
+        """(Re)build the static structure: buckets and the index buffers (non-persistent)."""
+        for name in list(self._non_persistent_buffers_set):
+            del self._buffers[name]
+        self._non_persistent_buffers_set.clear()
+        device = self.store.device
+        self._group = group
         picks = select_blocks(group.numel, group.superweights, group.candidates)
         buckets: dict[tuple[int, int], _Bucket] = {}
         where: dict[tuple[int, int], tuple[int, int]] = {}  # instance -> (bucket, row)
@@ -113,13 +122,14 @@ class GroupGenerator(nn.Module):
                 b.instances.append(inst)
         self._buckets = list(buckets.values())
         for k, b in enumerate(self._buckets):
-            coef = torch.tensor([c for _, c in b.instances], dtype=torch.long)
+            coef = torch.tensor([c for _, c in b.instances], dtype=torch.long, device=device)
             self.register_buffer(f"b{k}_coef", coef, persistent=False)
             if b.count:
                 blocks = group.numel // (b.rows * b.cols)
                 idx = [[(picks[sw][0] + j) % blocks for j in range(b.count)]
                        for sw, _ in b.instances]
-                self.register_buffer(f"b{k}_blocks", torch.tensor(idx, dtype=torch.long),
+                self.register_buffer(f"b{k}_blocks", torch.tensor(idx, dtype=torch.long,
+                                                                  device=device),
                                      persistent=False)
         sbs: dict[tuple, _SlotBucket] = {}
         for i, name in enumerate(self.names):
@@ -139,8 +149,10 @@ class GroupGenerator(nn.Module):
                 whole = picked == list(range(len(self._buckets[bucket].instances)))
                 sb.tiles.append((bucket, t0.row, t0.col, r, c, whole))
                 if not whole:
-                    self.register_buffer(f"sb{k}_t{j}", torch.tensor(picked), persistent=False)
-            self.register_buffer(f"sb{k}_slots", torch.tensor(sb.slots), persistent=False)
+                    self.register_buffer(f"sb{k}_t{j}", torch.tensor(picked, device=device),
+                                         persistent=False)
+            self.register_buffer(f"sb{k}_slots", torch.tensor(sb.slots, device=device),
+                                 persistent=False)
 
     # ---- generation -----------------------------------------------------------------------------
     def _coefficients(self, coef: torch.Tensor, count: int) -> torch.Tensor | None:
@@ -191,6 +203,22 @@ class GroupGenerator(nn.Module):
                     out, cand, alpha[:, j : j + 1])
         return out / b.count if alpha is None else out
 
+    def candidates_of(self, superweight: int, coefficients: int) -> torch.Tensor:
+        """The candidate blocks one SuperWeight instance combines: ``(count, rows, cols)``."""
+        for k, b in enumerate(self._buckets):
+            if (superweight, coefficients) in b.instances:
+                row = b.instances.index((superweight, coefficients))
+                if b.count == 0:
+                    r, c = b.source
+                    src = self.store[: r * c].view(1, 1, r, c)
+                    return F.interpolate(src, size=(b.rows, b.cols), mode="bilinear",
+                                         align_corners=False).view(1, b.rows, b.cols)
+                m = b.rows * b.cols
+                view = self.store[: (self.store.numel() // m) * m].view(-1, m)
+                blocks = getattr(self, f"b{k}_blocks")[row]
+                return view.index_select(0, blocks).view(-1, b.rows, b.cols)
+        raise KeyError((superweight, coefficients))
+
     def forward(self) -> tuple[torch.Tensor, ...]:
         instances = [self._superweights(k, b) for k, b in enumerate(self._buckets)]
         weights: list[torch.Tensor | None] = [None] * len(self.names)
@@ -205,6 +233,8 @@ class GroupGenerator(nn.Module):
             w = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             w = w * self.gain.index_select(0, getattr(self, f"sb{k}_slots")).view(n, 1, 1)
             for i, wi in zip(sb.slots, w.view(n, *sb.shape).unbind(0)):
+                if self.hook is not None and wi.requires_grad:
+                    wi.register_hook(lambda g, i=i: self.hook(i, g))  # type: ignore[misc]
                 weights[i] = wi
         return tuple(weights)  # type: ignore[arg-type]
 

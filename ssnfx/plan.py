@@ -105,6 +105,9 @@ class GroupPlan:
         candidates: P, the most candidate blocks a SuperWeight combines (SSN Sec. 3.1).
         superweights: ``[rows, cols]`` of each SuperWeight.
         layout: for each slot, its tiles.
+        reserved: coefficient rows allocated in all (at least the rows the layout uses). Hard
+            sharing reserves a row per tile, so that the refine step can untie coefficients
+            without adding parameters (SWN Sec. 2.2.2).
     """
 
     name: str
@@ -113,12 +116,14 @@ class GroupPlan:
     candidates: int
     superweights: list[tuple[int, int]]
     layout: dict[str, list[Tile]]
+    reserved: int = 0
 
     @property
     def num_coefficients(self) -> int:
-        """Number of distinct coefficient rows (tied tiles count once)."""
+        """Coefficient rows allocated: those the layout uses (tied tiles count once), or the
+        reserved number if larger."""
         ids = {t.coefficients for tiles in self.layout.values() for t in tiles}
-        return max(ids) + 1 if ids else 0
+        return max(max(ids) + 1 if ids else 0, self.reserved)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -129,6 +134,7 @@ class GroupPlan:
             "superweights": [list(s) for s in self.superweights],
             "layout": {k: [[t.superweight, t.row, t.col, t.coefficients] for t in v]
                        for k, v in self.layout.items()},
+            "reserved": self.reserved,
         }
 
     @staticmethod
@@ -140,6 +146,7 @@ class GroupPlan:
             candidates=int(d["candidates"]),
             superweights=[(int(r), int(c)) for r, c in d["superweights"]],
             layout={k: [Tile(*map(int, t)) for t in v] for k, v in d["layout"].items()},
+            reserved=int(d.get("reserved", 0)),
         )
 
 

@@ -130,9 +130,11 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
             sws, layout = ssn_layout(members)
         else:
             sws, layout = swn_layout(members, config.hard_sharing)
+        # Hard sharing reserves a coefficient row per tile, for the refine step to untie.
+        reserved = sum(len(t) for t in layout.values()) if config.hard_sharing else 0
         plan.groups.append(GroupPlan(name=f"g{i}", slots=[s.name for s in members], numel=0,
                                      candidates=config.candidates, superweights=sws,
-                                     layout=layout))
+                                     layout=layout, reserved=reserved))
     _allocate(plan, target)
     return plan
 

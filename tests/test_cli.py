@@ -35,6 +35,7 @@ def test_compile_writes_plan_checkpoint_and_report(compiled):
     plan = json.loads((work / "out" / "plan.json").read_text())
     assert plan["budget"] == 5863 and plan["method"] == "ssn"
     assert "test accuracy" in out.stdout and "group" in out.stdout
+    assert "searched 20 steps" in out.stdout and plan["hyper"]["strategy"] == "search"
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
@@ -106,11 +107,12 @@ def test_existing_output_needs_force(compiled, tmp_path):
     target = tmp_path / "out"
     shutil.copytree(work / "out", target)
     before = (target / "shared.pt").read_bytes()
-    out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "-o", "out", cwd=tmp_path)
+    out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "-o", "out", "--no-search",
+                cwd=tmp_path)
     assert out.returncode == 2 and "pass --force" in out.stderr
     assert (target / "shared.pt").read_bytes() == before
     out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "-o", "out", "--force", "-q",
-                "--budget", "0.2", cwd=tmp_path)
+                "--budget", "0.2", "--no-search", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads((target / "plan.json").read_text())["budget"] == 11726
 

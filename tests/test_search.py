@@ -7,32 +7,7 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.passes.search import kmeans_groups, superweight_clusters
-from models import SmallCNN
-
-
-class ThreeBranches(nn.Module):
-    """Branches a and c learn the same target, branch b its opposite: a and c agree, b conflicts."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        for name in "abc":
-            self.add_module(name + "1", nn.Linear(16, 32))
-            self.add_module(name + "2", nn.Linear(32, 4))
-
-    def forward(self, x):
-        return torch.cat([getattr(self, n + "2")(torch.tanh(getattr(self, n + "1")(x)))
-                          for n in "abc"], dim=1)
-
-
-def _conflict_data(batches: int = 8, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    w = torch.randn(16, 4, generator=gen)
-    out = []
-    for _ in range(batches):
-        x = torch.randn(32, 16, generator=gen)
-        t = 5 * x @ w
-        out.append((x, torch.cat([t, -t, t], dim=1)))
-    return out
+from models import SmallCNN, ThreeBranches, conflict_data as _conflict_data
 
 
 def _search(model, method="ssn", **kw):

@@ -251,7 +251,7 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
             raise SearchError(f"loss_fn must return a scalar tensor; got "
                               f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")
         if not torch.isfinite(loss):
-            raise SearchError(f"the loss is {float(loss)} at search step {step}; the search "
+            raise SearchError(f"the loss is {float(loss.detach())} at search step {step}; the search "
                               f"stopped and returns no plan (lower SearchConfig.lr, or check "
                               f"the data and loss_fn)")
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,181 @@
+"""refine: untie coefficients whose layers pull apart (SWN Sec. 2.2.2, Eq. 3).
+
+A training-time step. After E epochs of training a hard-shared model (SWN uses E = 10), the tiles
+that share one coefficient row are compared by the gradient each of them, on its own, sends to
+that row: ``d_u = [<dL/dW_u, candidate_j>]_j`` for tile use *u* (the gradient with respect to the
+row's mixing weights, attributed per slot, not the summed gradient that all uses share). The
+per-step cosines are averaged, and the uses are merged by the priority queue of Sec. 2.2.1 with
+threshold beta: each resulting cluster beyond the first gets its own copy of the row and keeps
+sharing the templates. The rows were reserved when the plan was made, so refining adds no
+parameter: the budget holds, the optimizer keeps its parameters, and the model computes exactly
+what it computed before (the copies start equal).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx as fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import PlanError, SearchError
+from .plan import SharingPlan, Tile
+from .passes.rewrite import STORE
+from .passes.search import _call, _cycle, superweight_clusters
+
+__all__ = ["RefineResult", "refine"]
+
+
+@dataclass
+class RefineResult:
+    """What :func:`refine` did.
+
+    Attributes:
+        plan: the refined plan (also ``shared.ssnfx.plan``).
+        untied: for each split coefficient row (``"group/row"``), the slot-tile uses of each
+            resulting cluster (``"slot#tile"``), the first keeping the original row.
+        similarity: the averaged per-use cosines of every shared row that was examined.
+        new_parameters: parameters the optimizer must take: none, since rows were reserved.
+    """
+
+    plan: SharingPlan
+    untied: dict[str, list[list[str]]] = field(default_factory=dict)
+    similarity: dict[str, list[list[float]]] = field(default_factory=dict)
+    new_parameters: list[nn.Parameter] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.untied)
+
+
+def _shared_rows(plan: SharingPlan) -> dict[tuple[str, int], list[tuple[str, int]]]:
+    """Coefficient rows used by tiles of more than one slot: ``(group, row) -> [(slot, tile)]``."""
+    uses: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for g in plan.groups:
+        for slot, tiles in g.layout.items():
+            for t_index, t in enumerate(tiles):
+                uses.setdefault((g.name, t.coefficients), []).append((slot, t_index))
+    return {k: v for k, v in uses.items() if len({s for s, _ in v}) > 1}
+
+
+def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
+           steps: int = 10, beta: float = 0.0) -> RefineResult:
+    """Give diverging users of a hard-shared coefficient row their own copy (SWN Eq. 3).
+
+    Args:
+        shared: a model from :func:`ssnfx.share`, typically SWN with ``hard_sharing=True`` and
+            trained for a few epochs. It is changed in place.
+        data: ``(inputs, targets)`` batches; ``steps`` of them are used for the measurement.
+        loss_fn: as for training.
+        steps: batches to average the gradient cosines over.
+        beta: uses whose averaged cosine does not exceed it are split apart. The paper leaves
+            its value to a grid search; 0 splits uses whose gradients point in opposed
+            directions on average.
+
+    Returns:
+        A :class:`RefineResult`. Gradients already in ``.grad`` are left untouched.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+        >>> cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True)
+        >>> shared = ssnfx.share(net, 0.5, cfg)
+        >>> batches = [(torch.randn(4, 8), torch.randn(4, 8))]
+        >>> result = ssnfx.refine(shared, batches, torch.nn.functional.mse_loss, steps=2)
+        >>> result.new_parameters, sum(p.numel() for p in shared.parameters()) <= 280
+        ([], True)
+    """
+    store = getattr(shared, STORE, None)
+    if store is None:
+        raise PlanError("refine expects a shared model (from ssnfx.share)")
+    plan: SharingPlan = store.plan
+    rows = _shared_rows(plan)
+    if not rows:
+        return RefineResult(plan)
+    groups = {g.name: g for g in plan.groups}
+    grads: dict[tuple[str, int], torch.Tensor] = {}
+    generators = {g.name: getattr(store, g.name) for g in plan.groups}
+    for name, gen in generators.items():
+        gen.hook = lambda i, g, name=name: grads.__setitem__((name, i), g.detach())
+    totals = {key: torch.zeros(len(uses), len(uses)) for key, uses in rows.items()}
+    params = [p for p in store.parameters() if p.requires_grad]
+    batches = _cycle(data)
+    try:
+        for _ in range(steps):
+            out, target = _call(shared, next(batches))
+            loss = loss_fn(out, target)
+            if not torch.isfinite(loss):
+                raise SearchError(f"the loss is {float(loss.detach())}: refine stopped and "
+                                  f"changed nothing")
+            torch.autograd.grad(loss, params, allow_unused=True)  # fills grads via the hooks
+            with torch.no_grad():
+                for key, uses in rows.items():
+                    totals[key] += _use_cosines(key, uses, groups, generators, grads)
+            grads.clear()
+    finally:
+        for gen in generators.values():
+            gen.hook = None
+
+    new_plan = copy.deepcopy(plan)
+    result = RefineResult(new_plan)
+    for key, uses in rows.items():
+        cos = totals[key] / steps
+        labels = [f"{s}#{t}" for s, t in uses]
+        result.similarity[f"{key[0]}/{key[1]}"] = [[round(float(v), 4) for v in r] for r in cos]
+        clusters = superweight_clusters(cos, labels, beta)
+        if len(clusters) > 1:
+            _untie(new_plan, key, uses, labels, clusters, generators[key[0]])
+            result.untied[f"{key[0]}/{key[1]}"] = clusters
+    if result.changed:
+        slots = {s.name: s for s in new_plan.slots}
+        for g in new_plan.groups:
+            generators[g.name]._build(g, slots)
+        store.plan = new_plan
+    return result
+
+
+def _use_cosines(key: tuple[str, int], uses: list[tuple[str, int]], groups: dict[str, Any],
+                 generators: dict[str, nn.Module], grads: dict[tuple[str, int], torch.Tensor]
+                 ) -> torch.Tensor:
+    group, row = key
+    plan_group, gen = groups[group], generators[group]
+    vectors = []
+    for slot, t_index in uses:
+        tile = plan_group.layout[slot][t_index]
+        rows_, cols = plan_group.superweights[tile.superweight]
+        g = grads.get((group, plan_group.slots.index(slot)))
+        cands = gen.candidates_of(tile.superweight, row)
+        if g is None:
+            vectors.append(torch.zeros(cands.shape[0]))
+            continue
+        matrix = g.reshape(g.shape[0], -1) if g.dim() > 1 else g.reshape(-1, 1)
+        region = matrix[tile.row: tile.row + rows_, tile.col: tile.col + cols]
+        vectors.append(cands.reshape(cands.shape[0], -1) @ region.reshape(-1))
+    v = F.normalize(torch.stack(vectors).float(), dim=1)
+    return v @ v.T
+
+
+def _untie(plan: SharingPlan, key: tuple[str, int], uses: list[tuple[str, int]],
+           labels: list[str], clusters: list[list[str]], gen: nn.Module) -> None:
+    group = next(g for g in plan.groups if g.name == key[0])
+    used = {t.coefficients for tiles in group.layout.values() for t in tiles}
+    free = [r for r in range(group.num_coefficients) if r not in used]
+    where = dict(zip(labels, uses))
+    for cluster in clusters[1:]:
+        if not free:
+            raise PlanError(f"group {group.name} has no reserved coefficient row left to untie "
+                            f"into; make the plan with ShareConfig(hard_sharing=True)")
+        new = free.pop(0)
+        for label in cluster:
+            slot, t_index = where[label]
+            t = group.layout[slot][t_index]
+            group.layout[slot][t_index] = Tile(t.superweight, t.row, t.col, new)
+        with torch.no_grad():  # the copy starts equal, so the model's function is unchanged
+            for name in ("alpha", "phi"):
+                coef = getattr(gen, name, None)
+                if coef is not None:
+                    coef[new] = coef[key[1]]
