@@ -15,6 +15,7 @@ def _load(name: str):
 
 
 @pytest.mark.parametrize("name,expect", [("bench_compile", "| resnet18 |"),
+                                         ("bench_search", "Search cost"),
                                          ("bench_digits", "reduced baseline")])
 def test_quick_mode(name, expect):
     body = _load(name).main(["--quick"])
