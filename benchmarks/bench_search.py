@@ -22,7 +22,7 @@ from ssnfx.training import accuracy, train
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import mean_std, write  # noqa: E402
-from models import ResNetFM  # noqa: E402
+from networks import ResNetFM  # noqa: E402
 
 STRATEGIES = ["learned (search)", "single", "shape", "random"]
 

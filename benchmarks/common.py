@@ -31,7 +31,8 @@ def environment() -> str:
 def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
     if len(values) == 1:
         return f"{values[0] * scale:.{digits}f}"
-    return f"{statistics.mean(values) * scale:.{digits}f} ± {statistics.stdev(values) * scale:.{digits}f}"
+    mean, std = statistics.mean(values) * scale, statistics.stdev(values) * scale
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 def write(name: str, title: str, body: str, command: str) -> Path:

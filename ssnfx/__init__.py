@@ -7,11 +7,26 @@
 from .api import share
 from .checkpoint import load, save
 from .config import COMBINERS, METHODS, ShareConfig
-from .errors import (BudgetError, CheckpointError, ExportError, PlanError, SearchError,
-                     SsnfxError, TraceError)
+from .errors import (
+    BudgetError,
+    CheckpointError,
+    ExportError,
+    PlanError,
+    SearchError,
+    SsnfxError,
+    TraceError,
+)
 from .export import export_pt2, export_torchscript
-from .passes import (SearchConfig, fold, register_leaf, rewrite, search, similarity_graph,
-                     slots_of, trace)
+from .passes import (
+    SearchConfig,
+    fold,
+    register_leaf,
+    rewrite,
+    search,
+    similarity_graph,
+    slots_of,
+    trace,
+)
 from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
 from .planner import make_plan
 from .refine import RefineResult, refine

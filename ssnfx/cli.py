@@ -1,9 +1,9 @@
 """The ``ssnfx`` command line: compile, fold (export) and report.
 
 Exit codes: 0 success, 2 usage errors (bad arguments, an impossible budget, missing files or
-names, existing output), 1 failures (a model that cannot be traced, shared, folded or exported). Errors are one line on
-stderr. Outputs are written to a temporary name and renamed, so an interrupted run leaves nothing
-half-written and never touches its inputs.
+names, existing output), 1 failures (a model that cannot be traced, shared, folded or exported).
+Errors are one line on stderr. Outputs are written to a temporary name and renamed, so an
+interrupted run leaves nothing half-written and never touches its inputs.
 """
 from __future__ import annotations
 
@@ -209,8 +209,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         similarity = None
         if out.is_dir() and (out / "source.json").is_file():
-            _, model = load_model_file(json.loads((out / "source.json").read_text())["model"])
-            similarity = coefficient_similarity(load_checkpoint(model, out / "shared.pt"))
+            if "gradient_similarity" in plan.measured:  # what the search measured
+                similarity = (plan.measured["slots"],
+                              torch.tensor(plan.measured["gradient_similarity"]))
+            else:  # the layers' coefficient similarity (the soft-sharing poster's matrix)
+                _, model = load_model_file(json.loads((out / "source.json").read_text())["model"])
+                similarity = coefficient_similarity(load_checkpoint(model, out / "shared.pt"))
         plot_sharing(plan, args.png, similarity)
         _say(args, f"wrote {args.png}")
     return 0

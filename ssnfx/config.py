@@ -1,4 +1,4 @@
-"""ShareConfig: every knob of the sharing workflow in one versioned dataclass with a JSON round-trip."""
+"""ShareConfig: every knob of the sharing workflow in one versioned dataclass, JSON round-trip."""
 from __future__ import annotations
 
 import json

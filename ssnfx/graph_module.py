@@ -6,6 +6,7 @@ keeps both and switches with ``.train()`` / ``.eval()``, as the model itself wou
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-__all__ = ["ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr"]
+__all__ = ["ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr",
+           "copy_value"]
 
 
 def fetch_attr(root: nn.Module, target: str) -> Any:
@@ -40,6 +42,17 @@ def assign_attr(root: nn.Module, target: str, value: Any, persistent: bool = Tru
         mod.register_buffer(leaf, value, persistent=persistent)
     else:
         setattr(mod, leaf, value)
+
+
+def copy_value(obj: Any, memo: dict[int, Any]) -> Any:
+    """An independent copy of a module, parameter or tensor; ``memo`` keeps tied ones tied."""
+    if not isinstance(obj, torch.Tensor):
+        return copy.deepcopy(obj, memo)
+    if id(obj) not in memo:
+        c = obj.detach().clone()
+        memo[id(obj)] = nn.Parameter(c, requires_grad=obj.requires_grad) \
+            if isinstance(obj, nn.Parameter) else c
+    return memo[id(obj)]
 
 
 class ModeGraphModule(fx.GraphModule):
@@ -83,8 +96,9 @@ def graphs_of(gm: fx.GraphModule) -> dict[bool | None, fx.Graph]:
 
 def build_graph_module(root: nn.Module | dict[str, Any], graphs: dict[bool | None, fx.Graph],
                        class_name: str, meta: dict[str, Any], training: bool) -> fx.GraphModule:
-    """A GraphModule (or ModeGraphModule) over ``root`` (a module or a dict of targets), with the model's constants kept out of
-    its state_dict and its modules' state_dict versions restored, as recorded by trace."""
+    """A GraphModule (or ModeGraphModule) over ``root`` (a module or a dict of targets), with
+    the model's constants kept out of its state_dict and its modules' state_dict versions
+    restored, as recorded by trace."""
     if None in graphs:
         gm = fx.GraphModule(root, graphs[None], class_name=class_name)
     else:

@@ -181,7 +181,7 @@ class SharingPlan:
         return self.original_params - sum(s.numel for s in self.slots if s.shared)
 
     def coefficient_params(self, group: GroupPlan) -> int:
-        """Learned coefficient parameters of one group under this plan's combiner (SSN Sec. 3.1.2)."""
+        """Learned coefficient parameters of one group under the plan's combiner (SSN 3.1.2)."""
         n, p = group.num_coefficients, group.candidates
         if self.combiner in ("wavg", "linear"):
             return n * p

@@ -62,7 +62,7 @@ def resolve_budget(budget: Any, original: int) -> int:
 
 
 def _is_shared(s: Slot, config: ShareConfig, frozen: set[str]) -> bool:
-    """Matrices are shared; vectors, norms, frozen and ``config.private`` parameters stay private."""
+    """Matrices are shared; vectors, norms, frozen and ``config.private`` parameters are not."""
     if any(fnmatch.fnmatchcase(n, pat) for n in (s.name, *s.aliases) for pat in config.private):
         return False
     if s.name in frozen or len(s.shape) == 0:
@@ -152,7 +152,8 @@ def _check_groups(groups: Sequence[Sequence[str]], by_name: dict[str, Slot]) -> 
             seen.add(n)
     missing = sorted(set(by_name) - seen)
     if missing:
-        raise PlanError(f"shared slots in no group: {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        more = "..." if len(missing) > 5 else ""
+        raise PlanError(f"shared slots in no group: {missing[:5]}{more}")
 
 
 def _split(available: int, plan: SharingPlan) -> dict[str, int]:

@@ -1,5 +1,5 @@
 """The sharing picture: layers in graph order coloured by group, beside the layer-similarity
-matrix (as the papers' sharing maps). matplotlib is an optional extra (``pip install ssnfx[plots]``).
+matrix (as the papers' sharing maps). matplotlib is an optional extra: ``ssnfx[plots]``.
 """
 from __future__ import annotations
 
@@ -70,8 +70,9 @@ def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
     ax.legend(fontsize=7, loc="upper right")
     if similarity:
         names, matrix = similarity
-        im = axes[0][1].imshow(matrix.numpy(), cmap="viridis", vmin=0, vmax=1)
-        axes[0][1].set_title("layer similarity", fontsize=9)
+        low = -1 if float(matrix.min()) < 0 else 0
+        im = axes[0][1].imshow(matrix.numpy(), cmap="viridis", vmin=low, vmax=1)
+        axes[0][1].set_title(f"layer similarity ({len(names)} layers, graph order)", fontsize=9)
         axes[0][1].set_xlabel("layer")
         axes[0][1].set_ylabel("layer")
         fig.colorbar(im, ax=axes[0][1], fraction=0.046)

@@ -23,9 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import PlanError, SearchError
-from .plan import SharingPlan, Tile
 from .passes.rewrite import STORE
 from .passes.search import _call, _cycle, superweight_clusters
+from .plan import SharingPlan, Tile
 
 __all__ = ["RefineResult", "refine"]
 

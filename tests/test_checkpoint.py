@@ -1,10 +1,10 @@
 import os
-import pickle
 
 import pytest
 import torch
 
 import ssnfx
+
 from models import GRUNet, SmallCNN
 
 

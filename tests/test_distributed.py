@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 import ssnfx
+
 from models import ThreeBranches, conflict_data
 
 STEPS = 12

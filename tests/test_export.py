@@ -6,6 +6,7 @@ import torch
 import torchvision
 
 import ssnfx
+
 from models import AttnNet
 
 LOAD = {

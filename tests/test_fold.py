@@ -3,6 +3,7 @@ import torch
 import torchvision
 
 import ssnfx
+
 from helpers import check_pipeline
 from models import SmallCNN
 

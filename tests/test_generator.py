@@ -4,6 +4,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ssnfx
+
 from models import SmallCNN
 
 

@@ -4,8 +4,9 @@ import torch
 import torch.nn as nn
 
 import ssnfx
-from helpers import check_pipeline
 from ssnfx.graph_module import ModeGraphModule
+
+from helpers import check_pipeline
 
 
 class AuxNet(nn.Module):

@@ -2,6 +2,7 @@ import torch
 import torch.nn.functional as F
 
 import ssnfx
+
 from models import ThreeBranches, conflict_data
 
 HARD = ssnfx.ShareConfig(method="swn", hard_sharing=True)

@@ -6,6 +6,7 @@ import torch
 import torchvision
 
 import ssnfx
+
 from helpers import check_pipeline, count_params
 from models import AttnNet, FunctionalNet, GRUNet, LSTMNet, SmallCNN, TiedLM
 
@@ -66,7 +67,8 @@ def test_shared_parameters_are_deleted(resnet18):
 
 def test_generators_run_first_once_per_group(resnet18):
     shared = ssnfx.share(resnet18, 0.1)
-    calls = [n for n in shared.graph.nodes if n.op == "call_module" and n.target.startswith("ssnfx.")]
+    calls = [n for n in shared.graph.nodes
+             if n.op == "call_module" and n.target.startswith("ssnfx.")]
     assert [n.target for n in calls] == [f"ssnfx.{g.name}" for g in shared.ssnfx.plan.groups]
     first_real = next(n for n in shared.graph.nodes if n.op != "placeholder")
     assert first_real is calls[0]

@@ -2,12 +2,13 @@ import json
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.passes.search import kmeans_groups, superweight_clusters
-from models import SmallCNN, ThreeBranches, conflict_data as _conflict_data
+
+from models import SmallCNN, ThreeBranches
+from models import conflict_data as _conflict_data
 
 
 def _search(model, method="ssn", **kw):

@@ -4,6 +4,7 @@ import torch.nn as nn
 import torchvision
 
 import ssnfx
+
 from models import AttnNet, DataDependent, FunctionalNet, GRUNet, SmallCNN, TiedLM
 
 

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 import ssnfx
 from ssnfx.data import digits
 from ssnfx.training import accuracy, predict, train
+
 from models import SmallCNN
 
 

@@ -10,6 +10,7 @@ import torch
 import torchvision
 
 import ssnfx
+
 from helpers import count_params, first_tensor
 
 MODELS = torchvision.models.list_models(module=torchvision.models)

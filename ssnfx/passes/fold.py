@@ -19,7 +19,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import PlanError
-from ..graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
+from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
 from ..plan import SharingPlan
 from .rewrite import STORE, call_leaf
 
@@ -65,7 +65,7 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
     for graph in graphs.values():
         for node in graph.nodes:
             if node.op in ("get_attr", "call_module") and node.target not in root:
-                root[node.target] = _copy(fetch_attr(shared, node.target), memo)
+                root[node.target] = copy_value(fetch_attr(shared, node.target), memo)
     folded = build_graph_module(root, graphs, type(shared).__name__, shared.meta, shared.training)
     for s in plan.slots:
         for alias in s.aliases if s.shared else ():
@@ -75,7 +75,7 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
     for name, t in (*shared.named_parameters(remove_duplicate=False),
                     *shared.named_buffers(remove_duplicate=False)):
         if name.split(".")[0] != STORE and name not in known:
-            assign_attr(folded, name, _copy(t, memo))  # unread parameters and buffers
+            assign_attr(folded, name, copy_value(t, memo))  # unread parameters and buffers
     return folded
 
 
@@ -114,16 +114,6 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
         if node.op == "call_module" and node.target in by_group:
             graph.erase_node(node)
     return graph
-
-
-def _copy(obj: Any, memo: dict[int, Any]) -> Any:
-    if isinstance(obj, nn.Module):
-        return copy.deepcopy(obj, memo)
-    if id(obj) not in memo:
-        c = obj.detach().clone()
-        memo[id(obj)] = nn.Parameter(c, requires_grad=obj.requires_grad) \
-            if isinstance(obj, nn.Parameter) else c
-    return memo[id(obj)]
 
 
 def _dedupe(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from torch.func import functional_call
 
 from ..errors import PlanError
 from ..generator import ParameterStore
-from ..graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
+from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
 from ..plan import SharingPlan
 from .trace import graph_slots
 
@@ -102,7 +102,7 @@ def apply_store(gm: fx.GraphModule, store: nn.Module) -> fx.GraphModule:
     setattr(out, STORE, store)  # the store itself, with its plan, in place of a bare container
     for name, tensor in gm.meta.get("ssnfx_unread", {}).items():
         # Parameters and buffers the graph never reads stay, so nothing of the model is lost.
-        assign_attr(out, name, _clone(tensor, {}))
+        assign_attr(out, name, copy_value(tensor, {}))
     return out
 
 
@@ -166,18 +166,8 @@ def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
                 mod._init_flat_weights()
             root[node.target] = mod
         else:
-            root[node.target] = _clone(obj, memo)
+            root[node.target] = copy_value(obj, memo)
     return root
-
-
-def _clone(t: Any, memo: dict[int, Any]) -> Any:
-    if not isinstance(t, torch.Tensor):
-        return copy.deepcopy(t, memo)
-    if id(t) not in memo:
-        c = t.detach().clone()
-        memo[id(t)] = nn.Parameter(c, requires_grad=t.requires_grad) \
-            if isinstance(t, nn.Parameter) else c
-    return memo[id(t)]
 
 
 def _target_std(p: torch.Tensor) -> float:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from ..config import ShareConfig
 from ..errors import SearchError
 from ..generator import _orthogonal
-from ..plan import GroupPlan, SharingPlan, Slot
+from ..plan import SharingPlan, Slot
 from ..planner import make_plan
 from .rewrite import apply_store, target_stds
 
@@ -162,8 +162,9 @@ class _WindowStore(nn.Module):
 
 def _call(model: nn.Module, batch: Any) -> tuple[Any, Any]:
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise SearchError(f"each batch must be (inputs, targets); got a {type(batch).__name__}"
-                          f"{f' of length {len(batch)}' if isinstance(batch, (tuple, list)) else ''}")
+        length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+        raise SearchError(f"each batch must be (inputs, targets); got a "
+                          f"{type(batch).__name__}{length}")
     x, y = batch
     return (model(*x) if isinstance(x, (tuple, list)) else model(x)), y
 
@@ -251,9 +252,9 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
             raise SearchError(f"loss_fn must return a scalar tensor; got "
                               f"{type(loss).__name__}{tuple(getattr(loss, 'shape', ()))}")
         if not torch.isfinite(loss):
-            raise SearchError(f"the loss is {float(loss.detach())} at search step {step}; the search "
-                              f"stopped and returns no plan (lower SearchConfig.lr, or check "
-                              f"the data and loss_fn)")
+            raise SearchError(f"the loss is {float(loss.detach())} at search step {step}; the "
+                              f"search stopped and returns no plan (lower SearchConfig.lr, or "
+                              f"check the data and loss_fn)")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         stats.step(generator.coefficients().detach())
