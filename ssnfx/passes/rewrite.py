@@ -20,7 +20,7 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import PlanError
-from ..generator import ParameterStore
+from ..generator import ParameterStore, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
 from ..plan import SharingPlan
 from .trace import graph_slots
@@ -174,7 +174,7 @@ def _target_std(p: torch.Tensor) -> float:
     """The standard deviation a generated weight should start with: that of the layer's own
     initialisation, or, for a layer initialised to a constant (a zeroed head), PyTorch's default
     fan-in init, so that it still receives gradient."""
-    std = float(p.detach().float().std()) if p.numel() > 1 else 0.0
+    std = sample_std(p)
     if std > 0:
         return std
     fan_in = max(1, p.numel() // max(1, p.shape[0])) if p.dim() > 1 else p.numel()

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from ..config import ShareConfig
 from ..errors import SearchError
-from ..generator import _orthogonal
+from ..generator import _orthogonal, sample_std
 from ..plan import SharingPlan, Slot
 from ..planner import make_plan
 from .rewrite import apply_store, target_stds
@@ -130,7 +130,7 @@ class _WindowGenerator(nn.Module):
         self.hook: Callable[[int, torch.Tensor], None] | None = None
         with torch.no_grad():
             for i, (s, w) in enumerate(zip(slots, self.forward())):
-                self.gain[i] = targets[s.name] / max(float(w.std()), 1e-12)
+                self.gain[i] = targets[s.name] / max(sample_std(w), 1e-12)
 
     def coefficients(self) -> torch.Tensor:
         return torch.softmax(F.linear(self.phi, self.proj_weight, self.proj_bias), dim=1)
