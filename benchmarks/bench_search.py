@@ -2,7 +2,7 @@
 dataset-fashion-mnist), with a ResNet-style network, at budgets of 1%, 5% and 10%; plus what the
 search costs.
 
-    python benchmarks/bench_search.py [--quick] [--limit 5000] [--epochs 3] [--seeds 2]
+    python benchmarks/bench_search.py [--quick] [--jobs 2] [--epochs 3] [--seeds 3]
 """
 from __future__ import annotations
 
@@ -10,21 +10,28 @@ import argparse
 import statistics
 import sys
 import time
+from dataclasses import replace
 
-import torch
 import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import fashion_mnist
 from ssnfx.passes.rewrite import apply_store, target_stds
 from ssnfx.passes.search import _WindowGenerator, _WindowStore
-from ssnfx.training import accuracy, train
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import mean_std, write  # noqa: E402
+from fmnist import Run, run_all, seeds_of  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
-STRATEGIES = ["learned (search)", "single", "shape", "random"]
+#: label -> the run (budget and seed are filled in): learned groups against the data-free ones.
+STRATEGIES = {
+    "learned (search)": Run("ssnfx", combiner="wavg", strategy="search"),
+    "learned, 3 groups": Run("ssnfx", combiner="wavg", strategy="search", groups=3),
+    "single": Run("ssnfx", combiner="wavg"),
+    "shape": Run("ssnfx", combiner="wavg", strategy="shape"),
+    "random (3 groups)": Run("ssnfx", combiner="wavg", strategy="random"),
+}
 
 
 def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
@@ -49,67 +56,53 @@ def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny run for the tests")
-    parser.add_argument("--limit", type=int, default=5000, help="training images used")
+    parser.add_argument("--limit", type=int, default=None, help="training images (all)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     args = parser.parse_args(argv)
+    budgets, strategies = [0.01, 0.05, 0.1], STRATEGIES
     if args.quick:
-        args.limit, args.epochs, args.seeds = 600, 1, 1
-    budgets = [0.1] if args.quick else [0.01, 0.05, 0.1]
-    strategies = STRATEGIES[:2] if args.quick else STRATEGIES
-    original = sum(p.numel() for p in ResNetFM(args.width).parameters())
-    rows = ["| budget | strategy | groups | test accuracy % | search s | train s |",
+        args.limit, args.epochs, args.seeds, args.width = 600, 1, 1, 8
+        budgets, strategies = [0.1], dict(list(STRATEGIES.items())[::2])
+    common = dict(width=args.width, epochs=args.epochs, limit=args.limit)
+    full = seeds_of(Run("full", **common), args.seeds)
+    table = {(label, b): seeds_of(replace(run, budget=b, **common), args.seeds)
+             for b in budgets for label, run in strategies.items()}
+    results = run_all([*full, *(r for rs in table.values() for r in rs)], args.jobs,
+                      args.threads, cache=not args.quick)
+    rows = ["| budget | strategy | groups | test accuracy % | setup s | train s |",
             "|---|---|---:|---:|---:|---:|"]
-    full = []
-    search_fraction = []
-    for seed in range(args.seeds):
-        torch.manual_seed(seed)
-        tr, te = fashion_mnist(batch_size=128, seed=seed, limit=args.limit)
-        model = ResNetFM(args.width)
-        train(model, tr, F.cross_entropy, epochs=args.epochs, lr=3e-3, progress=False)
-        full.append(accuracy(model, te))
-    for budget in budgets:
-        for strategy in strategies:
-            accs, groups, searched, trained = [], [], [], []
-            for seed in range(args.seeds):
-                torch.manual_seed(seed)
-                tr, te = fashion_mnist(batch_size=128, seed=seed, limit=args.limit)
-                start = time.perf_counter()
-                if strategy.startswith("learned"):
-                    shared = ssnfx.share(ResNetFM(args.width), budget, data=tr,
-                                         loss_fn=F.cross_entropy,
-                                         search_config=ssnfx.SearchConfig(seed=seed,
-                                                                          progress=False))
-                else:
-                    shared = ssnfx.share(ResNetFM(args.width), budget,
-                                         ssnfx.ShareConfig(strategy=strategy, seed=seed))
-                searched.append(time.perf_counter() - start)
-                start = time.perf_counter()
-                train(shared, tr, F.cross_entropy, epochs=args.epochs, lr=3e-3, progress=False)
-                trained.append(time.perf_counter() - start)
-                accs.append(accuracy(shared, te))
-                groups.append(len(shared.ssnfx.plan.groups))
-                if strategy.startswith("learned"):
-                    search_fraction.append(searched[-1] / trained[-1])
-            rows.append(f"| {budget:.0%} | {strategy} | {statistics.mean(groups):g} | "
-                        f"{mean_std(accs)} | {statistics.mean(searched):.1f} | "
-                        f"{statistics.mean(trained):.1f} |")
-            print(rows[-1], flush=True)
-    ratio = step_time_ratio(args.width, tr)
+    fractions = []
+    for (label, budget), runs in table.items():
+        res = [results[r] for r in runs]
+        if runs[0].strategy == "search":
+            fractions += [r["setup_s"] / r["train_s"] for r in res]
+        groups = "/".join(str(g) for g in sorted({r["groups"] for r in res}))
+        rows.append(f"| {budget:.0%} | {label} | {groups} | "
+                    f"{mean_std([r['accuracy'] for r in res])} | "
+                    f"{statistics.mean(r['setup_s'] for r in res):.1f} | "
+                    f"{statistics.mean(r['train_s'] for r in res):.0f} |")
+    train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit)
+    ratio = step_time_ratio(args.width, train_loader)
+    original = results[full[0]]["original"]
     body = "\n".join([
         f"ResNetFM(width={args.width}), {original:,} parameters; full model "
-        f"{mean_std(full)}% test accuracy.", "", *rows, "",
+        f"{mean_std([results[r]['accuracy'] for r in full])}% test accuracy.", "", *rows, "",
         f"{args.seeds} seed(s), {args.epochs} epoch(s) of Adam (lr 3e-3, cosine), batch 128, "
-        f"the first {args.limit:,} training images and {args.limit // 6:,} test images. "
-        f"'search s' is trace + search + rewrite (data-free rows: trace + plan + rewrite).",
-        "", f"Search cost: {statistics.mean(search_fraction or [0]):.1%} of the training time "
-        f"(default steps: a fifth of an epoch, at least 20). Step time of the provisional "
-        f"search model over the unshared model (batch 128, forward + backward, median of "
-        f"interleaved runs): {ratio:.2f}x."])
+        f"{'all 60,000' if args.limit is None else f'{args.limit:,}'} training images. 'groups' "
+        f"lists the group counts the seeds gave. 'setup s' is trace + search + rewrite "
+        f"(data-free rows: trace + plan + rewrite).", "",
+        f"Search cost: {statistics.mean(fractions or [0]):.1%} of the training time (default "
+        f"steps: a fifth of an epoch's batches, 20 to 200). Step time of the provisional search "
+        f"model over the unshared model (batch 128, forward + backward, median of interleaved "
+        f"runs): {ratio:.2f}x."])
     if not args.quick:
         write("search", "Learned sharing vs data-free strategies: Fashion-MNIST", body,
-              "python benchmarks/bench_search.py")
+              "python benchmarks/bench_search.py --jobs 2")
+    print(body)
     return body
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 import torchvision
+from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
+from ssnfx.data import fashion_mnist
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -41,3 +43,19 @@ def write(name: str, title: str, body: str, command: str) -> Path:
     path = RESULTS / f"{name}.md"
     path.write_text(f"## {title}\n\n`{command}`: {environment()}\n\n{body}\n")
     return path
+
+
+def fashion_loaders(limit: int | None, seed: int, batch_size: int = 128,
+                    test_limit: int | None = None) -> tuple[DataLoader, DataLoader]:
+    """Fashion-MNIST: the first ``limit`` training images (all 60,000 with None), shuffled by
+    ``seed``, and the first ``test_limit`` test images (all 10,000 with None), whereas
+    ``fashion_mnist(limit=)`` cuts the test set with the training set."""
+    train, test = fashion_mnist(batch_size=batch_size, seed=seed)
+    if limit is not None:
+        x, y = train.dataset.tensors
+        train = DataLoader(TensorDataset(x[:limit], y[:limit]), batch_size=batch_size,
+                           shuffle=True, generator=torch.Generator().manual_seed(seed))
+    if test_limit is not None:
+        x, y = test.dataset.tensors
+        test = DataLoader(TensorDataset(x[:test_limit], y[:test_limit]), batch_size=512)
+    return train, test

@@ -1,4 +1,4 @@
-"""Benchmark networks: a ResNet-style CNN for 28x28 Fashion-MNIST."""
+"""Benchmark networks: a ResNet-style CNN for 28x28 Fashion-MNIST, and WRN-16-k for 32x32."""
 from __future__ import annotations
 
 import torch
@@ -39,4 +39,45 @@ class ResNetFM(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn(self.stem(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class WideBlock(nn.Module):
+    """A pre-activation wide-ResNet block (Zagoruyko & Komodakis)."""
+
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.shortcut = None if stride == 1 and cin == cout else \
+            nn.Conv2d(cin, cout, 1, stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        o = F.relu(self.bn1(x))
+        y = self.conv1(o)
+        y = self.conv2(F.relu(self.bn2(y)))
+        return y + (x if self.shortcut is None else self.shortcut(o))
+
+
+class WideResNet(nn.Module):
+    """WRN-depth-k for 32x32 inputs (CIFAR layout): three stages of (depth - 4) / 6 blocks."""
+
+    def __init__(self, depth: int = 16, k: int = 4, classes: int = 10, channels: int = 3) -> None:
+        super().__init__()
+        n = (depth - 4) // 6
+        widths = [16, 16 * k, 32 * k, 64 * k]
+        self.stem = nn.Conv2d(channels, widths[0], 3, 1, 1, bias=False)
+        blocks = []
+        for stage in range(3):
+            for i in range(n):
+                cin = widths[stage] if i == 0 else widths[stage + 1]
+                blocks.append(WideBlock(cin, widths[stage + 1], 2 if i == 0 and stage else 1))
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(widths[3])
+        self.fc = nn.Linear(widths[3], classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn(self.blocks(self.stem(x))))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))

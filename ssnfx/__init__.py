@@ -3,13 +3,28 @@
     shared = ssnfx.share(model, budget=0.1)   # train this: 10% of the parameters
     shared = ssnfx.share(model, 0.1, data=loader, loss_fn=F.cross_entropy)   # learned sharing
     folded = ssnfx.fold(shared)               # deploy this: the original graph, plain weights
+    ensemble = ssnfx.share([small, medium, large], budget=1.0)   # several models, one store
 """
+from .anytime import anytime_frontier, anytime_subset, member_costs, order_by_cost, subset_accuracy
 from .api import share
 from .checkpoint import load, save
 from .config import COMBINERS, METHODS, ShareConfig
+from .distill import DistillationLoss, distillation_loss, with_teacher
+from .ensemble import (
+    EnsembleAverage,
+    EnsembleLoss,
+    Members,
+    average_probabilities,
+    ensemble,
+    ensemble_loss,
+    member,
+    member_names,
+    select_members,
+)
 from .errors import (
     BudgetError,
     CheckpointError,
+    EnsembleError,
     ExportError,
     PlanError,
     SearchError,
@@ -17,6 +32,8 @@ from .errors import (
     TraceError,
 )
 from .export import export_pt2, export_torchscript
+from .initialization import reset_parameters
+from .lsm import LayerSimilarity, identical_weights, layer_similarity
 from .passes import (
     SearchConfig,
     fold,
@@ -37,8 +54,13 @@ __version__ = "0.1.0"
 __all__ = [
     "share", "trace", "search", "make_plan", "rewrite", "fold", "register_leaf", "slots_of",
     "SearchConfig", "similarity_graph", "SearchError", "refine", "RefineResult",
-    "save", "load", "export_torchscript", "export_pt2", "report",
+    "save", "load", "export_torchscript", "export_pt2", "report", "reset_parameters",
     "ShareConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION", "METHODS", "COMBINERS",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",
+    "Members", "member", "member_names", "select_members", "ensemble", "ensemble_loss",
+    "EnsembleLoss", "EnsembleAverage", "average_probabilities", "EnsembleError",
+    "member_costs", "order_by_cost", "subset_accuracy", "anytime_subset", "anytime_frontier",
+    "distillation_loss", "DistillationLoss", "with_teacher",
+    "layer_similarity", "LayerSimilarity", "identical_weights",
     "__version__",
 ]

@@ -1,7 +1,7 @@
 """The one-liner: ``ssnfx.share(model, budget)``."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -9,6 +9,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 from .config import ShareConfig
+from .ensemble import EnsembleLoss, Members, as_members, ensemble_loss
 from .errors import SearchError
 from .passes.rewrite import rewrite
 from .passes.search import SearchConfig, search
@@ -18,7 +19,8 @@ from .planner import make_plan
 __all__ = ["share"]
 
 
-def share(model: nn.Module, budget: float | int = 0.1, config: ShareConfig | None = None, *,
+def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
+          budget: float | int = 0.1, config: ShareConfig | None = None, *,
           data: Iterable[Any] | None = None,
           loss_fn: Callable[..., torch.Tensor] | None = None,
           search_config: SearchConfig | None = None) -> fx.GraphModule:
@@ -28,10 +30,18 @@ def share(model: nn.Module, budget: float | int = 0.1, config: ShareConfig | Non
     without them the data-free plan of ``config.strategy`` is used (one group by default; see
     :mod:`ssnfx.grouping`). The input model is not modified.
 
+    Several models (a list or dict) share one store (SWN Sec. 4): they are wrapped in
+    :class:`ssnfx.Members`, whose output is the tuple of the members' outputs; the budget is a
+    fraction of their total parameters, the search clusters slots across them, and ``loss_fn``
+    is applied to each member's output and summed (:func:`ssnfx.ensemble_loss`; a loss made by
+    it is used as it is). :func:`ssnfx.member` then extracts one member, shared or folded.
+
     Args:
-        model: any traceable ``nn.Module``.
-        budget: a float is a fraction of the model's parameters (0.01 to 4.0 and beyond), an int
-            an absolute parameter count.
+        model: any traceable ``nn.Module``, or several: a list, tuple or dict of them (or a
+            :class:`ssnfx.Members`).
+        budget: a float is a fraction of the model's parameters (0.01 to 4.0 and beyond; above 1
+            the model trains with more parameters than it deploys with, and fold removes them),
+            an int an absolute parameter count.
         config: a :class:`ShareConfig`; ``ShareConfig()`` when omitted.
         data: ``(inputs, targets)`` batches for the search.
         loss_fn: ``loss_fn(model(inputs), targets)``, a scalar.
@@ -49,10 +59,17 @@ def share(model: nn.Module, budget: float | int = 0.1, config: ShareConfig | Non
         True
         >>> shared(torch.randn(2, 64)).shape
         torch.Size([2, 10])
+        >>> pair = ssnfx.share([torch.nn.Linear(64, 10), model], budget=0.25)  # one store
+        >>> [tuple(y.shape) for y in pair(torch.randn(2, 64))]
+        [(2, 10), (2, 10)]
     """
     config = config or ShareConfig()
     if (data is None) != (loss_fn is None):
         raise SearchError("share needs both data and loss_fn to search, or neither")
+    model = as_members(model)
+    if isinstance(model, Members) and loss_fn is not None \
+            and not isinstance(loss_fn, EnsembleLoss):
+        loss_fn = ensemble_loss(loss_fn)
     gm = trace(model, leaf_modules=config.leaf_modules)
     if data is not None:
         plan = search(gm, budget, data, loss_fn, config, search_config)  # type: ignore[arg-type]

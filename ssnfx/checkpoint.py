@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
-from typing import Any
+import re
+from typing import Any, Literal, overload
 
 import torch
 import torch.fx as fx
@@ -58,49 +58,110 @@ def save(shared: fx.GraphModule, path: str | os.PathLike[str],
 
 def read(path: str | os.PathLike[str]) -> tuple[SharingPlan, dict[str, Any], dict[str, Any]]:
     """The plan, state_dict and extras of a checkpoint, read with ``weights_only=True``."""
+    where = repr(os.fspath(path))
     if not os.path.isfile(path):
-        raise CheckpointError(f"no checkpoint at {os.fspath(path)!r}")
+        raise CheckpointError(f"no checkpoint at {where}: check the path, or write one with "
+                              f"ssnfx.save")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler names the global it refused; anything else it rejects
+        # (an unknown opcode) is a damaged file, not an attempt to run code.
+        refused = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if refused is None:
+            # Not torch's first line: it advises weights_only=False, which ssnfx never does.
+            detail = re.search(r"Unsupported [^\n.]*", str(e))
+            raise CheckpointError(f"{where} is not a readable checkpoint (truncated or corrupt?): "
+                                  f"{detail.group(0) if detail else 'UnpicklingError'}; save it "
+                                  f"again with ssnfx.save") from e
         raise CheckpointError(
-            f"{os.fspath(path)!r} holds objects other than tensors and plain containers; ssnfx "
-            f"never unpickles code, so it was refused ({str(e).splitlines()[0]})") from e
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise CheckpointError(f"{os.fspath(path)!r} is not a readable checkpoint (truncated or "
-                              f"corrupt?): {type(e).__name__}: {str(e).splitlines()[0]}") from e
+            f"{where} tries to unpickle {refused.group(1)}; ssnfx never unpickles code or "
+            f"objects, so it was refused. A checkpoint holds only tensors and plain containers: "
+            f"write it with ssnfx.save, with tensors and dicts as extras") from e
+    except Exception as e:  # truncated files fail in many ways: zip, EOF, OS and index errors
+        detail = ": ".join(x for x in (type(e).__name__, _first_line(e)) if x)
+        raise CheckpointError(f"{where} is not a readable checkpoint (truncated or corrupt?): "
+                              f"{detail}; save it again with ssnfx.save") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{os.fspath(path)!r} is not an ssnfx checkpoint (no "
-                              f"format={FORMAT!r} entry); write one with ssnfx.save")
+        raise CheckpointError(f"{where} is not an ssnfx checkpoint (no format={FORMAT!r} "
+                              f"entry); write one with ssnfx.save")
+    missing = [k for k in ("plan", "state_dict") if k not in payload]
+    if missing:
+        raise CheckpointError(f"{where} has no {' or '.join(missing)} entry (damaged or edited); "
+                              f"save it again with ssnfx.save")
+    if not isinstance(payload["plan"], str):
+        raise CheckpointError(f"{where}: the plan entry must be the plan's JSON text, got "
+                              f"{type(payload['plan']).__name__}; save it again with ssnfx.save")
+    if not isinstance(payload["state_dict"], dict):
+        raise CheckpointError(f"{where}: the state_dict entry must be a dict of tensors, got "
+                              f"{type(payload['state_dict']).__name__}; save it again with "
+                              f"ssnfx.save")
     try:
         plan = SharingPlan.from_json(payload["plan"])
     except PlanError as e:
-        raise CheckpointError(f"{os.fspath(path)!r}: {e}") from e
+        raise CheckpointError(f"{where}: {e}") from e
     return plan, payload["state_dict"], payload.get("extra", {})
 
 
-def load(model: nn.Module, path: str | os.PathLike[str]) -> fx.GraphModule:
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+@overload
+def load(model: nn.Module, path: str | os.PathLike[str], *,
+         return_extra: Literal[False] = False) -> fx.GraphModule: ...
+@overload
+def load(model: nn.Module, path: str | os.PathLike[str], *,
+         return_extra: Literal[True]) -> tuple[fx.GraphModule, dict[str, Any]]: ...
+def load(model: nn.Module, path: str | os.PathLike[str], *, return_extra: bool = False
+         ) -> fx.GraphModule | tuple[fx.GraphModule, dict[str, Any]]:
     """Re-create a shared model from a fresh ``model`` and a checkpoint written by :func:`save`.
+
+    Args:
+        model: a fresh instance of the model the checkpoint was saved from.
+        path: the checkpoint file.
+        return_extra: also return the ``extra`` dict given to :func:`save` (``{}`` if none),
+            e.g. an optimizer's state_dict, to resume training. It is read with the rest,
+            ``weights_only=True``.
+
+    Returns:
+        The shared model, or ``(shared, extra)`` with ``return_extra=True``.
 
     Raises:
         CheckpointError: the file is missing, truncated, not an ssnfx checkpoint, holds pickled
             objects, or its plan or weights do not fit ``model``.
+
+    Example:
+        >>> import os, tempfile, torch, ssnfx
+        >>> net = lambda: torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        >>> shared = ssnfx.share(net(), budget=0.5)
+        >>> opt = torch.optim.Adam(shared.parameters())
+        >>> path = os.path.join(tempfile.mkdtemp(), "step.pt")
+        >>> ssnfx.save(shared, path, extra={"optimizer": opt.state_dict(), "step": 100})
+        >>> again, extra = ssnfx.load(net(), path, return_extra=True)
+        >>> torch.optim.Adam(again.parameters()).load_state_dict(extra["optimizer"])
+        >>> extra["step"]
+        100
     """
-    plan, state, _ = read(path)
+    plan, state, extra = read(path)
     gm = trace(model, leaf_modules=plan.trace.get("leaf_modules", ()))
     try:
         shared = rewrite(gm, plan)
     except PlanError as e:
-        raise CheckpointError(f"{os.fspath(path)!r} does not fit {type(model).__name__}: {e}") \
+        raise CheckpointError(f"{os.fspath(path)!r} does not fit {type(model).__name__}: {e}; "
+                              f"load it into a fresh instance of the model it was saved from") \
             from e
     try:
         result = shared.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
         raise CheckpointError(f"{os.fspath(path)!r}: weights do not fit the shared "
-                              f"{type(model).__name__}: {e}") from e
+                              f"{type(model).__name__} (edited, or written for another model; "
+                              f"save it again with ssnfx.save): {e}") from e
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{os.fspath(path)!r}: state_dict does not match the shared "
             f"{type(model).__name__}: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}")
-    return shared
+            f"unexpected {result.unexpected_keys[:5]}; the file was edited or written for "
+            f"another model: save the shared model again with ssnfx.save")
+    return (shared, extra) if return_extra else shared

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__
+from ._progress import stages
 from .checkpoint import load as load_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import COMBINERS, METHODS, ShareConfig
@@ -187,11 +188,16 @@ def cmd_fold(args: argparse.Namespace) -> int:
     target = Path(args.output) if args.output else out / f"model{suffix}"
     if target.exists() and not args.force:
         raise UsageError(f"{target} exists; pass --force to replace it")
-    ns, model = load_model_file(source["model"])
-    inputs = _example_inputs(ns, args.input_shape)
-    folded = fold(load_checkpoint(model, out / "shared.pt").eval())
-    export = export_torchscript if args.format == "torchscript" else export_pt2
-    export(folded, inputs, target, atol=args.atol, rtol=args.atol)
+    with stages(3, "ssnfx fold", not args.quiet) as stage:
+        with stage("load the model and checkpoint"):
+            ns, model = load_model_file(source["model"])
+            inputs = _example_inputs(ns, args.input_shape)
+            shared = load_checkpoint(model, out / "shared.pt").eval()
+        with stage("fold"):
+            folded = fold(shared)
+        with stage(f"export to {args.format} and check"):
+            export = export_torchscript if args.format == "torchscript" else export_pt2
+            export(folded, inputs, target, atol=args.atol, rtol=args.atol)
     _say(args, f"wrote {target} ({args.format}); it reproduces the folded model on the example "
                f"inputs within atol {args.atol:g}")
     return 0

@@ -61,6 +61,11 @@ class ShareConfig:
     version: int = field(default=1)
 
     def __post_init__(self) -> None:
+        for name in ("private", "leaf_modules"):
+            value = getattr(self, name)
+            if isinstance(value, str):  # tuple("fc.*") would be four one-letter patterns
+                raise PlanError(f"ShareConfig.{name} must be a tuple of names, got the string "
+                                f"{value!r}; write {name}=({value!r},)")
         self.private = tuple(self.private)
         self.leaf_modules = tuple(self.leaf_modules)
         if self.method not in METHODS:

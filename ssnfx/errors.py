@@ -6,7 +6,7 @@ derive from :class:`SsnfxError`, so ``except ssnfx.SsnfxError`` catches any of t
 from __future__ import annotations
 
 __all__ = ["SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",
-           "SearchError"]
+           "SearchError", "EnsembleError"]
 
 
 class SsnfxError(Exception):
@@ -35,3 +35,8 @@ class ExportError(SsnfxError):
 
 class SearchError(SsnfxError):
     """The search pass could not measure the model: empty data, a malformed batch, a bad loss."""
+
+
+class EnsembleError(SsnfxError, ValueError):
+    """Models cannot be shared as members of one store, a member or subset named does not exist,
+    or no subset of members fits a latency budget."""

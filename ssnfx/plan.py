@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .config import COMBINERS, METHODS
 from .errors import PlanError
 
 __all__ = ["PLAN_VERSION", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
@@ -223,10 +224,20 @@ class SharingPlan:
     def from_dict(d: dict[str, Any]) -> "SharingPlan":
         if not isinstance(d, dict) or "version" not in d:
             raise PlanError("not a SharingPlan: expected a JSON object with a 'version' field")
-        if int(d["version"]) > PLAN_VERSION:
+        version = d["version"]
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise PlanError(f"the plan's version must be an int, got {version!r}: the plan is "
+                            f"damaged or not a SharingPlan; make it again with ssnfx.make_plan")
+        if version > PLAN_VERSION:
             raise PlanError(
-                f"the plan has version {d['version']}, newer than this ssnfx understands "
+                f"the plan has version {version}, newer than this ssnfx understands "
                 f"({PLAN_VERSION}); upgrade ssnfx to read it")
+        # A plan names its method and combiner; an unknown one would build the wrong generators.
+        for key, known in (("method", METHODS), ("combiner", COMBINERS)):
+            if key in d and d[key] not in known:
+                raise PlanError(f"the plan's {key} {d[key]!r} is not one of {known}: the plan is "
+                                f"damaged or from another ssnfx; make it again with "
+                                f"ssnfx.make_plan")
         try:
             return SharingPlan(
                 method=d["method"],
@@ -245,6 +256,9 @@ class SharingPlan:
 
     @staticmethod
     def from_json(text: str) -> "SharingPlan":
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise PlanError(f"SharingPlan.from_json expects the plan's JSON text, got "
+                            f"{type(text).__name__}; use SharingPlan.from_dict for a dict")
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:

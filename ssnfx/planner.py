@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -19,7 +20,7 @@ import torch.fx as fx
 from .config import ShareConfig
 from .errors import BudgetError, PlanError
 from .grouping import group_slots
-from .passes.trace import slots_of
+from .passes.trace import check_traced_parameters, slots_of
 from .plan import GroupPlan, SharingPlan, Slot
 from .selector import ssn_layout, swn_layout
 
@@ -40,24 +41,36 @@ def original_param_count(gm: fx.GraphModule) -> int:
 def resolve_budget(budget: Any, original: int) -> int:
     """A budget as an absolute parameter count: a float is a fraction, an int a count.
 
+    Raises:
+        BudgetError: the budget is not a number, not finite, not positive, rounds down to zero
+            parameters, or exceeds :data:`MAX_BUDGET_RATIO` times the model.
+
     Example:
         >>> resolve_budget(0.1, 1000), resolve_budget(250, 1000)
         (100, 250)
     """
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)):
-        raise BudgetError(f"budget must be a float (fraction of the model's {original:,} "
-                          f"parameters) or an int (a parameter count), got {budget!r}")
+    usage = (f"pass a fraction of the model's {original:,} parameters as a float (0.1 keeps 10%) "
+             f"or a parameter count as an int")
+    # numbers.Integral admits numpy's integers too (its floats subclass float); bool is an int to
+    # Python but never a budget.
+    if isinstance(budget, bool) or not isinstance(budget, (numbers.Integral, float)):
+        raise BudgetError(f"budget must be a float or an int, got {type(budget).__name__} "
+                          f"{budget!r}: {usage}")
     if isinstance(budget, float):
         if not math.isfinite(budget) or budget <= 0:
-            raise BudgetError(f"budget must be a finite fraction > 0, got {budget!r}")
+            raise BudgetError(f"budget must be a finite fraction > 0, got {budget!r}: {usage}")
         count = math.floor(budget * original)  # "at most": never round up past the fraction
     else:
-        count = budget
+        count = int(budget)
     if count <= 0:
-        raise BudgetError(f"budget must be positive, got {budget!r} (= {count} parameters)")
+        what = "must be positive" if budget <= 0 else "is less than one parameter"
+        raise BudgetError(f"budget {what}, got {budget!r} (= {count} of the model's "
+                          f"{original:,} parameters): {usage}")
     if count > MAX_BUDGET_RATIO * original:
         raise BudgetError(f"budget {budget!r} is {count / original:.0f}x the model's {original:,} "
-                          f"parameters; the most ssnfx accepts is {MAX_BUDGET_RATIO:g}x")
+                          f"parameters; the most ssnfx accepts is {MAX_BUDGET_RATIO:g}x "
+                          f"({math.floor(MAX_BUDGET_RATIO * original):,}): was it meant as a "
+                          f"fraction (a float such as 2.0 is twice the model) or a count?")
     return count
 
 
@@ -91,6 +104,8 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     Raises:
         BudgetError: the budget is malformed, or smaller than what the model needs at least
             (its private parameters, the coefficients and one store parameter per group).
+        PlanError: ``groups`` do not cover the shared slots once each, or a parameter of ``gm``
+            was replaced after tracing.
 
     Example:
         >>> import torchvision, ssnfx
@@ -100,9 +115,11 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         (True, 1)
     """
     config = config or ShareConfig()
+    check_traced_parameters(gm)
     original = original_param_count(gm)
     if original == 0:
-        raise BudgetError(f"{type(gm).__name__} has no parameters: there is nothing to share")
+        raise BudgetError(f"{type(gm).__name__} has no parameters: there is nothing to share; "
+                          f"pass the model whose parameters should be shared")
     target = resolve_budget(budget, original)
     frozen = {n for n, p in gm.named_parameters() if not p.requires_grad}
     slots = [replace(s, shared=_is_shared(s, config, frozen)) for s in slots_of(gm)]
@@ -110,7 +127,9 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     if not shared:
         raise BudgetError(f"{type(gm).__name__} has no shareable parameters (weights of Linear, "
                           f"Conv, Embedding, attention or recurrent layers, or parameters used "
-                          f"directly); set share_biases/share_norms or check ShareConfig.private")
+                          f"directly, with two dimensions above 1 and requires_grad); set "
+                          f"share_biases/share_norms, check ShareConfig.private, or unfreeze "
+                          f"the parameters to share")
     by_name = {s.name: s for s in shared}
     if groups is None:
         groups = group_slots(shared, config.strategy, config.groups, config.seed)
@@ -141,23 +160,38 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
 
 def _check_groups(groups: Sequence[Sequence[str]], by_name: dict[str, Slot]) -> None:
     seen: set[str] = set()
-    for g in groups:
+    for i, g in enumerate(groups):
         if not g:
-            raise PlanError("a parameter group is empty")
+            raise PlanError(f"parameter group {i} is empty; remove it, or give it slots")
         for n in g:
             if n not in by_name:
-                raise PlanError(f"group member {n!r} is not a shared slot of this model")
+                raise PlanError(f"group member {n!r} (group {i}) is not a shared slot of this "
+                                f"model; the shared slots are {sorted(by_name)[:5]}"
+                                f"{'...' if len(by_name) > 5 else ''}")
             if n in seen:
-                raise PlanError(f"slot {n!r} is in more than one group")
+                raise PlanError(f"slot {n!r} is in more than one group (again in group {i}); "
+                                f"put each slot in one group")
             seen.add(n)
     missing = sorted(set(by_name) - seen)
     if missing:
         more = "..." if len(missing) > 5 else ""
-        raise PlanError(f"shared slots in no group: {missing[:5]}{more}")
+        raise PlanError(f"shared slots in no group: {missing[:5]}{more}; every shared slot "
+                        f"needs a group (or make it private with ShareConfig.private)")
+
+
+def _apportion(total: int, weights: dict[str, int]) -> dict[str, int]:
+    """``total`` split in proportion to ``weights``, summing to exactly ``total`` (largest
+    remainders get the units that flooring leaves over)."""
+    whole = sum(weights.values())
+    shares = {k: total * w // whole for k, w in weights.items()}
+    by_remainder = sorted(weights, key=lambda k: -(total * weights[k] % whole))
+    for k in by_remainder[: total - sum(shares.values())]:
+        shares[k] += 1
+    return shares
 
 
 def _split(available: int, plan: SharingPlan) -> dict[str, int]:
-    """Store sizes summing to at most ``available``.
+    """Store sizes summing to ``available`` (at least one parameter per group).
 
     Each group first gets its largest SuperWeight, the least store that spares it any upsampling
     (SSN Table 3(c) sizes groups by their largest layer), and what remains is split in proportion
@@ -169,10 +203,15 @@ def _split(available: int, plan: SharingPlan) -> dict[str, int]:
     weight = {g.name: sum(slots[n].numel for n in g.slots) for g in plan.groups}
     demand = {g.name: max(r * c for r, c in g.superweights) for g in plan.groups}
     need = sum(demand.values())
+    # The split is exact, not floored per group: flooring lost up to one parameter per group,
+    # which a small model's budget (a few dozen parameters, several groups) cannot spare and
+    # still land within 95% of it.
     if available < need:
-        return {k: max(1, available * d // need) for k, d in demand.items()}
-    extra, total = available - need, sum(weight.values())
-    return {k: demand[k] + extra * weight[k] // total for k in demand}
+        # One parameter per group first: flooring each share could leave a group none.
+        extra = _apportion(available - len(demand), demand)
+        return {k: 1 + extra[k] for k in demand}
+    extra = _apportion(available - need, weight)
+    return {k: demand[k] + extra[k] for k in demand}
 
 
 def _allocate(plan: SharingPlan, target: int) -> None:
@@ -181,19 +220,37 @@ def _allocate(plan: SharingPlan, target: int) -> None:
     base = plan.hyper["candidates"]
     # First pass without coefficients: a store larger than P times what its SuperWeights cover
     # would leave parameters no selection ever reads, so P grows to cover it (budgets above 1).
+    # Each candidate also costs coefficients, counted here: growing P by the store alone could
+    # spend more on coefficients than the budget holds when a group's coefficient rows are as
+    # many as its SuperWeights' parameters (tiny layers).
     rough = _split(max(target - private, len(plan.groups)), plan)
     for g in plan.groups:
         covered = sum(r * c for r, c in g.superweights)
-        g.candidates = max(base, math.ceil(rough[g.name] / covered))
+        per_candidate = plan.coefficient_params(replace(g, candidates=g.candidates + 1)) \
+            - plan.coefficient_params(g)
+        fixed = plan.coefficient_params(g) - per_candidate * g.candidates
+        g.candidates = max(base, math.ceil(max(0, rough[g.name] - fixed)
+                                           / (covered + per_candidate)))
+    available = target - private - sum(plan.coefficient_params(g) for g in plan.groups)
+    if available < len(plan.groups):
+        # Growing P must never refuse a budget the configured P fits, nor make the least
+        # budget below (which assumes the configured P) a wrong promise.
+        for g in plan.groups:
+            g.candidates = base
     coefficients = sum(plan.coefficient_params(g) for g in plan.groups)
     available = target - private - coefficients
     if available < len(plan.groups):
         least = private + coefficients + len(plan.groups)
+        cap = math.floor(MAX_BUDGET_RATIO * plan.original_params)
+        beyond = (f" That is more than the {MAX_BUDGET_RATIO:g}x the model that ssnfx accepts "
+                  f"({cap:,}), so no budget can share this model with these settings: "
+                  f"use a combiner with fewer coefficients ('rr', 'avg') or share more "
+                  f"(ShareConfig.share_biases / share_norms).") if least > cap else ""
         raise BudgetError(
             f"budget of {target:,} parameters is below the least this model can be shared with: "
             f"{least:,} ({least / plan.original_params:.2%} of {plan.original_params:,}): "
             f"{private:,} private parameters (norms, biases, unshared) and {coefficients:,} "
             f"coefficients. Raise the budget, or share more (ShareConfig.share_biases / "
-            f"share_norms), or use a combiner with fewer coefficients ('rr', 'avg').")
+            f"share_norms), or use a combiner with fewer coefficients ('rr', 'avg').{beyond}")
     for name, numel in _split(available, plan).items():
         next(g for g in plan.groups if g.name == name).numel = numel

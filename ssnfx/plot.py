@@ -9,34 +9,17 @@ import torch
 
 from ._io import atomic_path
 from .errors import SsnfxError
+from .lsm import layer_similarity
 from .plan import SharingPlan
 
 __all__ = ["plot_sharing", "coefficient_similarity"]
 
 
 def coefficient_similarity(shared: torch.nn.Module) -> tuple[list[str], torch.Tensor] | None:
-    """|cos| between the slots' coefficient rows (the poster's layer similarity matrix), for
-    slots whose group uses learned coefficients and one row per slot (SSN); None otherwise."""
-    store = getattr(shared, "ssnfx", None)
-    if store is None:
-        return None
-    names, rows = [], []
-    for g in store.plan.groups:
-        gen = getattr(store, g.name)
-        coef = getattr(gen, "phi", None)
-        if coef is None:
-            coef = getattr(gen, "alpha", None)
-        if coef is None:
-            continue
-        for name in g.slots:
-            tiles = g.layout[name]
-            if len(tiles) == 1:
-                names.append(name)
-                rows.append(coef[tiles[0].coefficients].detach().float())
-    if len(rows) < 2 or len({r.numel() for r in rows}) != 1:
-        return None
-    m = torch.nn.functional.normalize(torch.stack(rows), dim=1)
-    return names, (m @ m.T).abs()
+    """The poster's layer similarity matrix as ``(names, matrix)`` for :func:`plot_sharing`, or
+    None (see :func:`ssnfx.layer_similarity`, which computes it)."""
+    lsm = layer_similarity(shared)
+    return None if lsm is None else (lsm.names, lsm.matrix)
 
 
 def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
@@ -70,7 +53,7 @@ def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
     ax.legend(fontsize=7, loc="upper right")
     if similarity:
         names, matrix = similarity
-        low = -1 if float(matrix.min()) < 0 else 0
+        low = -1 if float(torch.nan_to_num(matrix).min()) < 0 else 0
         im = axes[0][1].imshow(matrix.numpy(), cmap="viridis", vmin=low, vmax=1)
         axes[0][1].set_title(f"layer similarity ({len(names)} layers, graph order)", fontsize=9)
         axes[0][1].set_xlabel("layer")

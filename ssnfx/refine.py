@@ -105,8 +105,8 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
     params = [p for p in store.parameters() if p.requires_grad]
     batches = _cycle(data)
     try:
-        for _ in range(steps):
-            out, target = _call(shared, next(batches))
+        for step in range(steps):
+            out, target = _call(shared, next(batches), step, "refine")
             loss = loss_fn(out, target)
             if not torch.isfinite(loss):
                 raise SearchError(f"the loss is {float(loss.detach())}: refine stopped and "

@@ -3,16 +3,29 @@ from __future__ import annotations
 
 import torch.fx as fx
 
+from .ensemble import member_names
 from .errors import PlanError
+from .lsm import identical_weights, layer_similarity
 from .passes.rewrite import STORE
 from .plan import SharingPlan
 
 __all__ = ["report"]
 
+#: Pairs listed in the layer-similarity section, and the |cos| from which a pair over the same
+#: templates counts as near-identical (proportional weights: foldable into one layer).
+_TOP_PAIRS = 5
+_NEAR = 1e-3
+
 
 def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
     """A plain-text table of the plan: groups, their slots and SuperWeights, parameters before
     and after, each group's share of the budget; totals in parameters and bytes.
+
+    For a shared model (not a bare plan) it adds, for a model of several members, each member's
+    slots and weights, and the layer similarity section (the soft-sharing poster): the most
+    similar layer pairs by ``|cos(alpha_i, alpha_j)|`` (:func:`ssnfx.layer_similarity`), how
+    many pairs over the same templates are near-identical, and which weights are exactly equal,
+    so that :func:`ssnfx.fold` stores each of them once (:func:`ssnfx.identical_weights`).
 
     Example:
         >>> import torchvision, ssnfx
@@ -47,4 +60,46 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         f"({4 * plan.original_params / 2**20:.2f} MiB fp32)",
         "columns: slots and SuperWeights (SWs) per group, the weights they generate, the store "
         "and coefficients that generate them, their ratio, and the group's share of the budget"]
+    if not isinstance(shared_or_plan, SharingPlan):
+        lines += _members(shared_or_plan, plan) + _similarity(shared_or_plan)
     return "\n".join(lines)
+
+
+def _members(shared: fx.GraphModule, plan: SharingPlan) -> list[str]:
+    names = member_names(shared)
+    if not names:
+        return []
+    parts = []
+    for name in names:
+        mine = [s for s in plan.slots if s.name.split(".")[0] == name]
+        weights = sum(s.numel for s in mine if s.shared)
+        parts.append(f"{name} ({sum(s.shared for s in mine)} shared slots, {weights:,} weights)")
+    return [f"members ({len(names)}, one store): " + ", ".join(parts)]
+
+
+def _similarity(shared: fx.GraphModule) -> list[str]:
+    if any(p.is_meta for p in getattr(shared, STORE).parameters()):
+        return ["layer similarity: not computed (the store holds no values: materialise the "
+                "model and initialise it with ssnfx.reset_parameters first)"]
+    lsm = layer_similarity(shared)
+    same = identical_weights(shared)
+    lines = []
+    if lsm is not None:
+        top = lsm.pairs()[:_TOP_PAIRS]
+        near = lsm.near_identical(_NEAR)
+        comparable = len(lsm.pairs(same_templates=True))
+        index = {n: i for i, n in enumerate(lsm.names)}
+        mark = {(a, b): "*" if bool(lsm.same_templates[index[a], index[b]]) else ""
+                for a, b, _ in top}
+        lines += [f"layer similarity |cos(alpha_i, alpha_j)| over {len(lsm.names)} layers "
+                  f"with learned coefficients; most similar (* same templates): " + (", ".join(
+                      f"{a} ~ {b} {v:.3f}{mark[a, b]}" for a, b, v in top) or "none comparable"),
+                  f"near-identical (|cos| >= {1 - _NEAR:g}, same templates): {len(near)} of "
+                  f"{comparable} pair(s) over the same templates"]
+    if same:
+        lines.append(f"fold stores {len(same)} weight(s) once for {sum(len(s) for s in same)} "
+                     f"layers ({sum(len(s) - 1 for s in same)} fewer tensors): "
+                     + "; ".join(", ".join(s) for s in same))
+    else:
+        lines.append("fold stores every layer's weight on its own: no two are exactly equal")
+    return lines

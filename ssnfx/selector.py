@@ -116,11 +116,15 @@ def upsample_source(numel: int, rows: int, cols: int) -> tuple[int, int]:
         (20, 5)
         >>> upsample_source(80, 10, 256)
         (2, 40)
+        >>> upsample_source(2, 32, 3)
+        (2, 1)
     """
     scale = math.sqrt(numel / (rows * cols))
     # At least two rows and columns where the store allows: one row upsampled to many makes
     # every row equal, and a classifier whose rows are equal cannot tell its classes apart.
     floor = 2 if numel >= 4 else 1
-    r = max(min(floor, rows), min(rows, int(rows * scale)))
+    # Never more rows than the store has parameters: a tall SuperWeight from a tiny store
+    # would otherwise get a source block larger than the store.
+    r = min(numel, max(min(floor, rows), min(rows, int(rows * scale))))
     c = max(1, min(cols, numel // r))
     return r, c

@@ -1,22 +1,15 @@
 """A plain training loop with a progress bar: what the CLI, the tests and the benchmarks share."""
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torch.nn as nn
 
+from ._progress import progress as _progress
+
 __all__ = ["train", "accuracy", "predict"]
-
-
-def _progress(iterable: Iterable[Any], total: int | None, desc: str, enabled: bool) -> Any:
-    if not enabled or not sys.stderr.isatty():
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
 def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],

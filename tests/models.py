@@ -1,6 +1,9 @@
 """Small models covering every kind of parameter read, for the tests."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -141,3 +144,159 @@ def conflict_data(batches: int = 8, seed: int = 0):
         t = 5 * x @ w
         out.append((x, torch.cat([t, -t, t], dim=1)))
     return out
+
+
+class TwoNames(nn.Module):
+    """One Linear registered under two names (``a`` and ``b``) and called under both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(6, 6)
+        self.b = self.a
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+# ---- random architectures (tests/test_properties.py) ----------------------------------------
+#
+# A NetSpec is plain data, so that hypothesis prints a failing example as a spec that rebuilds
+# the same network: RandomNet(NetSpec(...)).
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A random network: an input, a stack of blocks, a head.
+
+    ``source``: ``"tokens"`` (an Embedding of ``width`` tokens into ``embed`` features, then a
+    sequence), ``"sequence"`` (``(B, T, width)``), ``"vector"`` (``(B, width)``) or ``"image"``
+    (``(B, width, 5, 5)``). Each block is a tuple:
+
+    * ``("linear", out, bias)``: Linear (vectors, sequences);
+    * ``("conv", out, kernel)``: Conv1d over a sequence, Conv2d over an image;
+    * ``("norm",)``: BatchNorm1d (vectors), LayerNorm (sequences), BatchNorm2d (images);
+    * ``("attn", heads)``: MultiheadAttention with a residual (sequences);
+    * ``("branch", blocks_a, blocks_b, out)``: two stacks, each projected to ``out``, added;
+    * ``("reuse", i)``: block ``i`` (a square linear or conv) again, under a second name.
+
+    ``tie``: tokens only: per-token logits from a Linear tied to the Embedding's weight.
+    """
+
+    source: str
+    width: int
+    embed: int
+    blocks: tuple[tuple[Any, ...], ...]
+    tie: bool
+    classes: int
+
+    def example_input(self, batch: int = 3) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(0)
+        if self.source == "tokens":
+            return torch.randint(0, self.width, (batch, 4), generator=gen)
+        shape = {"sequence": (batch, 4, self.width), "vector": (batch, self.width),
+                 "image": (batch, self.width, 5, 5)}[self.source]
+        return torch.randn(shape, generator=gen)
+
+
+class _Conv1dOverSequence(nn.Module):
+    def __init__(self, width: int, out: int, kernel: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(width, out, kernel, padding=kernel // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, width: int, heads: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(width, heads, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, _ = self.attn(x, x, x, need_weights=False)
+        return x + a
+
+
+class _Branch(nn.Module):
+    def __init__(self, a: nn.Module, b: nn.Module) -> None:
+        super().__init__()
+        self.a = a
+        self.b = b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.a(x) + self.b(x)
+
+
+def _block(spec: tuple[Any, ...], kind: str, width: int) -> tuple[nn.Module, int]:
+    """The module of one block and its output width, for a ``kind`` of vec/seq/img input."""
+    name = spec[0]
+    if name == "linear":
+        return nn.Linear(width, spec[1], bias=spec[2]), spec[1]
+    if name == "conv":
+        conv = _Conv1dOverSequence(width, spec[1], spec[2]) if kind == "seq" \
+            else nn.Conv2d(width, spec[1], spec[2], padding=spec[2] // 2)
+        return conv, spec[1]
+    if name == "norm":
+        norm = {"vec": nn.BatchNorm1d, "seq": nn.LayerNorm, "img": nn.BatchNorm2d}[kind]
+        return norm(width), width
+    if name == "attn":
+        return _SelfAttention(width, spec[1]), width
+    if name == "branch":
+        paths = []
+        for blocks in spec[1:3]:
+            layers, w = [], width
+            for b in blocks:
+                m, w = _block(b, kind, w)
+                layers += [m, nn.Tanh()]
+            layers.append(nn.Conv2d(w, spec[3], 1) if kind == "img" else nn.Linear(w, spec[3]))
+            paths.append(nn.Sequential(*layers))
+        return _Branch(*paths), spec[3]
+    raise ValueError(f"unknown block {spec!r}")
+
+
+class RandomNet(nn.Module):
+    """The network a :class:`NetSpec` describes (see there)."""
+
+    def __init__(self, spec: NetSpec) -> None:
+        super().__init__()
+        kind = {"tokens": "seq", "sequence": "seq", "vector": "vec", "image": "img"}[spec.source]
+        self.kind = kind
+        width = spec.width
+        if spec.source == "tokens":
+            self.emb = nn.Embedding(spec.width, spec.embed)
+            width = spec.embed
+        self.blocks = nn.ModuleList()
+        self.steps: list[str] = []  # the attribute path of the module applied at each step
+        built: dict[int, int] = {}  # spec position -> index in self.blocks
+        for i, b in enumerate(spec.blocks):
+            if b[0] == "reuse":
+                # The same module under a second name: its parameters are tied (one slot each,
+                # with aliases), and its state_dict keys appear under both names.
+                self.add_module(f"again{i}", self.blocks[built[b[1]]])
+                self.steps.append(f"again{i}")
+                continue
+            module, width = _block(b, kind, width)
+            built[i] = len(self.blocks)
+            self.steps.append(f"blocks.{built[i]}")
+            self.blocks.append(module)
+        self.tied = spec.tie and spec.source == "tokens"
+        if self.tied:
+            self.proj = nn.Linear(width, spec.embed) if width != spec.embed else nn.Identity()
+            self.head = nn.Linear(spec.embed, spec.width, bias=False)
+            self.head.weight = self.emb.weight
+        else:
+            self.head = nn.Linear(width, spec.classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "emb"):
+            x = self.emb(x)
+        for path in self.steps:
+            x = torch.tanh(self.get_submodule(path)(x))
+        if self.tied:
+            return self.head(self.proj(x))
+        if self.kind == "img":
+            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        elif self.kind == "seq":
+            x = x.mean(1)
+        return self.head(x)

@@ -16,7 +16,12 @@ def _load(name: str):
 
 @pytest.mark.parametrize("name,expect", [("bench_compile", "| resnet18 |"),
                                          ("bench_search", "Search cost"),
-                                         ("bench_digits", "reduced baseline")])
+                                         ("bench_digits", "reduced baseline"),
+                                         ("bench_accuracy", "| 25% | reduced baseline"),
+                                         ("bench_speed", "| WRN-16-1, batch 8 | 10% |"),
+                                         ("bench_memory", "| resnet18 | 2 | 10% |"),
+                                         ("bench_ensemble", "| independent 3/4 |"),
+                                         ("bench_distill", "| ssnfx 4x, one store | ✓ |")])
 def test_quick_mode(name, expect):
     body = _load(name).main(["--quick"])
     assert expect in body

@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 import torch
@@ -45,41 +46,122 @@ def test_file_is_plain_data(shared, tmp_path):
     assert ssnfx.SharingPlan.from_json(payload["plan"]) == shared.ssnfx.plan
 
 
-def test_truncated_file(shared, tmp_path):
+@pytest.mark.parametrize("keep", [0, 1, 10, 0.5, -1])  # bytes, or a fraction of the file
+def test_truncated_file(shared, tmp_path, keep):
     path = tmp_path / "ckpt.pt"
     ssnfx.save(shared, path)
     data = path.read_bytes()
-    path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ssnfx.CheckpointError, match="truncated or corrupt"):
+    path.write_bytes(data[: int(len(data) * keep) if isinstance(keep, float) else keep])
+    with pytest.raises(ssnfx.CheckpointError) as err:
         ssnfx.load(SmallCNN(), path)
+    msg = str(err.value)
+    assert f"{str(path)!r} is not a readable checkpoint (truncated or corrupt?)" in msg
+    assert "save it again with ssnfx.save" in msg
+    assert "weights_only=False" not in msg  # torch's advice to unpickle anyway is not repeated
 
 
 class Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
     def __reduce__(self):
-        return (os.system, ("echo pwned",))
+        return (os.system, (f"touch {self.marker}",))
 
 
-def test_pickled_objects_are_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    torch.save({"format": "ssnfx-checkpoint-1", "plan": "{}", "obj": Evil()}, path)
-    with pytest.raises(ssnfx.CheckpointError, match="never unpickles"):
+@pytest.mark.parametrize("where", ["beside", "in the state_dict"])
+def test_pickled_objects_are_refused(tmp_path, where):
+    path, marker = tmp_path / "evil.pt", tmp_path / "pwned"
+    payload = {"format": "ssnfx-checkpoint-1", "plan": "{}", "state_dict": {}}
+    if where == "beside":
+        payload["obj"] = Evil(marker)
+    else:
+        payload["state_dict"]["w"] = Evil(marker)
+    torch.save(payload, path)
+    with pytest.raises(ssnfx.CheckpointError) as err:
+        ssnfx.load(SmallCNN(), path)
+    msg = str(err.value)
+    assert re.search(r"tries to unpickle (posix|nt)\.system; ssnfx never unpickles", msg), msg
+    assert "write it with ssnfx.save" in msg
+    assert not marker.exists()
+
+
+def test_a_pickled_module_is_refused_by_name(shared, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    ssnfx.save(shared, path, extra={"model": torch.nn.Linear(2, 2)})
+    with pytest.raises(ssnfx.CheckpointError, match=re.escape(
+            "tries to unpickle torch.nn.modules.linear.Linear; ssnfx never unpickles")):
         ssnfx.load(SmallCNN(), path)
 
 
 def test_plan_from_another_model(shared, tmp_path):
     ssnfx.save(shared, tmp_path / "ckpt.pt")
-    with pytest.raises(ssnfx.CheckpointError, match="does not fit GRUNet.*another model"):
+    with pytest.raises(ssnfx.CheckpointError) as err:
         ssnfx.load(GRUNet(), tmp_path / "ckpt.pt")
+    msg = str(err.value)
+    assert "does not fit GRUNet: the plan was made for another model" in msg
+    assert "slots not in this model: ['bn1.bias'" in msg
+    assert "load it into a fresh instance of the model it was saved from" in msg
+
+
+def _edit(path, change):
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, path)
 
 
 def test_state_dict_keys_missing(shared, tmp_path):
     path = tmp_path / "ckpt.pt"
     ssnfx.save(shared, path)
-    payload = torch.load(path, weights_only=True)
-    del payload["state_dict"]["ssnfx.g0.store"]
-    torch.save(payload, path)
-    with pytest.raises(ssnfx.CheckpointError, match="missing \\['ssnfx.g0.store'\\]"):
+    _edit(path, lambda p: p["state_dict"].pop("ssnfx.g0.store"))
+    with pytest.raises(ssnfx.CheckpointError) as err:
         ssnfx.load(SmallCNN(), path)
+    assert "state_dict does not match the shared SmallCNN: missing ['ssnfx.g0.store'], " \
+           "unexpected []" in str(err.value)
+    assert "save the shared model again with ssnfx.save" in str(err.value)
+
+
+def test_state_dict_keys_extra(shared, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    ssnfx.save(shared, path)
+    _edit(path, lambda p: p["state_dict"].update({"fc.weight": torch.ones(10, 128)}))
+    with pytest.raises(ssnfx.CheckpointError) as err:
+        ssnfx.load(SmallCNN(), path)
+    assert "missing [], unexpected ['fc.weight']" in str(err.value)  # fc.weight is generated
+    assert "save the shared model again with ssnfx.save" in str(err.value)
+
+
+def test_state_dict_wrong_shape(shared, tmp_path):
+    path = tmp_path / "ckpt.pt"
+    ssnfx.save(shared, path)
+    _edit(path, lambda p: p["state_dict"].update({"ssnfx.g0.store": torch.ones(3)}))
+    with pytest.raises(ssnfx.CheckpointError) as err:
+        ssnfx.load(SmallCNN(), path)
+    msg = str(err.value)
+    assert "weights do not fit the shared SmallCNN" in msg and "ssnfx.g0.store" in msg
+    assert "save it again with ssnfx.save" in msg
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda p: p.pop("plan"), "has no plan entry (damaged or edited); save it again"),
+    (lambda p: p.pop("state_dict"), "has no state_dict entry (damaged or edited)"),
+    (lambda p: p.update(plan={"version": 1}),
+     "the plan entry must be the plan's JSON text, got dict; save it again"),
+    (lambda p: p.update(state_dict=[torch.ones(2)]),
+     "the state_dict entry must be a dict of tensors, got list; save it again"),
+    (lambda p: p.update(plan=p["plan"].replace('"version": 1', '"version": "1.0"', 1)),
+     "the plan's version must be an int, got '1.0'"),
+    (lambda p: p.update(plan=p["plan"].replace('"method": "swn"', '"method": "lora"', 1)),
+     "the plan's method 'lora' is not one of ('ssn', 'swn')"),
+    (lambda p: p.update(plan="{"), "the plan is not valid JSON"),
+])
+def test_damaged_payload(shared, tmp_path, change, message):
+    path = tmp_path / "ckpt.pt"
+    ssnfx.save(shared, path)
+    _edit(path, change)
+    with pytest.raises(ssnfx.CheckpointError) as err:
+        ssnfx.load(SmallCNN(), path)
+    assert str(err.value).startswith(repr(str(path)))  # names the file
+    assert message in str(err.value)
 
 
 def test_newer_plan_version(shared, tmp_path):
@@ -88,7 +170,8 @@ def test_newer_plan_version(shared, tmp_path):
     payload = torch.load(path, weights_only=True)
     payload["plan"] = payload["plan"].replace('"version": 1', '"version": 99', 1)
     torch.save(payload, path)
-    with pytest.raises(ssnfx.CheckpointError, match="version 99, newer"):
+    with pytest.raises(ssnfx.CheckpointError, match="version 99, newer than this ssnfx "
+                                                    "understands \\(1\\); upgrade ssnfx"):
         ssnfx.load(SmallCNN(), path)
 
 

@@ -53,6 +53,42 @@ def test_fold_exports_load_in_a_fresh_process(compiled, fmt, load):
     assert again.returncode == 2 and "exists; pass --force" in again.stderr
 
 
+def _on_a_terminal(*args: str, cwd: Path) -> str:
+    """Run the console script with a pseudo-terminal (120 columns) as stdout and stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "ssnfx", *args], cwd=cwd, env=env,
+                            stdout=follower, stderr=follower)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed with the process
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=600) == 0, out
+    return out.decode(errors="replace")
+
+
+def test_progress_bars_on_a_terminal_only(compiled):
+    work, _ = compiled
+    shown = _on_a_terminal("fold", "out", "--format", "pt2", "-o", "bar.pt2", cwd=work)
+    assert "ssnfx fold" in shown and "3/3" in shown and "export to pt2" in shown
+    quiet = _on_a_terminal("fold", "out", "-q", "--force", "-o", "bar.pt2", cwd=work)
+    assert "ssnfx fold" not in quiet and "3/3" not in quiet
+    piped = ssnfx("fold", "out", "--force", "-o", "bar.pt2", cwd=work)
+    assert piped.returncode == 0 and "3/3" not in piped.stderr + piped.stdout
+
+
 def test_report_and_picture(compiled):
     work, _ = compiled
     out = ssnfx("report", "out", "--png", "sharing.png", cwd=work)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 import ssnfx
@@ -21,3 +23,12 @@ def test_bad_values_name_the_field(kwargs, match):
 def test_unknown_field():
     with pytest.raises(ssnfx.PlanError, match="unknown ShareConfig field"):
         ssnfx.ShareConfig.from_dict({"budget": 3})
+
+
+@pytest.mark.parametrize("field", ["private", "leaf_modules"])
+def test_a_string_for_a_tuple_of_names(field):
+    # tuple("fc.*") would be four one-letter patterns, and "*" alone matches every name.
+    with pytest.raises(ssnfx.PlanError, match=re.escape(
+            f"ShareConfig.{field} must be a tuple of names, got the string 'fc.*'; write "
+            f"{field}=('fc.*',)")):
+        ssnfx.ShareConfig(**{field: "fc.*"})

@@ -5,7 +5,7 @@ import torchvision
 import ssnfx
 
 from helpers import check_pipeline
-from models import SmallCNN
+from models import SmallCNN, TiedLM
 
 
 def test_folded_state_dict_loads_strictly_into_the_original_class():
@@ -55,3 +55,13 @@ def test_hard_sharing_folds_identical_weights_into_one_tensor():
 def test_fold_requires_a_shared_model():
     with pytest.raises(ssnfx.PlanError, match="expects a shared model"):
         ssnfx.fold(ssnfx.trace(SmallCNN()))
+
+
+def test_private_tied_weights_keep_every_name():
+    # A tied parameter kept private (here by ShareConfig.private) used to lose its second name
+    # in the folded state_dict (out.weight), which then failed to load into the model.
+    shared, folded = check_pipeline(TiedLM(), (torch.randint(0, 50, (2, 7)),), budget=0.95,
+                                    config=ssnfx.ShareConfig(private=("emb.*",)))
+    assert not shared.ssnfx.plan.slot("emb.weight").shared
+    sd = folded.state_dict(keep_vars=True)
+    assert sd["emb.weight"] is sd["out.weight"]

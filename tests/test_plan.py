@@ -57,3 +57,24 @@ def test_matrix_shape():
     assert matrix_shape((64, 3, 7, 7)) == (64, 147)
     assert matrix_shape((10,)) == (10, 1)
     assert matrix_shape(()) == (1, 1)
+
+
+@pytest.mark.parametrize("edit,message", [
+    ({"version": "2"}, "the plan's version must be an int, got '2': the plan is damaged"),
+    ({"version": None}, "the plan's version must be an int, got None"),
+    ({"method": "lora"}, "the plan's method 'lora' is not one of ('ssn', 'swn')"),
+    ({"combiner": "max"}, "the plan's combiner 'max' is not one of ('rr', 'avg', 'wavg', 'emb', "
+                          "'linear')"),
+])
+def test_damaged_plans_name_the_field(resnet_gm, edit, message):
+    d = {**ssnfx.make_plan(resnet_gm, 0.1).to_dict(), **edit}
+    with pytest.raises(ssnfx.PlanError) as err:
+        ssnfx.SharingPlan.from_dict(d)
+    assert message in str(err.value) and "make it again with ssnfx.make_plan" in str(err.value)
+
+
+def test_from_json_wants_text(resnet_gm):
+    d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
+    with pytest.raises(ssnfx.PlanError, match="expects the plan's JSON text, got dict; use "
+                                              "SharingPlan.from_dict"):
+        ssnfx.SharingPlan.from_json(d)

@@ -1,8 +1,11 @@
+import importlib
 import json
+import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
 from ssnfx.passes.search import kmeans_groups, superweight_clusters
@@ -11,9 +14,9 @@ from models import SmallCNN, ThreeBranches
 from models import conflict_data as _conflict_data
 
 
-def _search(model, method="ssn", **kw):
+def _search(model, method="ssn", budget=0.5, **kw):
     cfg = ssnfx.SearchConfig(steps=kw.pop("steps", 30), progress=False, **kw)
-    return ssnfx.search(ssnfx.trace(model), 0.5, _conflict_data(), F.mse_loss,
+    return ssnfx.search(ssnfx.trace(model), budget, _conflict_data(), F.mse_loss,
                         ssnfx.ShareConfig(method=method), cfg)
 
 
@@ -23,7 +26,7 @@ def _group_of(groups):
 
 def test_conflicting_layers_are_split_and_agreeing_layers_merged():
     torch.manual_seed(0)
-    plan = _search(ThreeBranches())
+    plan = _search(ThreeBranches(), budget=0.9)  # room for a group per branch family
     m = plan.measured
     sim = dict(zip(m["slots"], m["gradient_similarity"]))
     idx = {n: i for i, n in enumerate(m["slots"])}
@@ -95,16 +98,97 @@ def test_search_trains_and_records_its_cost():
     assert m["loss_last"] < m["loss_first"] / 2
 
 
-@pytest.mark.parametrize("data,loss,match", [
-    ([], F.mse_loss, "empty"),
-    ([torch.randn(4, 16)], F.mse_loss, "must be \\(inputs, targets\\)"),
-    ([(torch.randn(4, 16), torch.randn(4, 12))], lambda o, t: (o - t) ** 2, "scalar tensor"),
-    ([(torch.randn(4, 16), torch.randn(4, 12))], lambda o, t: o.sum() * float("nan"), "stopped"),
+search_pass = importlib.import_module("ssnfx.passes.search")  # ssnfx.passes.search is the function
+
+
+def _xy(n=4):
+    return torch.randn(n, 16), torch.randn(n, 12)
+
+
+def _empty_loader():
+    return DataLoader(TensorDataset(torch.randn(0, 16), torch.randn(0, 12)), batch_size=4)
+
+
+@pytest.mark.parametrize("data,loss,message", [
+    ([], F.mse_loss, "the search data is empty: it yielded no batch"),
+    (_empty_loader(), F.mse_loss, "the search data is empty: it yielded no batch"),
+    ([torch.randn(4, 16)], F.mse_loss,
+     "each batch must be (inputs, targets); got a Tensor at search step 0: make the data yield "
+     "(inputs, targets) pairs"),
+    ([{"x": torch.randn(4, 16), "y": torch.randn(4, 12)}], F.mse_loss,
+     "each batch must be (inputs, targets); got a dict at search step 0"),
+    ([(*_xy(), torch.ones(4))], F.mse_loss,
+     "each batch must be (inputs, targets); got a tuple of length 3 at search step 0"),
+    ([(torch.randn(4, 15), torch.randn(4, 12))], F.mse_loss,
+     "the model failed at search step 0 on the inputs Tensor(4, 15): RuntimeError: mat1 and "
+     "mat2 shapes cannot be multiplied"),
+    ([_xy()[::-1]], F.mse_loss, "the model failed at search step 0 on the inputs Tensor(4, 12)"),
+    ([_xy()], lambda o, t: F.mse_loss(o, t[:, :5]),
+     "loss_fn raised RuntimeError at search step 0 on outputs Tensor(4, 12) and targets "
+     "Tensor(4, 12): The size of tensor a (12) must match"),
+    ([_xy()], lambda o, t: (o - t) ** 2,
+     "loss_fn must return a scalar tensor; got Tensor(4, 12) at search step 0: reduce it"),
+    ([_xy()], lambda o, t: float(F.mse_loss(o, t)),
+     "loss_fn must return a scalar tensor; got float() at search step 0"),
+    ([_xy()], lambda o, t: F.mse_loss(o.detach(), t),
+     "the loss at search step 0 does not depend on the model's parameters (it has no grad_fn): "
+     "compute it from the outputs passed to loss_fn, without .detach()"),
+    ([_xy()], lambda o, t: o.sum() * float("nan"),
+     "the loss is nan at search step 0; the search stopped and returns no plan"),
+    ([_xy()], lambda o, t: o.sum().abs() * float("inf"), "the loss is inf at search step 0"),
 ])
-def test_bad_search_input(data, loss, match):
-    with pytest.raises(ssnfx.SearchError, match=match):
+def test_bad_search_input(data, loss, message):
+    with pytest.raises(ssnfx.SearchError) as err:
         ssnfx.search(ssnfx.trace(ThreeBranches()), 0.5, data, loss,
                      search_config=ssnfx.SearchConfig(steps=3, progress=False))
+    assert message in str(err.value)
+
+
+def _failing_at(step, make_bad):
+    """A loss that is mse until ``step``, then ``make_bad(outputs, mse)``."""
+    calls = []
+
+    def loss(outputs, targets):
+        calls.append(None)
+        mse = F.mse_loss(outputs, targets)
+        return make_bad(outputs, mse) if len(calls) > step else mse
+    return loss
+
+
+@pytest.mark.parametrize("step", [3, 5])  # a later step, and the last one
+def test_nan_at_a_later_step_stops_the_search(step, monkeypatch):
+    built = []
+    monkeypatch.setattr(search_pass, "make_plan",
+                        lambda *a, **kw: built.append(kw) or ssnfx.make_plan(*a, **kw))
+    with pytest.raises(ssnfx.SearchError, match=f"the loss is nan at search step {step}; the "
+                                                f"search stopped and returns no plan"):
+        ssnfx.search(ssnfx.trace(ThreeBranches()), 0.5, _conflict_data(),
+                     _failing_at(step, lambda o, mse: mse * float("nan")),
+                     search_config=ssnfx.SearchConfig(steps=6, progress=False))
+    assert [kw.get("measured") for kw in built] == [None]  # only the provisional plan was made
+
+
+@pytest.mark.parametrize("step", [0, 5])
+def test_non_finite_gradients_stop_the_search(step):
+    # A finite loss whose gradient is not: sqrt at 0 (its derivative is infinite there, and the
+    # zero factor makes it NaN). At the last step the optimizer would not have spread it into
+    # the loss: only the gradient statistics saw it.
+    def bad(outputs, mse):
+        return mse + 0 * (outputs - outputs.detach()).abs().sqrt().sum()
+    with pytest.raises(ssnfx.SearchError) as err:
+        ssnfx.search(ssnfx.trace(ThreeBranches()), 0.5, _conflict_data(), _failing_at(step, bad),
+                     search_config=ssnfx.SearchConfig(steps=6, progress=False))
+    msg = str(err.value)
+    assert f"are not finite at search step {step} although the loss is" in msg
+    assert "'a1.weight'" in msg and "returns no plan" in msg and "sqrt or log at 0" in msg
+
+
+def test_returned_plans_hold_finite_statistics_only():
+    plan = _search(ThreeBranches(), steps=5)
+    json.dumps(plan.to_dict(), allow_nan=False)  # raises on NaN or infinity anywhere
+    m = plan.measured
+    assert all(math.isfinite(v) for row in m["gradient_similarity"] for v in row)
+    assert all(math.isfinite(v) for row in m["embedding_similarity"] for v in row)
 
 
 def test_share_needs_both_data_and_loss():
@@ -118,6 +202,26 @@ def test_priority_queue_and_kmeans_helpers():
     assert superweight_clusters(s, ["a", "b", "c"], 0.3) == [["a", "b"], ["c"]]
     assert superweight_clusters(s, ["a", "b", "c"], 0.9) == [["a"], ["b"], ["c"]]
     flat = torch.zeros(5, 3).numpy()
-    groups, scores = kmeans_groups(flat + torch.randn(5, 3).numpy() * 1e-3,
-                                   list("abcde"), None, 4, 0.99, 0)
+    groups, scores, _ = kmeans_groups(flat + torch.randn(5, 3).numpy() * 1e-3,
+                                      list("abcde"), None, 4, 0.99, 0)
     assert groups == [list("abcde")]  # no structure: one group
+    two = torch.tensor([[0.0, 0], [0, .1], [5, 5], [5, 5.1]]).numpy()
+    assert kmeans_groups(two, list("abcd"), None, 3, 0.2, 0)[0] == [["a", "b"], ["c", "d"]]
+    # A split that does not fit the store is not chosen automatically, but a given count is.
+    groups, _, fitting = kmeans_groups(two, list("abcd"), None, 3, 0.2, 0,
+                                       fits=lambda g: len(g) == 1)
+    assert groups == [list("abcd")] and fitting == []
+    assert kmeans_groups(two, list("abcd"), 2, 3, 0.2, 0, fits=lambda g: False)[0] == \
+        [["a", "b"], ["c", "d"]]
+
+
+def test_groups_are_split_only_where_each_can_hold_its_largest_layer():
+    """At a budget whose store is smaller than the conflicting branches' largest layers put
+    together, the automatic count keeps one group, and says which counts would have fit."""
+    torch.manual_seed(0)
+    small = _search(ThreeBranches(), budget=0.5).measured
+    assert small["groups"] == [small["slots"]]
+    assert small["fitting_group_counts"] == [] and float(small["silhouette"]["2"]) > 0.2
+    torch.manual_seed(0)
+    large = _search(ThreeBranches(), budget=0.9).measured
+    assert len(large["groups"]) > 1 and len(large["groups"]) in large["fitting_group_counts"]

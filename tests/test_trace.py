@@ -1,11 +1,14 @@
+import re
+
 import pytest
 import torch
 import torch.nn as nn
 import torchvision
 
 import ssnfx
+from ssnfx.passes.trace import check_traced_parameters
 
-from models import AttnNet, DataDependent, FunctionalNet, GRUNet, SmallCNN, TiedLM
+from models import AttnNet, DataDependent, FunctionalNet, GRUNet, SmallCNN, TiedLM, TwoNames
 
 
 def test_inlined_layers_become_get_attr_slots():
@@ -91,3 +94,44 @@ def test_unread_parameters_are_recorded():
 def test_not_a_module():
     with pytest.raises(TypeError, match="nn.Module"):
         ssnfx.trace(lambda x: x)
+
+
+def test_leaf_named_twice_is_harmless():
+    once = ssnfx.trace(SmallCNN(), leaf_modules=["conv1"])
+    twice = ssnfx.trace(SmallCNN(), leaf_modules=["conv1", "conv1"])
+    assert twice.code == once.code
+    assert twice.meta["ssnfx_trace"]["leaf_modules"] == ["conv1"]
+
+
+@pytest.mark.parametrize("leaves", [["a"], ["b"], ["a", "b"]])
+def test_module_under_two_names_is_a_leaf_by_either_name(leaves):
+    # torch.fx knows a module by its first name; the second name used to be "not a submodule".
+    gm = ssnfx.trace(TwoNames(), leaf_modules=leaves)
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["a", "a"]
+    slots = {s.name: s for s in ssnfx.slots_of(gm)}
+    assert slots["a.weight"].leaf and slots["a.weight"].aliases == ("b.weight",)
+
+
+def test_leaf_modules_given_as_a_string():
+    with pytest.raises(ssnfx.TraceError, match=re.escape(
+            "leaf_modules must be a list of module names, got the string 'gate'; write "
+            "leaf_modules=['gate']")):
+        ssnfx.trace(DataDependent(), leaf_modules="gate")
+
+
+def test_unknown_leaf_name_suggests_the_close_ones():
+    with pytest.raises(ssnfx.TraceError) as err:
+        ssnfx.trace(SmallCNN(), leaf_modules=["conv"])
+    msg = str(err.value)
+    assert "leaf_modules names 'conv', which is not a submodule of SmallCNN" in msg
+    assert "qualified names as in model.named_modules()" in msg and "'conv1'" in msg
+
+
+def test_traced_parameters_are_recorded_and_checked():
+    model = SmallCNN()
+    gm = ssnfx.trace(model)
+    assert gm.meta["ssnfx_params"]["fc.weight"] is model.fc.weight
+    check_traced_parameters(gm)  # unchanged: passes
+    gm.fc.weight = nn.Parameter(torch.zeros(10, 128))
+    with pytest.raises(ssnfx.PlanError, match="parameter 'fc.weight' of SmallCNN was replaced"):
+        check_traced_parameters(gm)

@@ -68,8 +68,10 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
                 root[node.target] = copy_value(fetch_attr(shared, node.target), memo)
     folded = build_graph_module(root, graphs, type(shared).__name__, shared.meta, shared.training)
     for s in plan.slots:
-        for alias in s.aliases if s.shared else ():
-            assign_attr(folded, alias, params[s.name])
+        # Every name of a tied parameter, private ones too (a module registered under two names
+        # keeps a private bias): the user's model expects each name in the state_dict.
+        for alias in s.aliases:
+            assign_attr(folded, alias, params[s.name] if s.shared else fetch_attr(folded, s.name))
     known = {n for n, _ in (*folded.named_parameters(remove_duplicate=False),
                             *folded.named_buffers(remove_duplicate=False))}
     for name, t in (*shared.named_parameters(remove_duplicate=False),

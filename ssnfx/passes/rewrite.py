@@ -20,10 +20,10 @@ import torch.nn as nn
 from torch.func import functional_call
 
 from ..errors import PlanError
-from ..generator import ParameterStore, sample_std
+from ..generator import ParameterStore, default_std, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
-from ..plan import SharingPlan
-from .trace import graph_slots
+from ..plan import SharingPlan, Slot
+from .trace import check_traced_parameters, graph_slots
 
 __all__ = ["STORE", "rewrite", "apply_store", "target_stds", "call_leaf"]
 
@@ -34,7 +34,14 @@ STORE = "ssnfx"
 def call_leaf(module: nn.Module, names: tuple[str, ...], weights: tuple[torch.Tensor, ...],
               *args: Any, **kwargs: Any) -> Any:
     """Call a leaf module with some of its parameters supplied (generated) from outside."""
-    return functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
+    try:
+        return functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
+    finally:
+        if isinstance(module, nn.RNNBase):
+            # RNNs cache their weights in a list, which functional_call leaves pointing at the
+            # generated tensors: that keeps the step's autograd graph alive and makes deepcopy
+            # (and fold, which copies) fail on non-leaf tensors.
+            module._init_flat_weights()
 
 
 def _check(plan: SharingPlan, found: dict[str, Any]) -> None:
@@ -66,7 +73,8 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
         store is ``shared.ssnfx`` and its plan ``shared.ssnfx.plan``.
 
     Raises:
-        PlanError: the plan does not match the model's slots.
+        PlanError: the plan does not match the model's slots, a parameter was replaced after
+            tracing, or the model already has an attribute named ``ssnfx``.
 
     Example:
         >>> import torch, torchvision, ssnfx
@@ -76,28 +84,52 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
         >>> 0.95 * 0.1 * 11689512 <= n <= 0.1 * 11689512
         True
     """
+    check_traced_parameters(gm)
+    _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
     _check(plan, graph_slots(gm))
-    if hasattr(gm, STORE):
-        raise PlanError(f"the model already has an attribute {STORE!r}: it is shared already, "
-                        f"or rename that attribute")
-    return apply_store(gm, ParameterStore(plan, target_stds(gm, plan)))
+    # The store takes the device and dtype of the weights it replaces (the meta device too:
+    # nothing is materialised there; see ssnfx.reset_parameters).
+    like = next((fetch_attr(gm, s.name) for s in plan.slots if s.shared), None)
+    return apply_store(gm, ParameterStore(plan, target_stds(gm, plan),
+                                          device=getattr(like, "device", None),
+                                          dtype=getattr(like, "dtype", None)))
+
+
+def _check_store_name(gm: fx.GraphModule) -> None:
+    """The store's attribute name must be free: in the graph, among the model's parameter names
+    (a second name of a tied parameter, or of a module registered twice) and among the
+    parameters and buffers it never reads, which apply_store puts back under their own names."""
+    reads = [n.target for g in graphs_of(gm).values() for n in g.nodes
+             if n.op in ("get_attr", "call_module")]
+    aliases = [a for s in graph_slots(gm).values() for a in s.aliases]
+    taken = [*reads, *aliases, *gm.meta.get("ssnfx_unread", {})]
+    clash = next((t for t in taken if t.split(".")[0] == STORE), None)
+    if clash is None and hasattr(gm, STORE):
+        clash = STORE
+    if clash is not None:
+        raise PlanError(
+            f"the model already has an attribute {STORE!r} ({clash!r}), the name ssnfx gives the "
+            f"shared model's parameter store: rename that attribute of the model, or, if the "
+            f"model is shared already, train it as it is (ssnfx.fold it to get plain weights)")
 
 
 def target_stds(gm: fx.GraphModule, plan: SharingPlan) -> dict[str, float]:
     """The standard deviation each shared slot's generated weight should start with."""
-    return {s.name: _target_std(fetch_attr(gm, s.name)) for s in plan.slots if s.shared}
+    return {s.name: _target_std(fetch_attr(gm, s.name), s) for s in plan.slots if s.shared}
 
 
 def apply_store(gm: fx.GraphModule, store: nn.Module) -> fx.GraphModule:
     """Rewrite ``gm`` to read its shared slots from ``store``: a module with a ``plan`` and one
     submodule per group whose call returns that group's weights (the ParameterStore, or the
     search pass's provisional store)."""
+    _check_store_name(gm)
     plan: SharingPlan = store.plan
     shared = {s.name for s in plan.slots if s.shared}
     graphs = {mode: _rewrite_graph(g, plan, shared) for mode, g in graphs_of(gm).items()}
     root = _copy_private(gm, graphs.values(), shared)
     root.update({f"{STORE}.{g.name}": getattr(store, g.name) for g in plan.groups})
-    meta = {k: v for k, v in gm.meta.items() if k != "ssnfx_unread"}
+    # The traced parameters stay behind: the shared model no longer holds the shared ones.
+    meta = {k: v for k, v in gm.meta.items() if k not in ("ssnfx_unread", "ssnfx_params")}
     out = build_graph_module(root, graphs, type(gm).__name__, meta, gm.training)
     setattr(out, STORE, store)  # the store itself, with its plan, in place of a bare container
     for name, tensor in gm.meta.get("ssnfx_unread", {}).items():
@@ -170,10 +202,12 @@ def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
     return root
 
 
-def _target_std(p: torch.Tensor) -> float:
+def _target_std(p: torch.Tensor, slot: Slot) -> float:
     """The standard deviation a generated weight should start with: that of the layer's own
     initialisation, or, for a layer initialised to a constant (a zeroed head), PyTorch's default
     fan-in init, so that it still receives gradient."""
+    if p.is_meta:  # no values to measure: the default init of the layer's kind
+        return default_std(slot)
     std = sample_std(p)
     if std > 0:
         return std

@@ -10,6 +10,7 @@ model uses directly (``F.linear(x, self.w)``). Modules that cannot be traced thr
 """
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import traceback
@@ -20,11 +21,12 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import TraceError
+from ..errors import PlanError, TraceError
 from ..graph_module import build_graph_module, fetch_attr, graphs_of
 from ..plan import Slot
 
-__all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots"]
+__all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
+           "check_traced_parameters"]
 
 #: Layers whose forward is traced through, so that their parameters become get_attr nodes.
 INLINED_LAYERS: tuple[type[nn.Module], ...] = (
@@ -126,12 +128,31 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ssnfx.trace expects an nn.Module, got {type(model).__name__}")
+    from .rewrite import STORE  # here, not at the top: rewrite imports this module
+
+    if hasattr(getattr(model, STORE, None), "plan"):
+        # Tracing would reach into the generators and fail, or find nothing left to share.
+        raise TraceError(f"{type(model).__name__} is shared already (its parameter store "
+                         f"{STORE!r} holds a plan): train it as it is, or ssnfx.fold it and "
+                         f"share the folded model")
+    if isinstance(leaf_modules, str):  # tuple("attn") would be four one-letter names
+        raise TraceError(f"leaf_modules must be a list of module names, got the string "
+                         f"{leaf_modules!r}; write leaf_modules=[{leaf_modules!r}]")
     leaf_modules = tuple(leaf_modules)
-    known = dict(model.named_modules())
+    # Every name of a module counts, also a second name of a module registered twice; torch.fx
+    # knows each module by its first name, so the leaves are given to the tracer by that name.
+    known = dict(model.named_modules(remove_duplicate=False))
+    first = {id(m): n for n, m in model.named_modules()}
     for name in leaf_modules:
         if name not in known:
+            close = difflib.get_close_matches(str(name), [n for n in known if n], n=3)
+            hint = f"did you mean {close}?" if close else "see model.named_modules()"
             raise TraceError(f"leaf_modules names {name!r}, which is not a submodule of "
-                             f"{type(model).__name__}")
+                             f"{type(model).__name__}: give qualified names as in "
+                             f"model.named_modules() ({hint})")
+    # Order kept, repeats dropped: naming a module twice is harmless.
+    leaf_modules = tuple(dict.fromkeys(leaf_modules))
+    tracer_leaves = tuple(dict.fromkeys(first[id(known[n])] for n in leaf_modules))
     graphs: dict[bool | None, fx.Graph] = {}
     mode = model.training
     try:
@@ -139,7 +160,7 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
         # depth) gives two graphs, kept apart so that train() and eval() behave as in the model.
         for training in (mode, not mode):
             model.train(training)
-            graphs[training] = _trace_one(model, leaf_modules, concrete_args, known)
+            graphs[training] = _trace_one(model, tracer_leaves, concrete_args, known)
     finally:
         model.train(mode)
     if graphs[True].python_code("self").src == graphs[False].python_code("self").src:
@@ -182,9 +203,11 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
         names.setdefault(id(p), []).append(name)
     modules = dict(model.named_modules(remove_duplicate=False))
     seen: dict[int, Slot] = {}
+    objects: dict[int, nn.Parameter] = {}
 
     def slot_for(p: nn.Parameter, name: str, position: int, leaf: bool, kind: str) -> Slot:
         if id(p) not in seen:
+            objects[id(p)] = p
             all_names = names.get(id(p), [name])
             seen[id(p)] = Slot(name=name, shape=tuple(p.shape), role=name.rpartition(".")[2],
                                kind=kind, position=position, leaf=leaf,
@@ -207,10 +230,37 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
                 if found:
                     node.meta["ssnfx_slots"] = found
     read = set(seen)
+    # The Parameter objects the slots describe: make_plan and rewrite check that the model still
+    # holds them, since a parameter assigned after tracing would not match its slot.
+    gm.meta["ssnfx_params"] = {seen[i].name: p for i, p in objects.items()}
     gm.meta["ssnfx_unread"] = {
         n: t for n, t in (*model.named_parameters(remove_duplicate=False),
                           *model.named_buffers(remove_duplicate=False))
         if id(t) not in read and not _graph_reads(gm, n)}
+
+
+def check_traced_parameters(gm: fx.GraphModule) -> None:
+    """Raise PlanError if a slot's parameter was replaced or deleted since :func:`trace`.
+
+    The slots (shapes, ties, which node reads what) describe the Parameter objects the model held
+    when it was traced; a plan or rewrite built from them after ``gm.fc.weight = nn.Parameter(...)``
+    would use stale shapes or untie weights silently.
+    """
+    traced = gm.meta.get("ssnfx_params")
+    if traced is None:
+        return  # a GraphModule ssnfx did not trace: rewrite's slot check is all there is
+    for name, p in traced.items():
+        try:
+            now = fetch_attr(gm, name)
+        except AttributeError:
+            now = None
+        if now is not p:
+            what = "deleted" if now is None else (
+                f"replaced (traced with shape {tuple(p.shape)}, now "
+                f"{type(now).__name__} of shape {tuple(getattr(now, 'shape', ()))})")
+            raise PlanError(f"parameter {name!r} of {type(gm).__name__} was {what} after "
+                            f"ssnfx.trace, so the traced slots no longer describe it; change the "
+                            f"parameters first, then trace the model again (ssnfx.trace(model))")
 
 
 def _graph_reads(gm: fx.GraphModule, name: str) -> bool:

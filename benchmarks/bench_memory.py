@@ -1,0 +1,143 @@
+"""Memory of training with Adam, shared against unshared, and the size of checkpoints.
+
+Each configuration runs in a fresh process: build the model (and share it, dropping the
+original), take one Adam step so that gradients and optimizer state exist, reset the kernel's
+peak-RSS counter, take one more step, and read the peak. Reported: that peak above the
+interpreter's own footprint (torch imported, no model), and what the parameters, their
+gradients and Adam's two moments account for; the rest is activations and, for the shared
+model, the generated weights and their gradients, which live only during the step.
+
+    python benchmarks/bench_memory.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+import ssnfx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write  # noqa: E402
+
+MiB = 2 ** 20
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+
+def measure(name: str, budget: float | None, batch: int, size: int) -> dict[str, float]:
+    """Peak memory of one training step (run in a fresh process: see :func:`main`)."""
+    torch.manual_seed(0)
+    base = _rss_kib("VmRSS")
+    model = torchvision.models.get_model(name, num_classes=10)
+    generated = 0
+    if budget is not None:
+        shared = ssnfx.share(model, budget)
+        generated = sum(s.numel for s in shared.ssnfx.plan.slots if s.shared)
+        del model
+        model = shared
+    gc.collect()
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    step()
+    opt.zero_grad(set_to_none=True)
+    gc.collect()
+    # glibc keeps freed memory (the original model's weights, the first step's temporaries)
+    # resident; hand it back so that the RSS counts only what is alive.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    rest = _rss_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS counter (VmHWM) to the current RSS
+    step()
+    return {"peak_mib": (_rss_kib("VmHWM") - base) / 1024, "rest_mib": (rest - base) / 1024,
+            "params": params, "state_mib": 4 * 4 * params / MiB,
+            "generated_mib": 4 * generated / MiB}
+
+
+def checkpoint_sizes(name: str, budgets: list[float]) -> list[str]:
+    model = torchvision.models.get_model(name, num_classes=10)
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    original = buf.tell()
+    rows = [f"| {name} | unshared state_dict | {original / MiB:.1f} | 1.00 |"]
+    for b in budgets:
+        path = Path(f"/tmp/ssnfx-bench-{os.getpid()}.pt")
+        ssnfx.save(ssnfx.share(model, b), path)
+        size = path.stat().st_size
+        path.unlink()
+        rows.append(f"| {name} | ssnfx.save at {b:.0%} | {size / MiB:.1f} | "
+                    f"{size / original:.3f} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a small model for the tests")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        name, budget, batch, size = json.loads(args.child)
+        print(json.dumps(measure(name, budget, batch, size)))
+        return ""
+    if args.quick:
+        configs, budgets, ckpt = [("resnet18", 2, 64)], [0.1], ["resnet18"]
+    else:
+        configs = [("vit_b_16", 8, 224), ("vit_l_16", 2, 224)]
+        budgets, ckpt = [0.1, 0.01], ["resnet50", "vit_b_16"]
+    lines = ["| model | batch | budget | parameters | Adam state (p+g+m+v) MiB | "
+             "generated weights MiB | resident between steps MiB | peak of a step MiB | "
+             "peak vs unshared |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for name, batch, size in configs:
+        base = None
+        for budget in [None, *budgets]:
+            spec = json.dumps([name, budget, batch, size])
+            out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
+                                 capture_output=True, text=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            base = base or r["peak_mib"]
+            lines.append(f"| {name} | {batch} | {'unshared' if budget is None else f'{budget:.0%}'}"
+                         f" | {r['params']:,} | {r['state_mib']:.0f} | {r['generated_mib']:.0f} | "
+                         f"{r['rest_mib']:.0f} | {r['peak_mib']:.0f} | "
+                         f"{r['peak_mib'] / base:.2f} |")
+            print(lines[-1], flush=True)
+    sizes = ["| model | file | MiB | vs unshared |", "|---|---|---:|---:|"]
+    for name in ckpt:
+        sizes += checkpoint_sizes(name, [1.0, *budgets])
+    body = "\n".join([*lines, "", "Peak RSS of one steady-state training step (Adam, "
+                      "zero_grad(set_to_none=True)) above the interpreter with torch imported, "
+                      "and the RSS between steps (parameters and Adam's moments), "
+                      "each configuration in a fresh process. 'Adam state' is 16 bytes per "
+                      "trainable parameter (value, gradient, two moments); 'generated weights' "
+                      "is the fp32 size of the weights the store generates each step (they and "
+                      "their gradients exist only during the step).", "",
+                      "Checkpoint size (the plan plus the shared state_dict, against the "
+                      "unshared state_dict):", "", *sizes])
+    if not args.quick:
+        write("memory", "Memory: training with Adam, and checkpoint size", body,
+              "python benchmarks/bench_memory.py")
+    print(body)
+    return body
+
+
+if __name__ == "__main__":
+    main()

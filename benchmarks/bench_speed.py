@@ -1,0 +1,204 @@
+"""Training and inference speed of shared models against the unshared model, in one run.
+
+Training: the median time of a full step (forward, loss, backward, Adam step) of the shared model
+over the unshared one, with the models' steps interleaved so that machine noise hits all alike,
+for a CNN (WRN-16-4, batch 128, 32x32) and a transformer (torchvision vit_b_16 at a small batch,
+where weight generation weighs most), at budgets 1%, 10% and 100%. Inference: the folded model
+against the original (the same graph, so 1.00x is expected). For the ViT it then splits the
+shared step into weight generation (forward and backward of the generators alone) and the rest,
+and lists the operators that take the time (torch.profiler).
+
+    python benchmarks/bench_speed.py [--quick] [--repeats 7]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+import ssnfx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, write  # noqa: E402
+from networks import WideResNet  # noqa: E402
+
+BUDGETS = [0.01, 0.1, 1.0]
+
+
+def _step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+          y: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+
+
+def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 2
+                ) -> dict[str, float]:
+    """Median seconds of each function, called in turn ``repeats`` times after a warm-up."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def training_ratios(make: Callable[[], nn.Module], x: torch.Tensor, budgets: list[float],
+                    repeats: int) -> tuple[dict[str, float], dict[str, nn.Module]]:
+    """Median step seconds of the unshared model and of each shared one."""
+    torch.manual_seed(0)
+    y = torch.randint(0, 10, (x.shape[0],))
+    models = {"unshared": make()}
+    models.update({f"{b:.0%}": ssnfx.share(make(), b) for b in budgets})
+    fns = {}
+    for name, model in models.items():
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+        fns[name] = lambda m=model, o=opt: _step(m, o, x, y)
+    return interleaved(fns, repeats), models
+
+
+def inference_ratio(original: nn.Module, shared: nn.Module, x: torch.Tensor, repeats: int
+                    ) -> float:
+    folded = ssnfx.fold(shared.eval())
+    original = copy.deepcopy(original).eval()
+    original.load_state_dict(folded.state_dict())
+
+    def run(m: nn.Module) -> Callable[[], None]:
+        def call() -> None:
+            with torch.no_grad():
+                m(x)
+        return call
+
+    t = interleaved({"original": run(original), "folded": run(folded)}, repeats)
+    return t["folded"] / t["original"]
+
+
+def generation_split(shared: nn.Module, repeats: int) -> tuple[float, float]:
+    """Median seconds of generating every weight, and of back-propagating into the store."""
+    groups = list(shared.ssnfx.children())
+    weights = [w for g in groups for w in g()]
+    grads = [torch.randn_like(w) for w in weights]
+
+    def forward() -> None:
+        for g in groups:
+            g()
+
+    def both() -> None:
+        torch.autograd.backward([w for g in groups for w in g()], grads)
+
+    t = interleaved({"forward": forward, "both": both}, repeats)
+    return t["forward"], t["both"] - t["forward"]
+
+
+def top_ops(shared: nn.Module, x: torch.Tensor, rows: int = 10) -> str:
+    """The operators that take a shared training step's time (self CPU time)."""
+    y = torch.randint(0, 10, (x.shape[0],))
+    opt = torch.optim.Adam(shared.parameters(), lr=1e-4)
+    _step(shared, opt, x, y)
+    with torch.profiler.profile() as prof:
+        _step(shared, opt, x, y)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    lines = ["| operator | calls | self CPU ms | share |", "|---|---:|---:|---:|"]
+    for e in events[:rows]:
+        lines.append(f"| `{e.key}` | {e.count} | {e.self_cpu_time_total / 1e3:.1f} | "
+                     f"{e.self_cpu_time_total / total:.1%} |")
+    return "\n".join(lines)
+
+
+def _plot(curves: dict[str, dict[float, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, points in curves.items():
+        ax.plot([b * 100 for b in points], list(points.values()), marker="o", label=label)
+    ax.axhline(1.0, color="black", linewidth=1)
+    ax.axhline(1.05, color="grey", linewidth=1, linestyle=":", label="CNN target 1.05x")
+    ax.set_xscale("log")
+    ax.set_xlabel("budget (% of the model's parameters)")
+    ax.set_ylabel("training step time / unshared")
+    ax.set_title("Step-time ratio of the shared model (Adam, same batch)", fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny models for the tests")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--vit-batch", type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.quick:
+        cases = {"WRN-16-1, batch 8": (lambda: WideResNet(16, 1), torch.randn(8, 3, 32, 32))}
+        args.repeats = 2
+    else:
+        cases = {
+            "WRN-16-4, batch 128": (lambda: WideResNet(16, 4), torch.randn(128, 3, 32, 32)),
+            f"vit_b_16, batch {args.vit_batch}": (
+                lambda: torchvision.models.vit_b_16(num_classes=10),
+                torch.randn(args.vit_batch, 3, 224, 224)),
+        }
+    lines = ["| model | budget | parameters | step ms | step vs unshared |",
+             "|---|---:|---:|---:|---:|"]
+    curves: dict[str, dict[float, float]] = {}
+    notes = []
+    for label, (make, x) in cases.items():
+        times, models = training_ratios(make, x, BUDGETS, args.repeats)
+        base = times["unshared"]
+        curves[label] = {}
+        for name, seconds in times.items():
+            n = sum(p.numel() for p in models[name].parameters())
+            lines.append(f"| {label} | {name} | {n:,} | {seconds * 1e3:.0f} | "
+                         f"{seconds / base:.2f}x |")
+            if name != "unshared":
+                curves[label][float(name.rstrip("%")) / 100] = seconds / base
+        print("\n".join(lines[-len(times):]), flush=True)
+        inf = inference_ratio(models["unshared"], models["10%"], x, args.repeats)
+        notes.append(f"- {label}: inference of the folded model (10% budget) over the original: "
+                     f"{inf:.2f}x (median of interleaved no_grad forwards, eval mode).")
+        last = (label, models, x, times)
+    label, models, x, times = last
+    fwd, bwd = generation_split(models["10%"], args.repeats)
+    step = times["10%"]
+    trained = {k: sum(p.numel() for p in models[k].parameters()) for k in ("10%", "unshared")}
+    notes.append(
+        f"- Where the {label} step at 10% goes: generating every weight "
+        f"{fwd * 1e3:.0f} ms forward + {bwd * 1e3:.0f} ms backward into the store "
+        f"({(fwd + bwd) / step:.0%} of the {step * 1e3:.0f} ms step); the rest is the model's "
+        f"own compute and the optimizer, which updates {trained['10%']:,} parameters instead "
+        f"of {trained['unshared']:,}.")
+    body = "\n".join([*lines, "", *notes, "",
+                      f"Top operators of one shared {label} training step at 10% "
+                      f"(torch.profiler, self CPU time):", "", top_ops(models["10%"], x), "",
+                      f"Adam (lr 1e-4), cross-entropy on random labels; median of {args.repeats} "
+                      f"interleaved steps after 2 warm-up steps each."])
+    if not args.quick:
+        png = RESULTS / "speed.png"
+        _plot(curves, png)
+        body += f"\n\n![step-time ratio vs budget](results/{png.name})"
+        write("speed", "Training and inference speed: shared vs unshared", body,
+              "python benchmarks/bench_speed.py")
+    print(body)
+    return body
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""One Fashion-MNIST training run, described by a :class:`Run`, and a cache of finished runs.
+
+Every accuracy benchmark on Fashion-MNIST (bench_accuracy.py, bench_search.py) describes what it
+needs as ``Run`` records; :func:`run_all` trains the ones not yet in ``results/runs.jsonl``, in
+parallel processes, and appends each result as it finishes. So the scripts share runs (the single
+group at 10% is trained once for both), an interrupted benchmark resumes where it stopped, and
+every figure in RESULTS.md can be traced to the run that produced it.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import ssnfx
+from ssnfx.data import fashion_mnist
+from ssnfx.training import accuracy, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS  # noqa: E402
+from networks import ResNetFM  # noqa: E402
+
+CACHE = RESULTS / "runs.jsonl"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A training run: the full model, a reduced-width baseline, or ssnfx at a budget.
+
+    ``strategy="search"`` learns the groups from the training data (``groups=None``: their
+    number by silhouette score); the other strategies are data-free.
+    """
+
+    variant: str                 # "full", "reduced" or "ssnfx"
+    budget: float = 1.0
+    method: str = "ssn"
+    combiner: str | None = None
+    strategy: str = "single"
+    groups: int | None = None
+    seed: int = 0
+    width: int = 16
+    epochs: int = 3
+    limit: int | None = None     # training images (None: all 60,000)
+    lr: float = 3e-3
+    batch: int = 128
+
+    @property
+    def key(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def reduced_width(make: Callable[[int], nn.Module], budget: int, widest: int) -> int:
+    """The widest ``make(width)`` with at most ``budget`` parameters: the papers' reduced
+    baseline (SSN Table 1), or 1 if even that is over."""
+    fits = [w for w in range(1, widest + 1) if params(make(w)) <= budget]
+    return max(fits) if fits else 1
+
+
+def execute(run: Run, threads: int = 1) -> dict[str, Any]:
+    """Train and test one run; returns its figures. Times are the process's CPU seconds (one
+    thread per run), so that runs sharing the machine do not inflate each other's figures."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(run.seed)
+    train_loader, test_loader = fashion_mnist(batch_size=run.batch, seed=run.seed,
+                                              limit=run.limit)
+    original = params(ResNetFM(run.width))
+    out: dict[str, Any] = {"original": original}
+    start = time.process_time()
+    if run.variant == "full":
+        model: nn.Module = ResNetFM(run.width)
+    elif run.variant == "reduced":
+        width = reduced_width(ResNetFM, int(run.budget * original), run.width)
+        model, out["reduced_width"] = ResNetFM(width), width
+    else:
+        config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
+                                   strategy="single" if run.strategy == "search"
+                                   else run.strategy, groups=run.groups or 3)
+        if run.strategy == "search":
+            search = ssnfx.SearchConfig(groups=run.groups, seed=run.seed, progress=False)
+            model = ssnfx.share(ResNetFM(run.width), run.budget, config, data=train_loader,
+                                loss_fn=F.cross_entropy, search_config=search)
+            out["search_steps"] = model.ssnfx.plan.measured["steps"]
+        else:
+            model = ssnfx.share(ResNetFM(run.width), run.budget, config)
+        out["groups"] = len(model.ssnfx.plan.groups)
+    out["setup_s"] = time.process_time() - start
+    out["params"] = params(model)
+    start = time.process_time()
+    losses = train(model, train_loader, F.cross_entropy, epochs=run.epochs, lr=run.lr,
+                   progress=False)
+    out["train_s"] = time.process_time() - start
+    out["loss"] = losses[-1]
+    out["accuracy"] = accuracy(model, test_loader)
+    if run.variant == "ssnfx":  # what deploys: the folded model must predict the same
+        out["folded_accuracy"] = accuracy(ssnfx.fold(model.eval()), test_loader)
+    return out
+
+
+def _load() -> dict[str, dict[str, Any]]:
+    if not CACHE.exists():
+        return {}
+    rows = (json.loads(line) for line in CACHE.read_text().splitlines() if line.strip())
+    return {r["key"]: r["result"] for r in rows}
+
+
+def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = True
+            ) -> dict[Run, dict[str, Any]]:
+    """Results of ``runs``: from the cache where present, else trained (``jobs`` at a time,
+    each on ``threads`` threads) and appended to the cache as they finish."""
+    runs = list(dict.fromkeys(runs))
+    done = _load() if cache else {}
+    results = {r: done[r.key] for r in runs if r.key in done}
+    # Data-free runs first: they are the cheaper ones, and the baselines of the rest.
+    todo = sorted((r for r in runs if r not in results), key=lambda r: r.strategy == "search")
+    print(f"{len(results)} of {len(runs)} runs cached; training {len(todo)}", flush=True)
+
+    def finish(run: Run, result: dict[str, Any]) -> None:
+        results[run] = result
+        if cache:
+            with CACHE.open("a") as f:
+                f.write(json.dumps({"key": run.key, "result": result}) + "\n")
+        print(f"[{len(results)}/{len(runs)}] {run.variant} {run.method}/{run.combiner} "
+              f"{run.strategy} budget {run.budget:g} seed {run.seed}: "
+              f"{result['accuracy']:.4f} in {result['train_s']:.0f}s", flush=True)
+
+    if jobs <= 1:
+        for run in todo:
+            finish(run, execute(run, threads))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            futures = {pool.submit(execute, run, threads): run for run in todo}
+            for future in cf.as_completed(futures):
+                finish(futures[future], future.result())
+    return results
+
+
+def seeds_of(run: Run, seeds: int) -> list[Run]:
+    return [replace(run, seed=s) for s in range(seeds)]
