@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .errors import PlanError, SearchError
 from .passes.rewrite import STORE
-from .passes.search import _call, _cycle, superweight_clusters
+from .passes.search import _call, _cycle, pair_graph, superweight_clusters
 from .plan import SharingPlan, Tile
 
 __all__ = ["RefineResult", "refine"]
@@ -126,7 +126,7 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
         cos = totals[key] / steps
         labels = [f"{s}#{t}" for s, t in uses]
         result.similarity[f"{key[0]}/{key[1]}"] = [[round(float(v), 4) for v in r] for r in cos]
-        clusters = superweight_clusters(cos, labels, beta)
+        clusters = superweight_clusters(pair_graph(labels, cos), beta)
         if len(clusters) > 1:
             _untie(new_plan, key, uses, labels, clusters, generators[key[0]])
             result.untied[f"{key[0]}/{key[1]}"] = clusters

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
-from ssnfx.passes.search import kmeans_groups, superweight_clusters
+from ssnfx.passes.search import kmeans_groups, pair_graph, superweight_clusters
 
 from models import SmallCNN, ThreeBranches
 from models import conflict_data as _conflict_data
@@ -84,6 +84,12 @@ def test_similarity_graph():
     assert graph.nodes["a1.weight"]["numel"] == 512
     edge = graph.edges["a1.weight", "c1.weight"]
     assert set(edge) == {"embedding", "gradient"}
+    # The decision replays from the graph alone: clusters from its edges, groups from its nodes.
+    m = plan.measured
+    assert superweight_clusters(graph, m["tau"]) == m["superweight_clusters"]
+    features = [graph.nodes[n]["embedding"] for n in m["slots"]]
+    assert kmeans_groups(features, m["slots"], len(m["groups"]), 8, 0.2, 0)[0] == m["groups"]
+    assert {graph.nodes[n]["group"] for n in m["slots"]} == {g.name for g in plan.groups}
     with pytest.raises(ssnfx.SearchError, match="not made by a search"):
         ssnfx.similarity_graph(ssnfx.make_plan(ssnfx.trace(ThreeBranches()), 0.5))
 
@@ -198,9 +204,10 @@ def test_share_needs_both_data_and_loss():
 
 def test_priority_queue_and_kmeans_helpers():
     s = torch.tensor([[1.0, 0.5, 0.05], [0.5, 1.0, 0.2], [0.05, 0.2, 1.0]])
-    assert superweight_clusters(s, ["a", "b", "c"], 0.1) == [["a", "b", "c"]]
-    assert superweight_clusters(s, ["a", "b", "c"], 0.3) == [["a", "b"], ["c"]]
-    assert superweight_clusters(s, ["a", "b", "c"], 0.9) == [["a"], ["b"], ["c"]]
+    g = pair_graph(["a", "b", "c"], s)
+    assert superweight_clusters(g, 0.1) == [["a", "b", "c"]]
+    assert superweight_clusters(g, 0.3) == [["a", "b"], ["c"]]
+    assert superweight_clusters(g, 0.9) == [["a"], ["b"], ["c"]]
     flat = torch.zeros(5, 3).numpy()
     groups, scores, _ = kmeans_groups(flat + torch.randn(5, 3).numpy() * 1e-3,
                                       list("abcde"), None, 4, 0.99, 0)

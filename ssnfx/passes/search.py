@@ -36,19 +36,20 @@ import heapq
 import itertools
 import json
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import networkx as nx
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._progress import progress
 from ..config import ShareConfig
 from ..errors import SearchError
 from ..generator import _orthogonal, sample_std
@@ -57,7 +58,7 @@ from ..planner import make_plan
 from .rewrite import apply_store, target_stds
 
 __all__ = ["SearchConfig", "search", "similarity_graph", "superweight_clusters",
-           "kmeans_groups"]
+           "kmeans_groups", "pair_graph"]
 
 
 @dataclass
@@ -206,14 +207,6 @@ def _default_steps(data: Iterable[Any]) -> int:
         return 100
 
 
-def _progress(total: int, enabled: bool) -> Any:
-    if not enabled or not sys.stderr.isatty():
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="ssnfx search", leave=False)
-
-
 def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
            loss_fn: Callable[..., torch.Tensor], config: ShareConfig | None = None,
            search_config: SearchConfig | None = None) -> SharingPlan:
@@ -272,7 +265,7 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         trained = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=sc.lr)
     losses: list[float] = []
-    bar = _progress(steps, sc.progress)
+    bar = progress(total=steps, desc="ssnfx search", enabled=sc.progress)
     start = time.perf_counter()
     batches = _cycle(data)
     for step in range(steps):
@@ -311,7 +304,18 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         raise SearchError("the search measured non-finite layer statistics; it stopped and "
                           "returns no plan (lower SearchConfig.lr, or check the data and loss_fn)")
     unit = F.normalize(moved, dim=1)
-    embedding = unit @ unit.T
+    measured: dict[str, Any] = {
+        "steps": steps, "seconds": round(seconds, 3),
+        "epoch_fraction": _epoch_fraction(steps, data),
+        "loss_first": losses[0], "loss_last": losses[-1],
+        "slots": names,
+        "embeddings": _rounded(unit),
+        "embedding_similarity": _rounded(unit @ unit.T),
+        "gradient_similarity": _rounded(gradient),
+    }
+    # Groups and clusters are derived from the layer-similarity graph, the same graph that
+    # similarity_graph(plan) rebuilds from the plan: a replay sees what the search saw.
+    graph = _layer_graph({s.name: s for s in slots}, measured)
     size = {s.name: s.numel for s in slots}
 
     def fits(candidate: list[list[str]]) -> bool:
@@ -320,21 +324,13 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         # is upsampled more than in one group, and the smallest groups starve.
         return sum(max(size[n] for n in g) for g in candidate) <= group.numel
 
-    groups, scores, fitting = kmeans_groups(unit.numpy(), names, sc.groups, sc.max_groups,
+    features = np.array([graph.nodes[n]["embedding"] for n in names])
+    groups, scores, fitting = kmeans_groups(features, names, sc.groups, sc.max_groups,
                                             sc.min_silhouette, sc.seed, fits)
-    clusters = superweight_clusters(gradient, names, sc.tau)
-    measured = {
-        "steps": steps, "seconds": round(seconds, 3),
-        "epoch_fraction": _epoch_fraction(steps, data),
-        "loss_first": losses[0], "loss_last": losses[-1],
-        "slots": names,
-        "embedding_similarity": _rounded(embedding),
-        "gradient_similarity": _rounded(gradient),
-        "groups": groups, "silhouette": scores,
-        "fitting_group_counts": fitting,
-        "superweight_clusters": clusters, "tau": sc.tau,
-        "search_config": asdict(sc),
-    }
+    clusters = superweight_clusters(graph, sc.tau)
+    measured.update({
+        "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
+        "superweight_clusters": clusters, "tau": sc.tau, "search_config": asdict(sc)})
     chosen = groups if config.method == "ssn" else clusters
     plan = make_plan(gm, budget, config, groups=chosen, measured=measured)
     return plan
@@ -463,42 +459,72 @@ def kmeans_groups(features: Any, names: list[str], groups: int | None, max_group
     return chosen, scores, fitting
 
 
-def superweight_clusters(similarity: torch.Tensor, names: list[str], tau: float
-                         ) -> list[list[str]]:
-    """SWN Sec. 2.2.1: pop layer pairs by falling gradient similarity and merge their clusters
-    while it exceeds ``tau``; the layers left over become clusters of their own.
+def pair_graph(names: list[str], similarity: Any, weight: str = "gradient") -> nx.Graph:
+    """A graph over ``names`` with every pair joined by an edge carrying ``similarity[i][j]``
+    under the attribute ``weight``.
 
     Example:
-        >>> import torch
-        >>> s = torch.tensor([[1., .9, -.5], [.9, 1., -.4], [-.5, -.4, 1.]])
-        >>> superweight_clusters(s, ["a", "b", "c"], 0.1)
+        >>> pair_graph(["a", "b"], [[1, 0.5], [0.5, 1]]).edges["a", "b"]
+        {'gradient': 0.5}
+    """
+    graph = nx.Graph()
+    graph.add_nodes_from(names)
+    graph.add_edges_from((names[i], names[j], {weight: float(similarity[i][j])})
+                         for i, j in itertools.combinations(range(len(names)), 2))
+    return graph
+
+
+def superweight_clusters(graph: nx.Graph, tau: float, weight: str = "gradient"
+                         ) -> list[list[str]]:
+    """SWN Sec. 2.2.1 over a layer-similarity graph: pop its edges (layer pairs) by falling
+    ``weight`` and merge the two layers' clusters while it exceeds ``tau``; the layers left over
+    become clusters of their own. Clusters and their layers keep the graph's node order.
+
+    Example:
+        >>> g = pair_graph(["a", "b", "c"], [[1, .9, -.5], [.9, 1, -.4], [-.5, -.4, 1]])
+        >>> superweight_clusters(g, 0.1)
         [['a', 'b'], ['c']]
     """
-    parent = list(range(len(names)))
+    nodes = list(graph.nodes)
+    parent = {n: n for n in nodes}
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
 
-    queue = [(-float(similarity[i, j]), i, j)
-             for i, j in itertools.combinations(range(len(names)), 2)]
+    order = {n: i for i, n in enumerate(nodes)}
+    queue = [(-float(d[weight]), order[u], order[v], u, v) for u, v, d in graph.edges(data=True)]
     heapq.heapify(queue)
     while queue:
-        negative, i, j = heapq.heappop(queue)
+        negative, _, _, u, v = heapq.heappop(queue)
         if -negative <= tau:
             break  # every remaining pair is below the threshold
-        parent[find(j)] = find(i)
-    clusters: dict[int, list[str]] = {}
-    for i, name in enumerate(names):
-        clusters.setdefault(find(i), []).append(name)
+        parent[find(v)] = find(u)
+    clusters: dict[str, list[str]] = {}
+    for n in nodes:
+        clusters.setdefault(find(n), []).append(n)
     return list(clusters.values())
 
 
+def _layer_graph(slots: dict[str, Slot], measured: dict[str, Any]) -> nx.Graph:
+    """The layer-similarity graph of what a search measured: nodes are slots (shape, parameter
+    count, learned embedding), edges carry ``embedding`` and ``gradient`` similarity."""
+    names = measured["slots"]
+    graph = pair_graph(names, measured["gradient_similarity"])
+    for i, j in itertools.combinations(range(len(names)), 2):
+        graph.edges[names[i], names[j]]["embedding"] = measured["embedding_similarity"][i][j]
+    for name, embedding in zip(names, measured["embeddings"]):
+        s = slots[name]
+        graph.nodes[name].update(shape=s.shape, numel=s.numel, embedding=embedding)
+    return graph
+
+
 def similarity_graph(plan: SharingPlan) -> nx.Graph:
-    """The layer-similarity graph a search measured: nodes are slots (shape, parameter count,
-    group), edges carry ``embedding`` and ``gradient`` similarity.
+    """The layer-similarity graph a search measured and derived the plan's groups from: nodes
+    are slots (shape, parameter count, learned embedding, group), edges carry ``embedding`` and
+    ``gradient`` similarity.
 
     Example:
         >>> import torch, ssnfx
@@ -512,17 +538,11 @@ def similarity_graph(plan: SharingPlan) -> nx.Graph:
         >>> sorted(g.nodes), g.number_of_edges()
         (['1.weight', '2.weight'], 1)
     """
-    m = plan.measured
-    if "slots" not in m:
+    if "embeddings" not in plan.measured:
         raise SearchError("this plan was not made by a search: it has no measured similarities")
-    slots = {s.name: s for s in plan.slots}
-    group = {n: g.name for g in plan.groups for n in g.slots}
-    graph = nx.Graph()
-    for name in m["slots"]:
-        s = slots[name]
-        graph.add_node(name, shape=s.shape, numel=s.numel, group=group.get(name))
-    for i, j in itertools.combinations(range(len(m["slots"])), 2):
-        graph.add_edge(m["slots"][i], m["slots"][j],
-                       embedding=m["embedding_similarity"][i][j],
-                       gradient=m["gradient_similarity"][i][j])
+    graph = _layer_graph({s.name: s for s in plan.slots}, plan.measured)
+    for g in plan.groups:
+        for name in g.slots:
+            if name in graph:
+                graph.nodes[name]["group"] = g.name
     return graph
