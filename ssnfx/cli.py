@@ -209,19 +209,25 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not plan_file.is_file():
         raise UsageError(f"no plan at {plan_file}")
     plan = SharingPlan.from_json(plan_file.read_text())
-    print(report(plan))
+    shared = None
+    if out.is_dir() and (out / "source.json").is_file() and (out / "shared.pt").is_file():
+        # The trained model too: its coefficients give the layer-similarity section.
+        _, model = load_model_file(json.loads((out / "source.json").read_text())["model"])
+        shared = load_checkpoint(model, out / "shared.pt")
+        plan = shared.ssnfx.plan
+    print(report(plan if shared is None else shared))
     if args.png:
         from .plot import coefficient_similarity, plot_sharing
 
-        similarity = None
-        if out.is_dir() and (out / "source.json").is_file():
-            if "gradient_similarity" in plan.measured:  # what the search measured
-                similarity = (plan.measured["slots"],
-                              torch.tensor(plan.measured["gradient_similarity"]))
-            else:  # the layers' coefficient similarity (the soft-sharing poster's matrix)
-                _, model = load_model_file(json.loads((out / "source.json").read_text())["model"])
-                similarity = coefficient_similarity(load_checkpoint(model, out / "shared.pt"))
-        plot_sharing(plan, args.png, similarity)
+        similarity, title = None, ""
+        if "gradient_similarity" in plan.measured:  # what the search measured
+            similarity = (plan.measured["slots"],
+                          torch.tensor(plan.measured["gradient_similarity"]))
+            title = "gradient similarity measured by the search"
+        elif shared is not None:  # the layers' coefficient similarity (the poster's matrix)
+            similarity = coefficient_similarity(shared)
+            title = "|cos| of the layers' coefficients"
+        plot_sharing(plan, args.png, similarity, title)
         _say(args, f"wrote {args.png}")
     return 0
 

@@ -4,6 +4,7 @@ matrix (as the papers' sharing maps). matplotlib is an optional extra: ``ssnfx[p
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -22,10 +23,16 @@ def coefficient_similarity(shared: torch.nn.Module) -> tuple[list[str], torch.Te
     return None if lsm is None else (lsm.names, lsm.matrix)
 
 
+#: Up to this many layers are named on the axes; beyond, they are numbered in graph order.
+_NAMED = 40
+
+
 def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
-                 similarity: tuple[list[str], torch.Tensor] | None = None) -> None:
+                 similarity: tuple[list[str], torch.Tensor] | None = None,
+                 similarity_title: str = "layer similarity") -> None:
     """Write a PNG of the plan: slot sizes in graph order coloured by group, and the similarity
-    matrix when one is known (measured by search, or from coefficients)."""
+    matrix when one is known (measured by search, or from coefficients), titled
+    ``similarity_title``."""
     try:
         import matplotlib
 
@@ -43,6 +50,7 @@ def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
            color=[cmap(group_of[s.name] % 20) for s in slots])
     ax.set_yscale("log")
     ax.set_xlabel("shared layer (graph order)")
+    _name_ticks(ax.set_xticks, ax.set_xticklabels, [s.name for s in slots])
     ax.set_ylabel("weights generated")
     ax.set_title(f"{plan.method.upper()} / {plan.combiner}: {len(plan.groups)} group(s), "
                  f"{plan.shared_params:,} of {plan.original_params:,} parameters "
@@ -55,11 +63,19 @@ def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
         names, matrix = similarity
         low = -1 if float(torch.nan_to_num(matrix).min()) < 0 else 0
         im = axes[0][1].imshow(matrix.numpy(), cmap="viridis", vmin=low, vmax=1)
-        axes[0][1].set_title(f"layer similarity ({len(names)} layers, graph order)", fontsize=9)
-        axes[0][1].set_xlabel("layer")
-        axes[0][1].set_ylabel("layer")
+        axes[0][1].set_title(f"{similarity_title} ({len(names)} layers, graph order)",
+                             fontsize=9)
+        _name_ticks(axes[0][1].set_xticks, axes[0][1].set_xticklabels, names)
+        _name_ticks(axes[0][1].set_yticks, axes[0][1].set_yticklabels, names, rotation=0)
         fig.colorbar(im, ax=axes[0][1], fraction=0.046)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def _name_ticks(set_ticks: Any, set_labels: Any, names: list[str], rotation: int = 90) -> None:
+    """One tick per layer, labelled with its name (without ``.weight``) when they are few."""
+    if len(names) <= _NAMED:
+        set_ticks(range(len(names)))
+        set_labels([n.removesuffix(".weight") for n in names], fontsize=6, rotation=rotation)

@@ -19,7 +19,8 @@ _NEAR = 1e-3
 
 def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
     """A plain-text table of the plan: groups, their slots and SuperWeights, parameters before
-    and after, each group's share of the budget; totals in parameters and bytes.
+    and after, each group's share of the budget; totals in parameters and bytes; then every
+    shared slot with its shape, group and the SuperWeight tiles its weight is made of.
 
     For a shared model (not a bare plan) it adds, for a model of several members, each member's
     slots and weights, and the layer similarity section (the soft-sharing poster): the most
@@ -59,7 +60,13 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         f"{4 * plan.shared_params / 2**20:.2f} MiB fp32) | folded {plan.original_params:,} "
         f"({4 * plan.original_params / 2**20:.2f} MiB fp32)",
         "columns: slots and SuperWeights (SWs) per group, the weights they generate, the store "
-        "and coefficients that generate them, their ratio, and the group's share of the budget"]
+        "and coefficients that generate them, their ratio, and the group's share of the budget",
+        "", f"{'slot':<44} {'shape':<20} {'group':<6} {'tiles':>5} {'weights':>12}"]
+    for g in plan.groups:  # every slot, group by group: what each layer's weight is made of
+        for name in g.slots:
+            s = slots[name]
+            lines.append(f"{name:<44} {str(tuple(s.shape)):<20} {g.name:<6} "
+                         f"{len(g.layout[name]):>5} {s.numel:>12,}")
     if not isinstance(shared_or_plan, SharingPlan):
         lines += _members(shared_or_plan, plan) + _similarity(shared_or_plan)
     return "\n".join(lines)
