@@ -89,7 +89,13 @@ def main(argv: list[str] | None = None) -> str:
         base = statistics.mean(acc(table[("reduced baseline", b)]))
         for label in variants:
             runs = table[(label, b)]
-            a, first = acc(runs), results[runs[0]]
+            first = results[runs[0]]
+            if "error" in first:  # ssnfx refused the budget: say why, briefly
+                least = first["error"].split("shared with: ")[-1].split(" (")[0]
+                lines.append(f"| {b:.0%} | {label} | - | refused: the least budget is {least} "
+                             f"parameters | - | - |")
+                continue
+            a = acc(runs)
             name = label + (f" (width {first['reduced_width']})" if "reduced_width" in first
                             else f" ({first['groups']} groups)" if "search_steps" in first
                             else "")

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> str:
     fractions = []
     for (label, budget), runs in table.items():
         res = [results[r] for r in runs]
+        if "error" in res[0]:
+            refusal = res[0]["error"][:60]
+            rows.append(f"| {budget:.0%} | {label} | - | refused: {refusal}... | - | - |")
+            continue
         if runs[0].strategy == "search":
             fractions += [r["setup_s"] / r["train_s"] for r in res]
         groups = "/".join(str(g) for g in sorted({r["groups"] for r in res}))

@@ -71,8 +71,17 @@ def reduced_width(make: Callable[[int], nn.Module], budget: int, widest: int) ->
 
 
 def execute(run: Run, threads: int = 1) -> dict[str, Any]:
-    """Train and test one run; returns its figures. Times are the process's CPU seconds (one
-    thread per run), so that runs sharing the machine do not inflate each other's figures."""
+    """Train and test one run; returns its figures, or ``{"error": ...}`` for a configuration
+    ssnfx refuses (a budget below what the model can be shared with), which the tables show.
+    Times are the process's CPU seconds (one thread per run), so that runs sharing the machine
+    do not inflate each other's figures."""
+    try:
+        return _execute(run, threads)
+    except ssnfx.BudgetError as e:
+        return {"error": str(e)}
+
+
+def _execute(run: Run, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.manual_seed(run.seed)
     train_loader, test_loader = fashion_mnist(batch_size=run.batch, seed=run.seed,
@@ -133,19 +142,24 @@ def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = 
         if cache:
             with CACHE.open("a") as f:
                 f.write(json.dumps({"key": run.key, "result": result}) + "\n")
+        figures = f"{result['accuracy']:.4f} in {result['train_s']:.0f}s" \
+            if "error" not in result else f"refused: {result['error'][:80]}"
         print(f"[{len(results)}/{len(runs)}] {run.variant} {run.method}/{run.combiner} "
-              f"{run.strategy} budget {run.budget:g} seed {run.seed}: "
-              f"{result['accuracy']:.4f} in {result['train_s']:.0f}s", flush=True)
+              f"{run.strategy} budget {run.budget:g} seed {run.seed}: {figures}", flush=True)
 
     if jobs <= 1:
         for run in todo:
             finish(run, execute(run, threads))
     else:
         context = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(jobs, mp_context=context) as pool:
+        pool = cf.ProcessPoolExecutor(jobs, mp_context=context)
+        try:
             futures = {pool.submit(execute, run, threads): run for run in todo}
             for future in cf.as_completed(futures):
                 finish(futures[future], future.result())
+        finally:
+            # On an error, drop the queued runs at once instead of training them for nothing.
+            pool.shutdown(wait=False, cancel_futures=True)
     return results
 
 
