@@ -133,8 +133,10 @@ def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = 
     runs = list(dict.fromkeys(runs))
     done = _load() if cache else {}
     results = {r: done[r.key] for r in runs if r.key in done}
-    # Data-free runs first: they are the cheaper ones, and the baselines of the rest.
-    todo = sorted((r for r in runs if r not in results), key=lambda r: r.strategy == "search")
+    # Seed by seed, so that a stopped run leaves whole tables for the first seeds; within a
+    # seed, data-free runs first: they are the cheaper ones, and the baselines of the rest.
+    todo = sorted((r for r in runs if r not in results),
+                  key=lambda r: (r.seed, r.strategy == "search"))
     print(f"{len(results)} of {len(runs)} runs cached; training {len(todo)}", flush=True)
 
     def finish(run: Run, result: dict[str, Any]) -> None:

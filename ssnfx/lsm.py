@@ -35,7 +35,9 @@ class LayerSimilarity:
     Attributes:
         names: the slots with learned coefficients, group by group in graph order.
         matrix: ``(n, n)`` ``|cos(alpha_i, alpha_j)|``; NaN where the two layers' coefficient
-            rows differ in length (SWN slots made of different numbers of SuperWeights).
+            rows differ in length (SWN slots made of different numbers of SuperWeights), and in
+            the row and column of a layer whose tiles each mix a single candidate (there the
+            cosine is 1 whatever was learned, so it says nothing).
         same_templates: ``(n, n)`` True where the two layers draw on the same templates (same
             group, the same candidate blocks at the same places), so that ``|cos| = 1`` makes
             their weights proportional: one function up to a scale.
@@ -107,6 +109,7 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
         return None
     names: list[str] = []
     rows: list[torch.Tensor] = []
+    informative: list[bool] = []
     candidates: list[tuple] = []
     for g in store.plan.groups:
         gen = getattr(store, g.name)
@@ -117,7 +120,9 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
         for name in g.slots:
             tiles = g.layout[name]
             names.append(name)
-            rows.append(torch.cat([mixing[(t.superweight, t.coefficients)] for t in tiles]))
+            parts = [mixing[(t.superweight, t.coefficients)] for t in tiles]
+            rows.append(torch.cat(parts))
+            informative.append(any(p.numel() > 1 for p in parts))
             # A candidate set is the block size and the blocks taken (count 0: the store's
             # upsampled start, the same for every SuperWeight of that size).
             candidates.append((g.name, tuple(
@@ -129,6 +134,8 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
     matrix = torch.full((n, n), float("nan"))
     by_length: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
+        if not informative[i]:
+            continue
         by_length.setdefault(r.numel(), []).append(i)
     for idx in by_length.values():
         unit = F.normalize(torch.stack([rows[i] for i in idx]), dim=1)

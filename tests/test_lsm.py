@@ -109,3 +109,15 @@ def test_the_report_lists_the_members_of_one_store():
     shared = ssnfx.share({"a": nn.Linear(8, 8), "b": nn.Sequential(nn.Linear(8, 4))}, 0.5)
     assert "members (2, one store): a (1 shared slots, 64 weights), b (1 shared slots, 32 " \
         "weights)" in ssnfx.report(shared)
+
+
+def test_a_layer_that_mixes_one_candidate_is_not_compared():
+    # 3.weight (4,096 weights) outgrows the store: one upsampled candidate, whose softmax weight
+    # is 1 whatever was learned, so its cosine with anything would be a meaningless 1.
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 64), nn.Linear(64, 64))
+    lsm = ssnfx.layer_similarity(ssnfx.share(net, 0.3))
+    assert lsm.names[3] == "3.weight"
+    assert bool(lsm.matrix[3].isnan().all()) and bool(lsm.matrix[:, 3].isnan().all())
+    assert not bool(lsm.matrix[0, 1].isnan())
+    assert all("3.weight" not in (a, b) for a, b, _ in lsm.pairs())
