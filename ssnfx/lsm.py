@@ -35,9 +35,10 @@ class LayerSimilarity:
     Attributes:
         names: the slots with learned coefficients, group by group in graph order.
         matrix: ``(n, n)`` ``|cos(alpha_i, alpha_j)|``; NaN where the two layers' coefficient
-            rows differ in length (SWN slots made of different numbers of SuperWeights), and in
-            the row and column of a layer whose tiles each mix a single candidate (there the
-            cosine is 1 whatever was learned, so it says nothing).
+            rows differ in length (SWN slots made of different numbers of SuperWeights), and
+            between a layer whose tiles each mix a single candidate and any layer that does not
+            draw on the same templates (one coefficient per tile: the cosine is 1 whatever was
+            learned; over the same templates it truly means proportional weights).
         same_templates: ``(n, n)`` True where the two layers draw on the same templates (same
             group, the same candidate blocks at the same places), so that ``|cos| = 1`` makes
             their weights proportional: one function up to a scale.
@@ -134,14 +135,14 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
     matrix = torch.full((n, n), float("nan"))
     by_length: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
-        if not informative[i]:
-            continue
         by_length.setdefault(r.numel(), []).append(i)
     for idx in by_length.values():
         unit = F.normalize(torch.stack([rows[i] for i in idx]), dim=1)
         ix = torch.tensor(idx)
         matrix[ix[:, None], ix[None, :]] = (unit @ unit.T).abs().clamp_max(1.0)
     same = torch.tensor([[a == b for b in candidates] for a in candidates])
+    blind = ~torch.tensor(informative)
+    matrix[(blind[:, None] | blind[None, :]) & ~same] = float("nan")
     return LayerSimilarity(names, matrix, same)
 
 

@@ -111,13 +111,15 @@ def test_the_report_lists_the_members_of_one_store():
         "weights)" in ssnfx.report(shared)
 
 
-def test_a_layer_that_mixes_one_candidate_is_not_compared():
-    # 3.weight (4,096 weights) outgrows the store: one upsampled candidate, whose softmax weight
-    # is 1 whatever was learned, so its cosine with anything would be a meaningless 1.
+def test_layers_that_mix_one_candidate_are_compared_only_over_the_same_templates():
+    # 3.weight and 4.weight outgrow the store: each is one candidate, upsampled, times a softmax
+    # weight of 1 whatever was learned, so their cosine would be a meaningless 1 (their
+    # candidates differ in shape); a layer with itself is still one function.
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 64), nn.Linear(64, 64))
+    net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 64), nn.Linear(64, 64),
+                        nn.Linear(64, 48))
     lsm = ssnfx.layer_similarity(ssnfx.share(net, 0.3))
-    assert lsm.names[3] == "3.weight"
-    assert bool(lsm.matrix[3].isnan().all()) and bool(lsm.matrix[:, 3].isnan().all())
-    assert not bool(lsm.matrix[0, 1].isnan())
-    assert all("3.weight" not in (a, b) for a, b, _ in lsm.pairs())
+    assert lsm.names[3:] == ["3.weight", "4.weight"]
+    assert bool(lsm.matrix[3, 4].isnan()) and bool(lsm.matrix[4, 3].isnan())
+    assert float(lsm.matrix[3, 3]) == 1.0 and not bool(lsm.matrix[0, 1].isnan())
+    assert all("4.weight" not in (a, b) for a, b, _ in lsm.pairs())
