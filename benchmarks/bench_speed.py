@@ -8,7 +8,7 @@ against the original (the same graph, so 1.00x is expected). For the ViT it then
 shared step into weight generation (forward and backward of the generators alone) and the rest,
 and lists the operators that take the time (torch.profiler).
 
-    python benchmarks/bench_speed.py [--quick] [--repeats 7]
+    python benchmarks/bench_speed.py [--quick] [--repeats 11]
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def _plot(curves: dict[str, dict[float, float]], path: Path) -> None:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny models for the tests")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11)
     parser.add_argument("--vit-batch", type=int, default=2)
     args = parser.parse_args(argv)
     if args.quick:
