@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--limit", type=int, default=None, help="training images (all)")
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--cached", action="store_true",
+                        help="train nothing: tabulate the runs the cache holds")
     args = parser.parse_args(argv)
     budgets, variants = BUDGETS, VARIANTS
     if args.quick:
@@ -73,7 +75,11 @@ def main(argv: list[str] | None = None) -> str:
     table = {(label, b): seeds_of(replace(v, budget=b, **common), args.seeds)
              for b in budgets for label, v in variants.items()}
     results = run_all([*full, *(r for rs in table.values() for r in rs)], args.jobs,
-                      args.threads, cache=not args.quick)
+                      args.threads, cache=not args.quick, train=not args.cached)
+    # With --cached, a cell holds the seeds that ran (a cell with none is left out).
+    full = [r for r in full if r in results]
+    table = {k: [r for r in rs if r in results] for k, rs in table.items() if
+             any(r in results for r in rs)}
 
     def acc(runs: list[Run]) -> list[float]:
         return [results[r]["accuracy"] for r in runs]
@@ -85,10 +91,17 @@ def main(argv: list[str] | None = None) -> str:
              "| budget | model | parameters | test accuracy % | vs reduced | train s |",
              "|---|---|---:|---:|---:|---:|"]
     curves: dict[str, list[tuple[int, float, float]]] = {label: [] for label in variants}
+    def seeds(runs: list[Run]) -> str:
+        return "" if len(runs) == args.seeds else f" ({len(runs)} seed{'s' * (len(runs) > 1)})"
+
     for b in budgets:
+        if ("reduced baseline", b) not in table:
+            continue
         base = statistics.mean(acc(table[("reduced baseline", b)]))
         for label in variants:
-            runs = table[(label, b)]
+            runs = table.get((label, b))
+            if not runs:
+                continue
             first = results[runs[0]]
             if "error" in first:  # ssnfx refused the budget: say why, briefly
                 least = first["error"].split("shared with: ")[-1].split(" (")[0]
@@ -100,7 +113,7 @@ def main(argv: list[str] | None = None) -> str:
                             else f" ({first['groups']} groups)" if "search_steps" in first
                             else "")
             delta = statistics.mean(a) - base
-            lines.append(f"| {b:.0%} | {name} | {first['params']:,} | {mean_std(a)} | "
+            lines.append(f"| {b:.0%} | {name} | {first['params']:,} | {mean_std(a)}{seeds(runs)} | "
                          f"{delta * 100:+.1f} | "
                          f"{statistics.mean(results[r]['train_s'] for r in runs):.0f} |")
             spread = statistics.stdev(a) if len(a) > 1 else 0.0

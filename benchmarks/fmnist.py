@@ -126,13 +126,16 @@ def _load() -> dict[str, dict[str, Any]]:
     return {r["key"]: r["result"] for r in rows}
 
 
-def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = True
-            ) -> dict[Run, dict[str, Any]]:
+def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = True,
+            train: bool = True) -> dict[Run, dict[str, Any]]:
     """Results of ``runs``: from the cache where present, else trained (``jobs`` at a time,
-    each on ``threads`` threads) and appended to the cache as they finish."""
+    each on ``threads`` threads) and appended to the cache as they finish; with ``train`` False,
+    only what the cache holds."""
     runs = list(dict.fromkeys(runs))
     done = _load() if cache else {}
     results = {r: done[r.key] for r in runs if r.key in done}
+    if not train:
+        return results
     # Seed by seed, so that a stopped run leaves whole tables for the first seeds; within a
     # seed, data-free runs first: they are the cheaper ones, and the baselines of the rest.
     todo = sorted((r for r in runs if r not in results),
