@@ -91,9 +91,9 @@ class _MixBlocks(torch.autograd.Function):
 
     Autograd would save every gathered candidate for the backward and, per ``index_select``,
     allocate and zero-fill a gradient the size of the whole store: at budgets near 1 that cost
-    more than the model's own step (vit_b_16 at 100%: 65 fills of 345 MB, 3.3 s of a 5.4 s
+    more than the model's own step (vit_b_16 at 100%: 4.8 s of zero-filling in a 9.0 s
     generation backward). This backward re-reads the candidates instead of keeping them and adds
-    every block's gradient into one store-sized gradient.
+    every block's gradient into one store-sized gradient (1.0 s).
     """
 
     @staticmethod
