@@ -43,6 +43,7 @@ def _plot(rows: dict[str, list[tuple[int, float, float]]], full: tuple[int, floa
             ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label,
                         linestyle="--" if label == "reduced baseline" else "-")
     ax.axhline(full[1], color="black", linewidth=1, label=f"full model ({full[0]:,} params)")
+    ax.set_ylim(top=full[1] + 3)  # keep the full model's line off the frame
     ax.set_xscale("log")
     ax.set_xlabel("trainable parameters")
     ax.set_ylabel("test accuracy %")
