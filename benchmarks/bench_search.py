@@ -2,7 +2,8 @@
 dataset-fashion-mnist), with a ResNet-style network, at budgets of 1%, 5% and 10%; plus what the
 search costs.
 
-    python benchmarks/bench_search.py [--quick] [--jobs 2] [--epochs 3] [--seeds 3]
+    python benchmarks/bench_search.py [--quick] [--jobs 2] [--epochs 3] [--seeds 2] [--limit 20000]
+        [--cached]
 """
 from __future__ import annotations
 
@@ -56,15 +57,16 @@ def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny run for the tests")
-    parser.add_argument("--limit", type=int, default=None, help="training images (all)")
+    parser.add_argument("--limit", type=int, default=20000, help="training images (0: all)")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cached", action="store_true",
                         help="train nothing: tabulate the runs the cache holds")
     args = parser.parse_args(argv)
+    args.limit = args.limit or None
     budgets, strategies = [0.01, 0.05, 0.1], STRATEGIES
     if args.quick:
         args.limit, args.epochs, args.seeds, args.width = 600, 1, 1, 8
