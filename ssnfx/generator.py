@@ -127,6 +127,7 @@ class _MixBlocks(torch.autograd.Function):
             if g is None:
                 continue
             view = _block_view(store, m)
+            grad_view = None if grad_store is None else _block_view(grad_store, m)
             want_mix = ctx.needs_input_grad[2 + n + k]
             grad_mix = mix.new_empty(mix.shape) if want_mix else None
             block = torch.empty_like(g)  # one buffer for every candidate, as in the forward
@@ -134,9 +135,9 @@ class _MixBlocks(torch.autograd.Function):
                 if grad_mix is not None:
                     torch.index_select(view, 0, idx[:, j], out=block)
                     grad_mix[:, j] = block.mul_(g).sum(1)
-                if grad_store is not None:
+                if grad_view is not None:
                     torch.mul(g, mix[:, j:j + 1], out=block)
-                    _block_view(grad_store, m).index_add_(0, idx[:, j], block)
+                    grad_view.index_add_(0, idx[:, j], block)
             grad_mixes[k] = grad_mix
         return (grad_store, None, *(None for _ in indices), *grad_mixes)
 
