@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, mean_std, write  # noqa: E402
-from fmnist import Run, run_all, seeds_of  # noqa: E402
+from fmnist import Run, completed, refusal, run_all, seed_note, seeds_of  # noqa: E402
 
 BUDGETS = [0.01, 0.05, 0.1, 0.25]
 #: label -> the ssnfx variant (budget and seed are filled in).
@@ -77,10 +77,7 @@ def main(argv: list[str] | None = None) -> str:
              for b in budgets for label, v in variants.items()}
     results = run_all([*full, *(r for rs in table.values() for r in rs)], args.jobs,
                       args.threads, cache=not args.quick, train=not args.cached)
-    # With --cached, a cell holds the seeds that ran (a cell with none is left out).
-    full = [r for r in full if r in results]
-    table = {k: [r for r in rs if r in results] for k, rs in table.items() if
-             any(r in results for r in rs)}
+    full, table = completed(results, full, table)
 
     def acc(runs: list[Run]) -> list[float]:
         return [results[r]["accuracy"] for r in runs]
@@ -92,9 +89,6 @@ def main(argv: list[str] | None = None) -> str:
              "| budget | model | parameters | test accuracy % | vs reduced | train s |",
              "|---|---|---:|---:|---:|---:|"]
     curves: dict[str, list[tuple[int, float, float]]] = {label: [] for label in variants}
-    def seeds(runs: list[Run]) -> str:
-        return "" if len(runs) == args.seeds else f" ({len(runs)} seed{'s' * (len(runs) > 1)})"
-
     for b in budgets:
         if ("reduced baseline", b) not in table:
             continue
@@ -105,9 +99,7 @@ def main(argv: list[str] | None = None) -> str:
                 continue
             first = results[runs[0]]
             if "error" in first:  # ssnfx refused the budget: say why, briefly
-                least = first["error"].split("shared with: ")[-1].split(" (")[0]
-                lines.append(f"| {b:.0%} | {label} | - | refused: the least budget is {least} "
-                             f"parameters | - | - |")
+                lines.append(f"| {b:.0%} | {label} | - | {refusal(first)} | - | - |")
                 continue
             a = acc(runs)
             name = label + (f" (width {first['reduced_width']})" if "reduced_width" in first
@@ -115,8 +107,8 @@ def main(argv: list[str] | None = None) -> str:
                             if "search_steps" in first
                             else "")
             delta = statistics.mean(a) - base
-            lines.append(f"| {b:.0%} | {name} | {first['params']:,} | {mean_std(a)}{seeds(runs)} | "
-                         f"{delta * 100:+.1f} | "
+            lines.append(f"| {b:.0%} | {name} | {first['params']:,} | "
+                         f"{mean_std(a)}{seed_note(runs, args.seeds)} | {delta * 100:+.1f} | "
                          f"{statistics.mean(results[r]['train_s'] for r in runs):.0f} |")
             spread = statistics.stdev(a) if len(a) > 1 else 0.0
             curves[label].append((first["params"], statistics.mean(a) * 100, spread * 100))

@@ -22,7 +22,7 @@ from ssnfx.passes.search import _WindowGenerator, _WindowStore
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import mean_std, write  # noqa: E402
-from fmnist import Run, run_all, seeds_of  # noqa: E402
+from fmnist import Run, completed, refusal, run_all, seed_note, seeds_of  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
 #: label -> the run (budget and seed are filled in): learned groups against the data-free ones.
@@ -77,25 +77,20 @@ def main(argv: list[str] | None = None) -> str:
              for b in budgets for label, run in strategies.items()}
     results = run_all([*full, *(r for rs in table.values() for r in rs)], args.jobs,
                       args.threads, cache=not args.quick, train=not args.cached)
-    # With --cached, a cell holds the seeds that ran (a cell with none is left out).
-    full = [r for r in full if r in results]
-    table = {k: [r for r in rs if r in results] for k, rs in table.items() if
-             any(r in results for r in rs)}
+    full, table = completed(results, full, table)
     rows = ["| budget | strategy | groups | test accuracy % | setup s | train s |",
             "|---|---|---:|---:|---:|---:|"]
     fractions = []
     for (label, budget), runs in table.items():
         res = [results[r] for r in runs]
         if "error" in res[0]:
-            refusal = res[0]["error"][:60]
-            rows.append(f"| {budget:.0%} | {label} | - | refused: {refusal}... | - | - |")
+            rows.append(f"| {budget:.0%} | {label} | - | {refusal(res[0])} | - | - |")
             continue
         if runs[0].strategy == "search":
             fractions += [r["setup_s"] / r["train_s"] for r in res]
         groups = "/".join(str(g) for g in sorted({r["groups"] for r in res}))
         rows.append(f"| {budget:.0%} | {label} | {groups} | "
-                    f"{mean_std([r['accuracy'] for r in res])}"
-                    f"{'' if len(res) == args.seeds else f' ({len(res)} seed(s))'} | "
+                    f"{mean_std([r['accuracy'] for r in res])}{seed_note(runs, args.seeds)} | "
                     f"{statistics.mean(r['setup_s'] for r in res):.1f} | "
                     f"{statistics.mean(r['train_s'] for r in res):.0f} |")
     train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit)

@@ -170,3 +170,24 @@ def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = 
 
 def seeds_of(run: Run, seeds: int) -> list[Run]:
     return [replace(run, seed=s) for s in range(seeds)]
+
+
+def completed(results: dict[Run, dict[str, Any]], full: list[Run],
+              table: dict[Any, list[Run]]) -> tuple[list[Run], dict[Any, list[Run]]]:
+    """``full`` and ``table`` cut to the runs that have results (all of them, unless
+    :func:`run_all` was told not to train): a cell holds the seeds that ran, and a cell with
+    none is left out."""
+    return ([r for r in full if r in results],
+            {k: [r for r in rs if r in results] for k, rs in table.items()
+             if any(r in results for r in rs)})
+
+
+def seed_note(runs: list[Run], seeds: int) -> str:
+    """Nothing when a cell has every seed, else how many it has: `` (1 seed)``."""
+    return "" if len(runs) == seeds else f" ({len(runs)} seed{'s' * (len(runs) > 1)})"
+
+
+def refusal(result: dict[str, Any]) -> str:
+    """A refused run's table cell: the least budget the error names."""
+    least = result["error"].split("shared with: ")[-1].split(" (")[0]
+    return f"refused: the least budget is {least} parameters"
