@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import sys
 import traceback
 from collections.abc import Iterable
 from typing import Any
@@ -36,7 +37,11 @@ INLINED_LAYERS: tuple[type[nn.Module], ...] = (
 )
 
 _LEAF_TYPES: set[type[nn.Module]] = set()
-_TORCH_DIR = os.path.dirname(torch.__file__)
+# Frames from these folders are torch's or ssnfx's own, not the model's. Installed package
+# directories, not a "/ssnfx/" substring: a user's project may itself live in a folder so named.
+_LIBRARY_DIRS = tuple(os.path.join(os.path.dirname(os.path.abspath(f)), "")
+                      for f in (torch.__file__, sys.modules[__package__].__file__,
+                                sys.modules[__package__.rpartition(".")[0]].__file__))
 
 
 def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
@@ -94,7 +99,7 @@ class SlotTracer(fx.Tracer):
 def _user_frame(exc: BaseException) -> str:
     """The innermost traceback frame outside torch: where the model's own code failed."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not f.filename.startswith(_TORCH_DIR) and "/ssnfx/" not in f.filename]
+              if not os.path.abspath(f.filename).startswith(_LIBRARY_DIRS)]
     if not frames:
         return "unknown location"
     f = frames[-1]
