@@ -127,8 +127,8 @@ def fashion_mnist_arrays(root: str | os.PathLike[str] | None = None) -> dict[str
         with np.load(source) as npz:
             missing = [k for k in _IDX_FILES if k not in npz]
             if missing:
-                raise ValueError(f"root={str(source)!r} lacks the arrays {missing}; a Fashion-MNIST "
-                                 f".npz holds {list(_IDX_FILES)}")
+                raise ValueError(f"root={str(source)!r} lacks the arrays {missing}; a "
+                                 f"Fashion-MNIST .npz holds {list(_IDX_FILES)}")
             return {k: npz[k] for k in _IDX_FILES}
     return {k: _idx(p) for k, p in _idx_files(source).items()}  # type: ignore[union-attr]
 
