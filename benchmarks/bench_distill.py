@@ -29,7 +29,7 @@ from ssnfx.distill import DistillationLoss
 from ssnfx.training import accuracy, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import fashion_loaders, mean_std, write  # noqa: E402
+from common import data_note, fashion_data, fashion_loaders, mean_std, write  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
 LR = 3e-3
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> str:
     limit = args.limit or None
     test_limit = 1000 if args.quick else None
 
-    train_loader, test_loader = fashion_loaders(limit, 0, test_limit=test_limit)
+    data = fashion_data(args.quick)
+    train_loader, test_loader = fashion_loaders(limit, 0, test_limit=test_limit, root=data)
     torch.manual_seed(0)
     teacher = ResNetFM(args.teacher)
     start = time.process_time()
@@ -110,7 +111,8 @@ def main(argv: list[str] | None = None) -> str:
     kd = DistillationLoss(args.temperature, args.alpha)
     rows: dict[tuple[str, bool], dict[str, list[float]]] = {}
     for seed in range(args.seeds):
-        train_loader, test_loader = fashion_loaders(limit, seed, test_limit=test_limit)
+        train_loader, test_loader = fashion_loaders(limit, seed, test_limit=test_limit,
+                                                    root=data)
         soft = with_soft_targets(teacher, train_loader, seed)
         for kind in ("plain", "one store", "one group per layer"):
             for distil in (False, True):
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> str:
               f"every student. Distillation: `ssnfx.distillation_loss` with T = "
               f"{args.temperature:g}, alpha = {args.alpha:g} (T^2-scaled KL to the teacher's "
               f"softened outputs plus {1 - args.alpha:g} x cross-entropy). Shared students are "
-              f"tested folded (`ssnfx.fold`): the deployed model, of the student's own size."]
+              f"tested folded (`ssnfx.fold`): the deployed model, of the student's own size.",
+              "", data_note(data)]
     body = "\n".join(lines)
     if not args.quick:
         command = "nice -n 10 python benchmarks/bench_distill.py " + " ".join(

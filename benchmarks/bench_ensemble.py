@@ -26,7 +26,7 @@ import ssnfx
 from ssnfx.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, fashion_loaders, mean_std, write  # noqa: E402
+from common import RESULTS, data_note, fashion_data, fashion_loaders, mean_std, write  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
 LR = 3e-3
@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> str:
     info: dict[str, dict[str, list[float]]] = {}
     costs: dict[str, dict[str, float]] = {}
     test_images = None
+    data = fashion_data(args.quick)
     for seed in range(args.seeds):
-        train_loader, test_loader = fashion_loaders(limit, seed,
+        train_loader, test_loader = fashion_loaders(limit, seed, root=data,
                                                     test_limit=1000 if args.quick else None)
         targets = torch.cat([y for _, y in test_loader])
         runs = []
@@ -207,6 +208,7 @@ def main(argv: list[str] | None = None) -> str:
                  f"{len(targets):,} test images. A shared ensemble trains on the sum of its "
                  f"members' losses with one optimizer; independent members train one by one. "
                  f"'train CPU s' is the process's CPU time for the whole ensemble.")
+    lines += ["", data_note(data)]
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)
         plot(curves, costs, RESULTS / PLOT)

@@ -1,6 +1,6 @@
 """Learned sharing against the data-free strategies on Fashion-MNIST (Debian's
-dataset-fashion-mnist), with a ResNet-style network, at budgets of 1%, 5% and 10%; plus what the
-search costs.
+dataset-fashion-mnist, or $SSNFX_FASHION_MNIST), with a ResNet-style network, at budgets of 1%, 5%
+and 10%; plus what the search costs.
 
     python benchmarks/bench_search.py [--quick] [--jobs 2] [--epochs 3] [--seeds 2] [--limit 20000]
         [--cached]
@@ -21,7 +21,7 @@ from ssnfx.passes.rewrite import apply_store, target_stds
 from ssnfx.passes.search import _WindowGenerator, _WindowStore
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from common import mean_std, write  # noqa: E402
+from common import data_note, fashion_data, mean_std, write  # noqa: E402
 from fmnist import Run, completed, refusal, run_all, seed_note, seeds_of  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> str:
     full = seeds_of(Run("full", **common), args.seeds)
     table = {(label, b): seeds_of(replace(run, budget=b, **common), args.seeds)
              for b in budgets for label, run in strategies.items()}
+    data = fashion_data(args.quick)
     results = run_all([*full, *(r for rs in table.values() for r in rs)], args.jobs,
-                      args.threads, cache=not args.quick, train=not args.cached)
+                      args.threads, cache=not args.quick, train=not args.cached, data=data)
     full, table = completed(results, full, table)
     rows = ["| budget | strategy | groups | test accuracy % | setup s | train s |",
             "|---|---|---:|---:|---:|---:|"]
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> str:
                     f"{mean_std([r['accuracy'] for r in res])}{seed_note(runs, args.seeds)} | "
                     f"{statistics.mean(r['setup_s'] for r in res):.1f} | "
                     f"{statistics.mean(r['train_s'] for r in res):.0f} |")
-    train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit)
+    train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit, root=data)
     ratio = step_time_ratio(args.width, train_loader)
     original = results[full[0]]["original"]
     body = "\n".join([
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> str:
         f"Search cost: {statistics.mean(fractions or [0]):.1%} of the training time (default "
         f"steps: a fifth of an epoch's batches, 20 to 200). Step time of the provisional search "
         f"model over the unshared model (batch 128, forward + backward, median of interleaved "
-        f"runs): {ratio:.2f}x."])
+        f"runs): {ratio:.2f}x.", "", data_note(data)])
     if not args.quick:
         write("search", "Learned sharing vs data-free strategies: Fashion-MNIST", body,
               "python benchmarks/bench_search.py --jobs 2")

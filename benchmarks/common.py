@@ -1,4 +1,4 @@
-"""Shared bits of the benchmark scripts: the environment header and result files."""
+"""Shared bits of the benchmark scripts: the environment header, result files and data."""
 from __future__ import annotations
 
 import datetime
@@ -12,9 +12,12 @@ import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
-from ssnfx.data import fashion_mnist
+from ssnfx.data import fashion_mnist, fashion_mnist_source
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: The tests' 3,000-image sample of Fashion-MNIST (tests/data/README.md): what the --quick modes
+#: read when the full data set is absent, so that the tests run anywhere.
+SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "data" / "fashion_mnist_sample.npz"
 
 
 def environment() -> str:
@@ -45,12 +48,35 @@ def write(name: str, title: str, body: str, command: str) -> Path:
     return path
 
 
+def fashion_data(quick: bool) -> Path:
+    """The Fashion-MNIST a benchmark reads: the full set (``$SSNFX_FASHION_MNIST``, else Debian's
+    folder; see :func:`ssnfx.data.fashion_mnist_source`), or in a ``--quick`` run without it the
+    tests' sample. A full run without it exits with a one-line error naming both ways to get it.
+    """
+    try:
+        return fashion_mnist_source()
+    except FileNotFoundError as e:
+        if quick:
+            return SAMPLE
+        raise SystemExit(f"error: {e}") from None
+
+
+def data_note(source: Path) -> str:
+    """One sentence for a benchmark's output: which Fashion-MNIST it read."""
+    if source == SAMPLE:
+        return (f"Data: the tests' {SAMPLE.stat().st_size / 1e6:.1f} MB sample of Fashion-MNIST "
+                f"(tests/data/{SAMPLE.name}: 2,000 training, 1,000 test images), the full set "
+                f"being absent: the figures check the code, not the method.")
+    return f"Data: Fashion-MNIST from {source}."
+
+
 def fashion_loaders(limit: int | None, seed: int, batch_size: int = 128,
-                    test_limit: int | None = None) -> tuple[DataLoader, DataLoader]:
-    """Fashion-MNIST: the first ``limit`` training images (all 60,000 with None), shuffled by
-    ``seed``, and the first ``test_limit`` test images (all 10,000 with None), whereas
-    ``fashion_mnist(limit=)`` cuts the test set with the training set."""
-    train, test = fashion_mnist(batch_size=batch_size, seed=seed)
+                    test_limit: int | None = None,
+                    root: Path | None = None) -> tuple[DataLoader, DataLoader]:
+    """Fashion-MNIST from ``root`` (see :func:`fashion_data`): the first ``limit`` training
+    images (all with None), shuffled by ``seed``, and the first ``test_limit`` test images (all
+    with None), whereas ``fashion_mnist(limit=)`` cuts the test set with the training set."""
+    train, test = fashion_mnist(batch_size=batch_size, seed=seed, root=root)
     if limit is not None:
         x, y = train.dataset.tensors
         train = DataLoader(TensorDataset(x[:limit], y[:limit]), batch_size=batch_size,

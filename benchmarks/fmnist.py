@@ -27,7 +27,7 @@ from ssnfx.data import fashion_mnist
 from ssnfx.training import accuracy, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS  # noqa: E402
+from common import RESULTS, SAMPLE  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
 CACHE = RESULTS / "runs.jsonl"
@@ -70,22 +70,23 @@ def reduced_width(make: Callable[[int], nn.Module], budget: int, widest: int) ->
     return max(fits) if fits else 1
 
 
-def execute(run: Run, threads: int = 1) -> dict[str, Any]:
-    """Train and test one run; returns its figures, or ``{"error": ...}`` for a configuration
-    ssnfx refuses (a budget below what the model can be shared with), which the tables show.
-    Times are the process's CPU seconds (one thread per run), so that runs sharing the machine
-    do not inflate each other's figures."""
+def execute(run: Run, threads: int = 1, data: Path | None = None) -> dict[str, Any]:
+    """Train and test one run on the Fashion-MNIST at ``data`` (None: the default, see
+    :func:`ssnfx.data.fashion_mnist_source`); returns its figures, or ``{"error": ...}`` for a
+    configuration ssnfx refuses (a budget below what the model can be shared with), which the
+    tables show. Times are the process's CPU seconds (one thread per run), so that runs sharing
+    the machine do not inflate each other's figures."""
     try:
-        return _execute(run, threads)
+        return _execute(run, threads, data)
     except ssnfx.BudgetError as e:
         return {"error": str(e)}
 
 
-def _execute(run: Run, threads: int) -> dict[str, Any]:
+def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.manual_seed(run.seed)
     train_loader, test_loader = fashion_mnist(batch_size=run.batch, seed=run.seed,
-                                              limit=run.limit)
+                                              limit=run.limit, root=data)
     original = params(ResNetFM(run.width))
     out: dict[str, Any] = {"original": original}
     start = time.process_time()
@@ -127,11 +128,13 @@ def _load() -> dict[str, dict[str, Any]]:
 
 
 def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = True,
-            train: bool = True) -> dict[Run, dict[str, Any]]:
-    """Results of ``runs``: from the cache where present, else trained (``jobs`` at a time,
-    each on ``threads`` threads) and appended to the cache as they finish; with ``train`` False,
-    only what the cache holds."""
+            train: bool = True, data: Path | None = None) -> dict[Run, dict[str, Any]]:
+    """Results of ``runs``: from the cache where present, else trained on the Fashion-MNIST at
+    ``data`` (``jobs`` at a time, each on ``threads`` threads) and appended to the cache as they
+    finish; with ``train`` False, only what the cache holds. The cache's keys do not name the
+    data: cache only runs on the full set."""
     runs = list(dict.fromkeys(runs))
+    cache = cache and data != SAMPLE  # the sample's figures are no result to keep
     done = _load() if cache else {}
     results = {r: done[r.key] for r in runs if r.key in done}
     if not train:
@@ -154,12 +157,12 @@ def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = 
 
     if jobs <= 1:
         for run in todo:
-            finish(run, execute(run, threads))
+            finish(run, execute(run, threads, data))
     else:
         context = multiprocessing.get_context("spawn")
         pool = cf.ProcessPoolExecutor(jobs, mp_context=context)
         try:
-            futures = {pool.submit(execute, run, threads): run for run in todo}
+            futures = {pool.submit(execute, run, threads, data): run for run in todo}
             for future in cf.as_completed(futures):
                 finish(futures[future], future.result())
         finally:

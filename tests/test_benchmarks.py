@@ -25,3 +25,23 @@ def _load(name: str):
 def test_quick_mode(name, expect):
     body = _load(name).main(["--quick"])
     assert expect in body
+    if name in FASHION:  # the full set where present, else the tests' sample; it says which
+        assert "Data: " in body and "Fashion-MNIST" in body
+
+
+FASHION = ("bench_search", "bench_accuracy", "bench_ensemble", "bench_distill")
+
+
+def test_fashion_data_is_the_sample_only_in_quick_runs(tmp_path, monkeypatch):
+    common = _load("common")
+    monkeypatch.setenv("SSNFX_FASHION_MNIST", str(tmp_path / "hidden"))
+    assert common.fashion_data(quick=True) == common.SAMPLE
+    assert "the tests' 1.3 MB sample" in common.data_note(common.SAMPLE)
+    with pytest.raises(SystemExit) as info:  # a full run: one line, both ways to get the data
+        common.fashion_data(quick=False)
+    message = str(info.value)
+    assert "\n" not in message and "apt-get install -y dataset-fashion-mnist" in message
+    assert "FashionMNIST(DIR, download=True)" in message
+    monkeypatch.setenv("SSNFX_FASHION_MNIST", str(common.SAMPLE.parent))
+    with pytest.raises(SystemExit):  # the sample's folder is no full set either
+        common.fashion_data(quick=False)
