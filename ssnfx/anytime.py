@@ -1,5 +1,6 @@
 """Anytime inference from one store: run the subset of members that fits a latency budget
-(SWN, 001_b2707f119f241a57.txt Sec. 4.2).
+(SWN Sec. 4.2: Teterwak et al., "Learning to Compose SuperWeights for Neural Parameter Allocation
+Search").
 
 A heterogeneous ensemble of M members offers 2^M - 1 subsets, each with its own inference time:
 members are evaluated in series, so a subset costs the sum of its members' costs. The functions

@@ -1,5 +1,7 @@
 """Knowledge distillation from a teacher's soft targets (Hinton et al., 2015), to combine with an
-over-parameterised shared student (SSN, 000_0b5fdd6df4140258.txt Sec. 4.6).
+over-parameterised shared student (SSN Sec. 4.6: Plummer et al., "Neural Parameter Allocation
+Search"; sections as numbered in its version titled "Shapeshifter Networks: Cross-layer Parameter
+Sharing for Scalable and Effective Deep Learning").
 
 A student shared at a budget above 1 (``ssnfx.share(student, 4.0)``) trains with more
 parameters than it has, and :func:`ssnfx.fold` removes them at deployment with no loss. SSN

@@ -1,5 +1,6 @@
 """Many models from one parameter store: ensembles of different widths, depths and families
-(SWN, 001_b2707f119f241a57.txt Sec. 4).
+(SWN Sec. 4: Teterwak et al., "Learning to Compose SuperWeights for Neural Parameter Allocation
+Search").
 
 ``ssnfx.share([m1, m2, m3], budget)`` wraps the models in :class:`Members`, a container whose
 forward returns every member's output for the same input, and runs the usual pipeline on it. The

@@ -1,5 +1,6 @@
-"""The layer similarity matrix and recurrent folding (the soft-sharing poster,
-002_61a50ad7afefe46e.txt: "LSM_ij = |cos(alpha_i, alpha_j)|").
+"""The layer similarity matrix and recurrent folding (the soft-sharing poster: Savarese and Maire,
+"Learning Implicitly Recurrent CNNs Through Parameter Sharing", ICLR 2019, "Folding learned
+networks into explicitly recurrent forms": "LSM_ij = |cos(alpha_i, alpha_j)|").
 
 Layers that draw on the same templates and mix them with proportional coefficients generate
 proportional weights: the poster folds such a network into a recurrent form, one layer applied

@@ -4,13 +4,16 @@ A plan is plain data: the model's slots (every parameter read), the parameter gr
 parameters each group's store holds, and how each shared slot is assembled from SuperWeights and
 coefficients. It round-trips through JSON, so it can be read, edited, diffed and replayed.
 
-Layout vocabulary (SWN, 001_b2707f119f241a57.txt Sec. 2.1): a slot's weight, viewed as a matrix of
-``rows x cols`` (``shape[0]`` by the product of the rest), is a grid of *tiles*. Each tile is an
-instance of a *SuperWeight* (a ``rows x cols`` block generated from the group's store by Eq. 1)
-combined with one row of *coefficients*. SSN (000_0b5fdd6df4140258.txt Sec. 3.1) is the special
-case of one tile per slot whose SuperWeight is the slot itself. Two tiles that name the same
-coefficient row are hard-shared (identical); different rows over the same SuperWeight are
-soft-shared (same templates, own coefficients).
+Layout vocabulary (SWN Sec. 2.1: Teterwak et al., "Learning to Compose SuperWeights for Neural
+Parameter Allocation Search"): a slot's weight, viewed as a matrix of ``rows x cols``
+(``shape[0]`` by the product of the rest), is a grid of *tiles*. Each tile is an instance of a
+*SuperWeight* (a ``rows x cols`` block generated from the group's store by Eq. 1) combined with
+one row of *coefficients*. SSN (Sec. 3.1 of Plummer et al., "Neural Parameter Allocation Search";
+sections as numbered in its version titled "Shapeshifter Networks: Cross-layer Parameter Sharing
+for Scalable and Effective Deep Learning") is the special case of one tile per slot whose
+SuperWeight is the slot itself. Two tiles that name the same coefficient row are hard-shared
+(identical); different rows over the same SuperWeight are soft-shared (same templates, own
+coefficients).
 """
 from __future__ import annotations
 

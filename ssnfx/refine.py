@@ -7,8 +7,10 @@ row's mixing weights, attributed per slot, not the summed gradient that all uses
 per-step cosines are averaged, and the uses are merged by the priority queue of Sec. 2.2.1 with
 threshold beta: each resulting cluster beyond the first gets its own copy of the row and keeps
 sharing the templates. The rows were reserved when the plan was made, so refining adds no
-parameter: the budget holds, the optimizer keeps its parameters, and the model computes exactly
-what it computed before (the copies start equal).
+parameter: the budget holds and the optimizer keeps its parameters. The untie leaves every
+generated weight as it was (the copies start equal), but the measurement runs ``steps`` forward
+passes in the model's current mode: in train mode they update BatchNorm's running statistics as
+that many training steps would (call ``shared.eval()`` first to keep them).
 """
 from __future__ import annotations
 
@@ -68,7 +70,8 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
 
     Args:
         shared: a model from :func:`ssnfx.share`, typically SWN with ``hard_sharing=True`` and
-            trained for a few epochs. It is changed in place.
+            trained for a few epochs. It is changed in place: its plan, and in train mode its
+            BatchNorm running statistics (``steps`` forward passes).
         data: ``(inputs, targets)`` batches; ``steps`` of them are used for the measurement.
         loss_fn: as for training.
         steps: batches to average the gradient cosines over.

@@ -5,8 +5,10 @@
   along input and output channels to form each slot (SWN Sec. 2.1.2), generalised to shapes that
   do not nest: the group's canvas is cut at every slot's row and column count, and a slot covers
   the tiles of its top-left corner.
-* :func:`select_blocks`: up to P candidate blocks per SuperWeight from a flat store, round robin so
-  that every parameter of the store is used (SSN Sec. 3.1).
+* :func:`select_blocks`: up to P consecutive candidate blocks per SuperWeight from a flat store,
+  each SuperWeight starting where the previous one's stopped (SSN Sec. 3.1's round robin across
+  layers). Blocks are whole, so parameters beyond a store's last whole block of a size are never
+  selected for that size; the RR combiner reads only the first block of each selection.
 * :func:`upsample_source`: the largest block with a SuperWeight's aspect ratio that fits a store
   too small for it; it is bilinearly upsampled (SSN Sec. 3.1).
 """
@@ -85,9 +87,14 @@ def select_blocks(numel: int, superweights: Sequence[tuple[int, int]], candidate
 
     The store is viewed, for a SuperWeight of ``m`` parameters, as ``numel // m`` blocks of ``m``;
     a SuperWeight takes ``min(candidates, numel // m)`` consecutive blocks (wrapping around),
-    starting where the previous SuperWeight stopped, so that the selections sweep the whole store
-    before reusing any of it. Returns ``(first_block, count)`` per SuperWeight; ``count == 0``
-    means the store is smaller than the SuperWeight, which is then upsampled.
+    starting at the first whole block at or after where the previous SuperWeight's selection
+    ended. Consecutive SuperWeights of one size thus select every block before reusing one. Not
+    every parameter need be selected: the last ``numel % m`` are in no block of size ``m``, and a
+    change of size skips to the next whole block of the new size (with one group per layer at a
+    budget of 1.2x-1.9x, 17-48% of the store is never selected; the RR combiner, which reads the
+    first block of each selection only, leaves more). Returns ``(first_block, count)`` per
+    SuperWeight; ``count == 0`` means the store is smaller than the SuperWeight, which is then
+    upsampled.
 
     Example:
         >>> select_blocks(12, [(2, 2), (2, 2), (3, 4)], candidates=2)
