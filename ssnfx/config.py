@@ -11,7 +11,8 @@ __all__ = ["ShareConfig", "METHODS", "COMBINERS"]
 
 #: Weight-generation methods: Shapeshifter Networks and SuperWeight Networks.
 METHODS = ("ssn", "swn")
-#: Candidate combiners (SSN Sec. 3.1): round robin, average, weighted average, layer embeddings,
+#: Candidate combiners (SSN Sec. 3.1): round robin (the first of a slot's selected blocks; the
+#: round robin across layers is in the selection), average, weighted average, layer embeddings,
 #: and the plain linear combination of SWN Eq. 1.
 COMBINERS = ("rr", "avg", "wavg", "emb", "linear")
 _DEFAULT_COMBINER = {"ssn": "wavg", "swn": "linear"}
@@ -29,7 +30,9 @@ class ShareConfig:
         strategy: data-free grouping: ``"single"`` (default), ``"depth"``, ``"shape"``, ``"random"``
             (see :mod:`ssnfx.grouping` for why single is the default).
         groups: number of groups for the ``depth`` and ``random`` strategies.
-        candidates: P, the most candidate blocks combined per SuperWeight (SSN Sec. 3.2 uses 4).
+        candidates: P, the most candidate blocks selected per SuperWeight (SSN Sec. 3.2 uses 4);
+            for budgets above 1.0 the planner raises it until the candidates could cover the
+            store. RR reads only the first of them.
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).

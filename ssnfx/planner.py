@@ -220,6 +220,8 @@ def _allocate(plan: SharingPlan, target: int) -> None:
     base = plan.hyper["candidates"]
     # First pass without coefficients: a store larger than P times what its SuperWeights cover
     # would leave parameters no selection ever reads, so P grows to cover it (budgets above 1).
+    # Necessary, not sufficient: selections take whole blocks, so a store that is not a whole
+    # number of a SuperWeight's blocks keeps a tail no selection reads (see select_blocks).
     # Each candidate also costs coefficients, counted here: growing P by the store alone could
     # spend more on coefficients than the budget holds when a group's coefficient rows are as
     # many as its SuperWeights' parameters (tiny layers).
