@@ -77,6 +77,6 @@ def test_trace_error_names_a_file_inside_a_folder_named_ssnfx(tmp_path, package)
                          cwd=model.parent, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     package_file, message = out.stdout.split("\n", 1)
-    expected = clone / "ssnfx" if package == "clone" else REPO / "ssnfx"
-    assert Path(package_file).resolve().parent == expected.resolve()
+    from_clone = Path(package_file).resolve().parent == (clone / "ssnfx").resolve()
+    assert from_clone == (package == "clone"), package_file
     assert f"{model}:{BRANCH_LINE} (if x.sum() > 0:" in message, message
