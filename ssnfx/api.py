@@ -70,7 +70,8 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     if isinstance(model, Members) and loss_fn is not None \
             and not isinstance(loss_fn, EnsembleLoss):
         loss_fn = ensemble_loss(loss_fn)
-    gm = trace(model, leaf_modules=config.leaf_modules)
+    gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
+               auto_leaves=config.auto_leaves)
     if data is not None:
         plan = search(gm, budget, data, loss_fn, config, search_config)  # type: ignore[arg-type]
     else:

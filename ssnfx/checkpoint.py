@@ -145,7 +145,11 @@ def load(model: nn.Module, path: str | os.PathLike[str], *, return_extra: bool =
         100
     """
     plan, state, extra = read(path)
-    gm = trace(model, leaf_modules=plan.trace.get("leaf_modules", ()))
+    # The leaves found when the plan was made are given as leaves: the same graph, no search.
+    recorded = plan.trace
+    gm = trace(model, leaf_modules=[*recorded.get("leaf_modules", ()),
+                                    *recorded.get("auto_leaves", {})],
+               concrete_args=recorded.get("concrete_args") or None, auto_leaves=False)
     try:
         shared = rewrite(gm, plan)
     except PlanError as e:

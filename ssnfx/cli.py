@@ -129,10 +129,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
     config = ShareConfig.from_json(Path(args.config).read_text()) if args.config else ShareConfig()
     overrides = {k: getattr(args, k) for k in ("method", "combiner", "strategy", "groups")
                  if getattr(args, k) is not None}
+    if args.no_auto_leaves:
+        overrides["auto_leaves"] = False
     config = ShareConfig.from_dict({**config.to_dict(), **overrides})
     ns, model = load_model_file(args.model)
     start = time.perf_counter()
-    gm = trace(model, leaf_modules=config.leaf_modules)
+    gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
+               auto_leaves=config.auto_leaves)
     loader, loss_fn = ns.get("train_loader"), ns.get("loss_fn")
     if loader is not None and loss_fn is not None and not args.no_search:
         plan = search(gm, budget, loader, loss_fn, config,
@@ -257,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", choices=sorted(STRATEGIES), help="data-free grouping")
     c.add_argument("--groups", type=int, help="number of groups (depth, random)")
     c.add_argument("--config", help="a ShareConfig JSON file; flags override it")
+    c.add_argument("--no-auto-leaves", action="store_true",
+                   help="fail on a module torch.fx cannot trace instead of making it a leaf")
     c.add_argument("--no-search", action="store_true",
                    help="use the data-free plan even when the file has train_loader and loss_fn")
     c.add_argument("--search-steps", type=int,

@@ -40,7 +40,12 @@ class ShareConfig:
         share_norms: also generate the parameters of normalisation layers.
         private: ``fnmatch`` patterns of parameter names that always stay private.
         leaf_modules: qualified module names traced as leaves (they get their weights through
-            ``torch.func.functional_call``).
+            ``torch.func.functional_call``); ``""`` is the model itself.
+        auto_leaves: make every module that torch.fx cannot trace a leaf, up to the model
+            itself (see :func:`ssnfx.trace`); ``False`` raises the TraceError instead.
+        concrete_args: forward arguments fixed at trace time (``None``, bools, numbers,
+            strings), e.g. ``{"labels": None}``; recorded in the plan so that
+            :func:`ssnfx.load` traces the same way.
         seed: seed for the store's initialisation and for random grouping.
 
     Example:
@@ -60,6 +65,8 @@ class ShareConfig:
     share_norms: bool = False
     private: tuple[str, ...] = ()
     leaf_modules: tuple[str, ...] = ()
+    auto_leaves: bool = True
+    concrete_args: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
     version: int = field(default=1)
 
@@ -71,6 +78,13 @@ class ShareConfig:
                                 f"{value!r}; write {name}=({value!r},)")
         self.private = tuple(self.private)
         self.leaf_modules = tuple(self.leaf_modules)
+        if not isinstance(self.concrete_args, dict) or not all(
+                isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str)))
+                for k, v in self.concrete_args.items()):
+            raise PlanError(f"ShareConfig.concrete_args must map argument names to None, bools, "
+                            f"numbers or strings (they are stored in the plan as JSON), got "
+                            f"{self.concrete_args!r}")
+        self.concrete_args = dict(self.concrete_args)
         if self.method not in METHODS:
             raise PlanError(f"ShareConfig.method must be one of {METHODS}, got {self.method!r}")
         if self.combiner is not None and self.combiner not in COMBINERS:
@@ -89,6 +103,7 @@ class ShareConfig:
         d = asdict(self)
         d["private"] = list(self.private)
         d["leaf_modules"] = list(self.leaf_modules)
+        d["concrete_args"] = dict(self.concrete_args)
         return d
 
     def to_json(self) -> str:

@@ -20,7 +20,7 @@ import torch.fx as fx
 from .config import ShareConfig
 from .errors import BudgetError, PlanError
 from .grouping import group_slots
-from .passes.trace import check_traced_parameters, slots_of
+from .passes.trace import as_traced, check_traced_parameters, slots_of
 from .plan import GroupPlan, SharingPlan, Slot
 from .selector import ssn_layout, swn_layout
 
@@ -115,6 +115,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         (True, 1)
     """
     config = config or ShareConfig()
+    gm = as_traced(gm)
     check_traced_parameters(gm)
     original = original_param_count(gm)
     if original == 0:

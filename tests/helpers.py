@@ -31,7 +31,8 @@ def outputs_close(a: Any, b: Any, atol: float = 1e-5, rtol: float = 1e-5) -> Non
 
 def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | int = 0.1,
                    config: ssnfx.ShareConfig | None = None, atol: float = 1e-5,
-                   backward: bool = False, checkpoint: str | os.PathLike[str] | None = None
+                   backward: bool = False, checkpoint: str | os.PathLike[str] | None = None,
+                   kwargs: Mapping[str, Any] | None = None, fresh: nn.Module | None = None
                    ) -> tuple[fx.GraphModule, fx.GraphModule]:
     """Run trace -> rewrite -> fold on ``model`` and check each pass.
 
@@ -45,15 +46,21 @@ def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | in
     * with ``checkpoint`` (a file path): ssnfx.save and ssnfx.load into a copy of ``model``
       round-trip the plan, the state_dict and the outputs exactly.
 
+    ``kwargs`` are keyword inputs given with ``inputs``; ``fresh`` is a new instance of the
+    model's class (a deep copy of ``model`` when omitted) for the strict loads.
+
     Returns ``(shared, folded)``, both in eval mode.
     """
+    kw = dict(kwargs or {})
     model = model.eval()
     with torch.no_grad():
-        expected = model(*inputs)
-    gm = ssnfx.trace(model, leaf_modules=config.leaf_modules if config else ())
+        expected = model(*inputs, **kw)
+    config = config or ssnfx.ShareConfig()
+    gm = ssnfx.trace(model, leaf_modules=config.leaf_modules,
+                     concrete_args=config.concrete_args, auto_leaves=config.auto_leaves)
     gm.graph.lint()
     with torch.no_grad():
-        outputs_close(gm(*inputs), expected, atol=0, rtol=0)
+        outputs_close(gm(*inputs, **kw), expected, atol=0, rtol=0)
 
     plan = ssnfx.make_plan(gm, budget, config)
     shared = ssnfx.rewrite(gm, plan).eval()
@@ -65,16 +72,16 @@ def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | in
     folded = ssnfx.fold(shared)
     folded.graph.lint()
     assert not any(k.startswith("ssnfx.") for k in folded.state_dict())
-    eager = copy.deepcopy(model)
+    eager = copy.deepcopy(fresh if fresh is not None else model).eval()
     eager.load_state_dict(folded.state_dict(), strict=True)
     with torch.no_grad():
-        out_shared = shared(*inputs)
-        outputs_close(folded(*inputs), out_shared, atol=atol, rtol=atol)
-        outputs_close(eager(*inputs), out_shared, atol=atol, rtol=atol)
+        out_shared = shared(*inputs, **kw)
+        outputs_close(folded(*inputs, **kw), out_shared, atol=atol, rtol=atol)
+        outputs_close(eager(*inputs, **kw), out_shared, atol=atol, rtol=atol)
 
     if backward:
         shared.train()
-        out = shared(*inputs)
+        out = shared(*inputs, **kw)
         sum(t.float().square().mean() for t in _tensors(out)).backward()
         for name, group in shared.ssnfx.named_children():
             grad = group.store.grad
@@ -87,14 +94,14 @@ def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | in
         shared.eval()
     if checkpoint is not None:
         ssnfx.save(shared, checkpoint)
-        again = ssnfx.load(copy.deepcopy(model), checkpoint).eval()
+        again = ssnfx.load(copy.deepcopy(fresh if fresh is not None else model), checkpoint).eval()
         assert again.ssnfx.plan == shared.ssnfx.plan
         mine = shared.state_dict()
         assert again.state_dict().keys() == mine.keys()
         for k, v in again.state_dict().items():
             assert torch.equal(v, mine[k]), k
         with torch.no_grad():
-            outputs_close(again(*inputs), shared(*inputs), atol=0, rtol=0)
+            outputs_close(again(*inputs, **kw), shared(*inputs, **kw), atol=0, rtol=0)
     return shared, folded
 
 

@@ -159,6 +159,69 @@ class TwoNames(nn.Module):
         return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
 
 
+class BranchyEncoder(nn.Module):
+    """An embedding behind data-dependent control flow: torch.fx cannot trace it."""
+
+    def __init__(self, vocab: int = 40, dim: int = 12) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(vocab, dim)
+        self.mix = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.emb(tokens)
+        return torch.tanh(self.mix(h)) if h.sum() > 0 else self.mix(h)
+
+
+class TiedAcrossLeaf(nn.Module):
+    """A weight tied between a leaf (the encoder) and a traced layer (the head), under names of
+    different lengths: RoBERTa's LM head and BART's shared embeddings in thirty lines."""
+
+    def __init__(self, vocab: int = 40, dim: int = 12) -> None:
+        super().__init__()
+        self.encoder = BranchyEncoder(vocab, dim)
+        self.output_projection = nn.Linear(dim, vocab, bias=False)
+        self.output_projection.weight = self.encoder.emb.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.output_projection(self.encoder(tokens))
+
+
+class TiedInsideLeaf(nn.Module):
+    """A weight used twice inside one leaf (GPT-2's tied head when the whole model is a leaf)."""
+
+    def __init__(self, vocab: int = 40, dim: int = 12) -> None:
+        super().__init__()
+        self.encoder = BranchyEncoder(vocab, dim)
+        self.head = nn.Linear(dim, vocab, bias=False)
+        self.head.weight = self.encoder.emb.weight
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(tokens)
+        return self.head(h) if h.mean() > -1e9 else h  # the model's own forward is untraceable
+
+
+class KeywordModel(nn.Module):
+    """A forward as Hugging Face writes them: optional keyword inputs, an output object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(30, 16)
+        self.body = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 30)
+        self.register_buffer("unused_cache", torch.arange(4.0), persistent=False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        h = torch.relu(self.body(self.emb(input_ids)))
+        if attention_mask is not None:
+            h = h * attention_mask[..., None]
+        logits = self.head(h)
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return out
+
+
 # ---- random architectures (tests/test_properties.py) ----------------------------------------
 #
 # A NetSpec is plain data, so that hypothesis prints a failing example as a spec that rebuilds

@@ -117,12 +117,20 @@ model = Net()
 NO_MODEL = "x = 1\n"
 
 
+def test_untraceable_model_compiles_as_one_leaf(tmp_path):
+    (tmp_path / "m.py").write_text(UNTRACEABLE)
+    out = ssnfx("compile", "m.py", "--budget", "0.9", "-q", "-o", "o", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads((tmp_path / "o" / "plan.json").read_text())
+    assert "if x.sum() > 0" in plan["trace"]["auto_leaves"][""]
+
+
 @pytest.mark.parametrize("source,args,code,message", [
     (None, ["missing.py"], 2, "model file not found: missing.py"),
     (BROKEN, ["m.py"], 1, "m.py failed to import: RuntimeError: boom"),
     (NO_MODEL, ["m.py"], 2, "no model in m.py: define one of model, build_model"),
     (UNTRACEABLE, ["m.py:nope"], 2, "m.py has no attribute 'nope'"),
-    (UNTRACEABLE, ["m.py"], 1, "cannot trace the model's forward (Net)"),
+    (UNTRACEABLE, ["m.py", "--no-auto-leaves"], 1, "cannot trace the model's forward (Net)"),
     (UNTRACEABLE, ["m.py", "--budget", "lots"], 2, "--budget must be a fraction"),
     (NO_MODEL.replace("x = 1", "import torch\nmodel = torch.nn.Linear(50, 50)"),
      ["m.py", "--budget", "0.001"], 2, "below the least"),

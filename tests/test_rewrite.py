@@ -8,7 +8,18 @@ import torchvision
 import ssnfx
 
 from helpers import check_pipeline, count_params
-from models import AttnNet, FunctionalNet, GRUNet, LSTMNet, SmallCNN, TiedLM, TwoNames
+from models import (
+    AttnNet,
+    FunctionalNet,
+    GRUNet,
+    KeywordModel,
+    LSTMNet,
+    SmallCNN,
+    TiedAcrossLeaf,
+    TiedInsideLeaf,
+    TiedLM,
+    TwoNames,
+)
 
 X_IMG = (torch.randn(2, 3, 64, 64),)
 
@@ -224,3 +235,31 @@ def test_module_registered_under_two_names(config):
     assert slots["a.weight"].leaf == bool(config.leaf_modules)
     sd = folded.state_dict(keep_vars=True)
     assert sd["a.weight"] is sd["b.weight"] and sd["a.bias"] is sd["b.bias"]
+
+
+@pytest.mark.parametrize("net", [TiedAcrossLeaf, TiedInsideLeaf])
+def test_a_weight_tied_across_or_inside_a_leaf_is_one_generated_weight(net, tmp_path):
+    # Before: the leaf kept a private copy (budget blown, the tie broken in training, fold
+    # disagreeing, junk keys), or the second use inside the leaf got None.
+    model = net()
+    tokens = torch.randint(0, 40, (3, 7))
+    shared, folded = check_pipeline(model, (tokens,), 0.5, backward=True,
+                                    checkpoint=tmp_path / "c.pt")
+    assert set(shared.state_dict()) - {k for k in shared.state_dict() if k.startswith("ssnfx.")} \
+        == {"encoder.mix.bias"}
+    sd = folded.state_dict(keep_vars=True)
+    tied = "output_projection.weight" if net is TiedAcrossLeaf else "head.weight"
+    assert sd[tied] is sd["encoder.emb.weight"]
+    assert set(sd) == set(model.state_dict())
+
+
+def test_keyword_inputs_and_dict_outputs(tmp_path):
+    model = KeywordModel()
+    ids = torch.randint(0, 30, (2, 5))
+    kwargs = {"input_ids": ids, "attention_mask": torch.ones(2, 5), "labels": ids}
+    shared, _ = check_pipeline(model, (), 0.5, backward=True, kwargs=kwargs,
+                               checkpoint=tmp_path / "k.pt")
+    shared.train()
+    shared(**kwargs)["loss"].backward()
+    assert shared.ssnfx.g0.store.grad is not None
+    assert "logits" in shared(ids) and "loss" not in shared(ids)  # optional inputs stay optional

@@ -6,9 +6,20 @@ import torch.nn as nn
 import torchvision
 
 import ssnfx
+from ssnfx.leaf_call import call_root
 from ssnfx.passes.trace import check_traced_parameters
 
-from models import AttnNet, DataDependent, FunctionalNet, GRUNet, SmallCNN, TiedLM, TwoNames
+from models import (
+    AttnNet,
+    DataDependent,
+    FunctionalNet,
+    GRUNet,
+    KeywordModel,
+    SmallCNN,
+    TiedInsideLeaf,
+    TiedLM,
+    TwoNames,
+)
 
 
 def test_inlined_layers_become_get_attr_slots():
@@ -55,7 +66,7 @@ def test_untraceable_layers_stay_leaves(net, leaf, kind):
 
 def test_untraceable_model_names_module_line_and_remedy():
     with pytest.raises(ssnfx.TraceError) as err:
-        ssnfx.trace(DataDependent())
+        ssnfx.trace(DataDependent(), auto_leaves=False)
     msg = str(err.value)
     assert "'gate' (Gate)" in msg
     assert "models.py" in msg and "if x.sum() > 0" in msg
@@ -135,3 +146,85 @@ def test_traced_parameters_are_recorded_and_checked():
     gm.fc.weight = nn.Parameter(torch.zeros(10, 128))
     with pytest.raises(ssnfx.PlanError, match="parameter 'fc.weight' of SmallCNN was replaced"):
         check_traced_parameters(gm)
+
+
+def test_untraceable_module_becomes_a_leaf_with_its_reason():
+    model = DataDependent()
+    gm = ssnfx.trace(model)
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["gate"]
+    reason = gm.meta["ssnfx_trace"]["auto_leaves"]["gate"]
+    assert "models.py" in reason and "if x.sum() > 0" in reason
+    assert [s.name for s in ssnfx.slots_of(gm) if s.leaf] == ["gate.w"]
+    for x in (torch.ones(3, 4), -torch.ones(3, 4)):  # both branches, as the model takes them
+        torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)
+
+
+def test_untraceable_forward_makes_the_model_one_leaf_call():
+    model = TiedInsideLeaf()
+    gm = ssnfx.trace(model)
+    assert set(gm.meta["ssnfx_trace"]["auto_leaves"]) == {""}
+    assert [n.op for n in gm.graph.nodes].count("call_module") == 0
+    tokens = torch.randint(0, 40, (2, 5))
+    torch.testing.assert_close(gm(tokens), model(tokens), rtol=0, atol=0)
+    # The model's own names, its tied weight one slot with both names.
+    slots = {s.name: s for s in ssnfx.slots_of(gm)}
+    assert slots["encoder.emb.weight"].aliases == ("head.weight",)
+    assert set(gm.state_dict()) == set(model.state_dict())
+
+
+@pytest.mark.parametrize("leaves", [[""], None])
+def test_the_model_itself_as_a_leaf(leaves):
+    if leaves is None:
+        cls = type("Registered", (SmallCNN,), {})
+        ssnfx.register_leaf(cls)
+        model, leaves = cls(), []
+    else:
+        model = SmallCNN()
+    gm = ssnfx.trace(model, leaf_modules=leaves)
+    assert any(n.target is call_root for n in gm.graph.nodes)
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)
+
+
+def test_optional_inputs_used_by_the_trace_make_the_model_a_leaf():
+    model = KeywordModel()
+    gm = ssnfx.trace(model)
+    assert "optional input(s) ['attention_mask', 'labels']" in \
+        gm.meta["ssnfx_trace"]["auto_leaves"][""]
+    ids = torch.randint(0, 30, (2, 5))
+    for kwargs in ({}, {"attention_mask": torch.ones(2, 5)}, {"labels": ids}):
+        torch.testing.assert_close(gm(ids, **kwargs), model(ids, **kwargs), rtol=0, atol=0)
+        torch.testing.assert_close(gm(input_ids=ids, **kwargs), model(ids, **kwargs))
+
+
+def test_concrete_args_are_recorded():
+    gm = ssnfx.trace(KeywordModel(), concrete_args={"attention_mask": None, "labels": None})
+    assert gm.meta["ssnfx_trace"]["auto_leaves"] == {}
+    assert gm.meta["ssnfx_trace"]["concrete_args"] == {"attention_mask": None, "labels": None}
+
+
+def test_auto_leaves_off_raises_the_first_failure():
+    with pytest.raises(ssnfx.TraceError, match=r"module 'encoder' \(BranchyEncoder\) at .*"
+                                               r"models.py:\d+ \(return torch.tanh"):
+        ssnfx.trace(TiedInsideLeaf(), auto_leaves=False)
+    with pytest.raises(ssnfx.TraceError, match=r"the model's forward \(TiedInsideLeaf\) at .*"
+                                               r"models.py:\d+ \(return self.head"):
+        ssnfx.trace(TiedInsideLeaf(), leaf_modules=["encoder"], auto_leaves=False)
+
+
+def test_a_graph_module_from_torch_fx_is_used_as_it_is():
+    model = SmallCNN()
+    traced = torch.fx.symbolic_trace(model)
+    gm = ssnfx.trace(traced)
+    assert gm.code == traced.code  # not traced again: its Linear and Conv stay call_module
+    names = {s.name for s in ssnfx.slots_of(gm)}
+    assert names == {n for n, _ in model.named_parameters()}
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)
+
+
+def test_non_persistent_buffers_stay_non_persistent():
+    model = KeywordModel()
+    gm = ssnfx.trace(model, concrete_args={"attention_mask": None, "labels": None})
+    assert "unused_cache" not in gm.state_dict()
+    assert set(gm.state_dict()) == set(model.state_dict())

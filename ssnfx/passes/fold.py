@@ -21,7 +21,8 @@ import torch.nn as nn
 from ..errors import PlanError
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
 from ..plan import SharingPlan
-from .rewrite import STORE, call_leaf
+from ..leaf_call import call_leaf, call_root
+from .rewrite import STORE
 
 __all__ = ["fold"]
 
@@ -76,8 +77,9 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
                             *folded.named_buffers(remove_duplicate=False))}
     for name, t in (*shared.named_parameters(remove_duplicate=False),
                     *shared.named_buffers(remove_duplicate=False)):
-        if name.split(".")[0] != STORE and name not in known:
-            assign_attr(folded, name, copy_value(t, memo))  # unread parameters and buffers
+        if name.split(".")[0] != STORE and name not in known:  # unread parameters and buffers
+            assign_attr(folded, name, copy_value(t, memo),
+                        persistent=name not in folded.meta.get("ssnfx_constants", ()))
     return folded
 
 
@@ -109,7 +111,20 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
             new.meta = dict(node.meta)
             node.replace_all_uses_with(new)
             graph.erase_node(node)
-            for w in (*weights, module_node):
+            for w in (*dict.fromkeys(weights), module_node):  # a tied weight comes twice
+                if not w.users:
+                    graph.erase_node(w)
+        elif node.op == "call_function" and node.target is call_root:
+            # The model's own forward: its children get their weights back, by local name.
+            shell, modules, tensors, names, weights, *rest = node.args
+            for local, w in zip(names, weights):
+                child, _, below = local.partition(".")
+                target = modules[child].target
+                if target not in root:
+                    root[target] = copy.deepcopy(fetch_attr(shared, target))
+                assign_attr(root[target], below, params[w.target])
+            node.args = (shell, modules, tensors, (), (), *rest)
+            for w in dict.fromkeys(weights):
                 if not w.users:
                     graph.erase_node(w)
     for node in list(graph.nodes):

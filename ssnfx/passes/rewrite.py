@@ -17,31 +17,18 @@ from typing import Any
 import torch
 import torch.fx as fx
 import torch.nn as nn
-from torch.func import functional_call
 
 from ..errors import PlanError
 from ..generator import ParameterStore, default_std, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
+from ..leaf_call import call_leaf
 from ..plan import SharingPlan, Slot
-from .trace import check_traced_parameters, graph_slots
+from .trace import as_traced, check_traced_parameters, graph_slots
 
 __all__ = ["STORE", "rewrite", "apply_store", "target_stds", "call_leaf"]
 
 #: Attribute name of the ParameterStore at the root of a shared GraphModule.
 STORE = "ssnfx"
-
-
-def call_leaf(module: nn.Module, names: tuple[str, ...], weights: tuple[torch.Tensor, ...],
-              *args: Any, **kwargs: Any) -> Any:
-    """Call a leaf module with some of its parameters supplied (generated) from outside."""
-    try:
-        return functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
-    finally:
-        if isinstance(module, nn.RNNBase):
-            # RNNs cache their weights in a list, which functional_call leaves pointing at the
-            # generated tensors: that keeps the step's autograd graph alive and makes deepcopy
-            # (and fold, which copies) fail on non-leaf tensors.
-            module._init_flat_weights()
 
 
 def _check(plan: SharingPlan, found: dict[str, Any]) -> None:
@@ -84,6 +71,7 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
         >>> 0.95 * 0.1 * 11689512 <= n <= 0.1 * 11689512
         True
     """
+    gm = as_traced(gm)
     check_traced_parameters(gm)
     _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
     _check(plan, graph_slots(gm))
@@ -132,9 +120,11 @@ def apply_store(gm: fx.GraphModule, store: nn.Module) -> fx.GraphModule:
     meta = {k: v for k, v in gm.meta.items() if k not in ("ssnfx_unread", "ssnfx_params")}
     out = build_graph_module(root, graphs, type(gm).__name__, meta, gm.training)
     setattr(out, STORE, store)  # the store itself, with its plan, in place of a bare container
+    constants = set(gm.meta.get("ssnfx_constants", ()))
     for name, tensor in gm.meta.get("ssnfx_unread", {}).items():
-        # Parameters and buffers the graph never reads stay, so nothing of the model is lost.
-        assign_attr(out, name, copy_value(tensor, {}))
+        # Parameters and buffers the graph never reads stay, so nothing of the model is lost,
+        # and non-persistent buffers stay out of the state_dict.
+        assign_attr(out, name, copy_value(tensor, {}), persistent=name not in constants)
     return out
 
 
@@ -155,16 +145,22 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
         if node.op == "get_attr":
             node.replace_all_uses_with(generated[mine[0].name])
             graph.erase_node(node)
-        else:  # a leaf module: supply its shared parameters through functional_call
-            local = tuple(s.name[len(node.target) + 1:] for s in mine)
-            with graph.inserting_before(node):
-                module = graph.get_attr(node.target)
-                call = graph.call_function(
-                    call_leaf, (module, local, tuple(generated[s.name] for s in mine), *node.args),
-                    dict(node.kwargs))
-            call.meta = dict(node.meta)
-            node.replace_all_uses_with(call)
-            graph.erase_node(node)
+            continue
+        # A leaf, or the model's own forward: its shared parameters go in by every local name
+        # (a tied weight once per name), through functional_call.
+        local = {n: generated[s] for n, s in node.meta["ssnfx_leaf_params"].items() if s in shared}
+        names, weights = tuple(local), tuple(local.values())
+        if node.op == "call_function":  # call_root: the names and weights are its arguments
+            root, modules, tensors, _, _, *rest = node.args
+            node.args = (root, modules, tensors, names, weights, *rest)
+            continue
+        with graph.inserting_before(node):
+            module = graph.get_attr(node.target)
+            call = graph.call_function(call_leaf, (module, names, weights, *node.args),
+                                       dict(node.kwargs))
+        call.meta = dict(node.meta)
+        node.replace_all_uses_with(call)
+        graph.erase_node(node)
     # Drop what this graph does not read (an eval graph without the auxiliary head): getitems
     # first, then a generator none of whose weights is used.
     for node in reversed(list(graph.nodes)):
@@ -177,6 +173,9 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
 def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
                   shared: set[str]) -> dict[str, Any]:
     """Copies of everything the rewritten graphs read, minus the shared parameters."""
+    # Every name of a shared parameter: a tied one is dropped under each, or a copy would keep
+    # it (a private duplicate) or leave None in its place.
+    names = shared | {a for s in graph_slots(gm).values() if s.name in shared for a in s.aliases}
     memo: dict[int, Any] = {}
     root: dict[str, Any] = {}
     for node in (n for g in graphs for n in g.nodes):
@@ -187,7 +186,7 @@ def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
         obj = fetch_attr(gm, node.target)
         if isinstance(obj, nn.Module):
             drop = [n for n, _ in obj.named_parameters(remove_duplicate=False)
-                    if f"{node.target}.{n}" in shared]
+                    if f"{node.target}.{n}" in names]
             for n in drop:  # a memo entry of None: deepcopy does not copy what is deleted next
                 memo[id(obj.get_parameter(n))] = None
             mod = copy.deepcopy(obj, memo)

@@ -56,6 +56,7 @@ from ..generator import _orthogonal, sample_std
 from ..plan import SharingPlan, Slot
 from ..planner import make_plan
 from .rewrite import apply_store, target_stds
+from .trace import as_traced
 
 __all__ = ["SearchConfig", "search", "similarity_graph", "superweight_clusters",
            "kmeans_groups", "pair_graph"]
@@ -244,6 +245,7 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     """
     config = config or ShareConfig()
     sc = search_config or SearchConfig()
+    gm = as_traced(gm)
     provisional_plan = make_plan(gm, budget, ShareConfig(
         combiner="emb", candidates=sc.candidates, emb_dim=sc.emb_dim, strategy="single",
         share_biases=config.share_biases, share_norms=config.share_norms,

@@ -10,7 +10,9 @@ model uses directly (``F.linear(x, self.w)``). Modules that cannot be traced thr
 """
 from __future__ import annotations
 
+import copy
 import difflib
+import inspect
 import math
 import os
 import sys
@@ -20,14 +22,16 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+from torch.fx._symbolic_trace import _assert_is_none
 import torch.nn as nn
 
 from ..errors import PlanError, TraceError
 from ..graph_module import build_graph_module, fetch_attr, graphs_of
+from ..leaf_call import ROOT, RootShell, call_root, root_call_graph
 from ..plan import Slot
 
 __all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
-           "check_traced_parameters"]
+           "as_traced", "check_traced_parameters"]
 
 #: Layers whose forward is traced through, so that their parameters become get_attr nodes.
 INLINED_LAYERS: tuple[type[nn.Module], ...] = (
@@ -96,25 +100,64 @@ class SlotTracer(fx.Tracer):
         return out
 
 
-def _user_frame(exc: BaseException) -> str:
-    """The innermost traceback frame outside torch: where the model's own code failed."""
+def _location(exc: BaseException, module: nn.Module) -> str:
+    """Where the model's own code failed: the innermost traceback frame outside torch and
+    ssnfx, or else (torch.fx failed before running any of it, as on a decorated forward) the
+    failing module's ``forward``."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
               if not os.path.abspath(f.filename).startswith(_LIBRARY_DIRS)]
-    if not frames:
+    if frames:
+        f = frames[-1]
+        return f"{f.filename}:{f.lineno} ({f.line})"
+    return _forward_location(module)
+
+
+def _forward_location(module: nn.Module) -> str:
+    try:
+        forward = inspect.unwrap(type(module).forward)
+        return f"{inspect.getsourcefile(forward)}:{inspect.getsourcelines(forward)[1]} (forward)"
+    except (OSError, TypeError):
         return "unknown location"
-    f = frames[-1]
-    return f"{f.filename}:{f.lineno} ({f.line})"
+
+
+class _Untraceable(Exception):
+    """torch.fx failed inside module ``where`` ("" for the model's own forward)."""
+
+    def __init__(self, where: str, module: nn.Module, reason: str) -> None:
+        super().__init__(reason)
+        self.where, self.module, self.reason = where, module, reason
+
+    def error(self) -> TraceError:
+        cls = type(self.module).__name__
+        what = f"module {self.where!r} ({cls})" if self.where else f"the model's forward ({cls})"
+        return TraceError(
+            f"torch.fx cannot trace {what} at {self.reason}\n"
+            f"Remedies: let ssnfx make it a leaf (ShareConfig(auto_leaves=True), the default), "
+            f"mark it as one yourself with ssnfx.register_leaf({cls}) or "
+            f"leaf_modules=[{self.where!r}] (its parameters are still shared), or pass "
+            f"concrete_args to fix the inputs its control flow depends on.")
 
 
 def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
-          concrete_args: dict[str, Any] | None = None) -> fx.GraphModule:
+          concrete_args: dict[str, Any] | None = None,
+          auto_leaves: bool = True) -> fx.GraphModule:
     """Trace ``model`` into a GraphModule whose parameter reads are annotated with slots.
 
+    Where torch.fx cannot trace a module, that module becomes a leaf and tracing goes on: the
+    innermost failing module first, then its parents as needed, up to the model itself, whose
+    graph is then one call of its own forward (a Hugging Face model, say). Leaves still share
+    their parameters: they get them through ``torch.func.functional_call``. A model whose
+    forward takes an optional input (default ``None``) that its traced code uses is a leaf too:
+    the trace would have taken the input as always given. ``gm.meta["ssnfx_trace"]`` records
+    the automatic leaves and why, for the report and for :func:`ssnfx.load`.
+
     Args:
-        model: any ``nn.Module``; it is not modified.
-        leaf_modules: qualified names of submodules to keep as leaves.
+        model: any ``nn.Module``, or a GraphModule from ``torch.fx.symbolic_trace`` or another fx
+            tracer, whose graph is used as it is; the model is not modified.
+        leaf_modules: qualified names of submodules to keep as leaves (``""``: the model itself).
         concrete_args: values fixed at trace time (forwarded to ``torch.fx.Tracer.trace``), e.g.
             to specialise away control flow that depends on a flag argument.
+        auto_leaves: make untraceable modules leaves; ``False`` raises the TraceError instead.
 
     Returns:
         A GraphModule over the model's own modules and parameters. ``node.meta["ssnfx_slots"]``
@@ -123,7 +166,8 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
         graph never reads, so later passes can keep them.
 
     Raises:
-        TraceError: naming the module and source line that could not be traced, with remedies.
+        TraceError: with ``auto_leaves=False``, naming the module and source line that could not
+            be traced, with remedies.
 
     Example:
         >>> import torch, torchvision, ssnfx
@@ -158,47 +202,91 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     # Order kept, repeats dropped: naming a module twice is harmless.
     leaf_modules = tuple(dict.fromkeys(leaf_modules))
     tracer_leaves = tuple(dict.fromkeys(first[id(known[n])] for n in leaf_modules))
-    graphs: dict[bool | None, fx.Graph] = {}
     mode = model.training
-    try:
-        # Trace in both modes: code that branches on self.training (auxiliary heads, stochastic
-        # depth) gives two graphs, kept apart so that train() and eval() behave as in the model.
-        for training in (mode, not mode):
-            model.train(training)
-            graphs[training] = _trace_one(model, tracer_leaves, concrete_args, known)
-    finally:
-        model.train(mode)
-    if graphs[True].python_code("self").src == graphs[False].python_code("self").src:
+    auto: dict[str, str] = {}
+    graphs: dict[bool | None, fx.Graph] = {}
+    if isinstance(model, fx.GraphModule):  # traced already, by torch.fx or another fx tracer
+        graphs = {k: copy.deepcopy(g) for k, g in graphs_of(model).items()}
+    elif "" not in tracer_leaves and not isinstance(model, tuple(_LEAF_TYPES)):
+        graphs, auto = _trace_modes(model, tracer_leaves, concrete_args, auto_leaves)
+    root: nn.Module | dict[str, Any] = model
+    if not graphs:  # the model itself is a leaf
+        graphs = {None: root_call_graph(model, concrete_args)}
+        root = {**dict(model.named_children()), **dict(model.named_parameters(recurse=False)),
+                **dict(model.named_buffers(recurse=False)), ROOT: RootShell(model)}
+    elif None not in graphs and \
+            graphs[True].python_code("self").src == graphs[False].python_code("self").src:
         graphs = {None: graphs[mode]}
     # Tensors torch.fx stored as attributes (_tensor_constant0, non-persistent buffers) stay out
-    # of the state_dict, so that it keeps the model's own keys.
+    # of the state_dict, so that it keeps the model's own keys; so do the model's own
+    # non-persistent buffers, read or not.
     state = set(model.state_dict(keep_vars=True))
-    constants = sorted({n.target for g in graphs.values() for n in g.nodes
-                        if n.op == "get_attr" and n.target not in state
-                        and type(fetch_attr(model, n.target)) is torch.Tensor})
-    meta = {"ssnfx_constants": constants,
+    constants = {n.target for g in graphs.values() for n in g.nodes
+                 if n.op == "get_attr" and n.target != ROOT and n.target not in state
+                 and type(fetch_attr(model, n.target)) is torch.Tensor}
+    constants.update(n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state)
+    meta = {"ssnfx_constants": sorted(constants),
             "ssnfx_versions": {n: m._version for n, m in model.named_modules()
                                if getattr(m, "_version", 1) != 1},
-            "ssnfx_trace": {"leaf_modules": list(leaf_modules)}}
-    gm = build_graph_module(model, graphs, type(model).__name__, meta, mode)
+            "ssnfx_trace": {"leaf_modules": list(leaf_modules), "auto_leaves": auto,
+                            "concrete_args": dict(concrete_args or {})}}
+    gm = build_graph_module(root, graphs, type(model).__name__, meta, mode)
     _annotate_slots(gm, model)
     return gm
 
 
-def _trace_one(model: nn.Module, leaf_modules: tuple[str, ...],
-               concrete_args: dict[str, Any] | None, known: dict[str, nn.Module]) -> fx.Graph:
-    tracer = SlotTracer(leaf_modules)
+def _trace_modes(model: nn.Module, leaves: tuple[str, ...], concrete_args: dict[str, Any] | None,
+                 auto_leaves: bool) -> tuple[dict[bool | None, fx.Graph], dict[str, str]]:
+    """Trace ``model`` in both modes, making each module torch.fx fails in a leaf until both
+    traces succeed; returns the graphs and the automatic leaves with their reasons."""
+    auto: dict[str, str] = {}
+    mode = model.training
+    try:
+        while True:
+            try:
+                # Both modes: code that branches on self.training (auxiliary heads, stochastic
+                # depth) gives two graphs, kept apart so that train() and eval() behave as in
+                # the model.
+                graphs: dict[bool | None, fx.Graph] = {}
+                for training in (mode, not mode):
+                    model.train(training)
+                    graphs[training] = _trace_one(model, (*leaves, *auto), concrete_args)
+                    if auto_leaves:
+                        _check_optional_inputs(model, graphs[training])
+                return graphs, auto
+            except _Untraceable as e:
+                if not auto_leaves or e.where in auto:
+                    raise e.error() from e.__cause__
+                if e.where == "":  # the model itself: what was found below no longer matters
+                    return {}, {"": e.reason}
+                auto[e.where] = e.reason
+    finally:
+        model.train(mode)
+
+
+def _trace_one(model: nn.Module, leaves: tuple[str, ...],
+               concrete_args: dict[str, Any] | None) -> fx.Graph:
+    tracer = SlotTracer(leaves)
     try:
         return tracer.trace(model, concrete_args=concrete_args)
     except Exception as e:  # torch.fx raises many types; all become one clear error
         where = tracer.module_path[-1] if tracer.module_path else ""
-        cls = type(known.get(where, model)).__name__
-        module = f"module {where!r} ({cls})" if where else f"the model's forward ({cls})"
-        raise TraceError(
-            f"torch.fx cannot trace {module} at {_user_frame(e)}: {type(e).__name__}: {e}\n"
-            f"Remedies: mark it as a leaf, with ssnfx.register_leaf({cls}) or "
-            f"leaf_modules=[{where!r}] (its parameters are still shared), or pass concrete_args "
-            f"to fix the inputs its control flow depends on.") from e
+        module = model.get_submodule(where)
+        detail = str(e).strip().splitlines()
+        reason = f"{_location(e, module)}: {type(e).__name__}: {detail[0] if detail else ''}"
+        raise _Untraceable(where, module, reason) from e
+
+
+def _check_optional_inputs(model: nn.Module, graph: fx.Graph) -> None:
+    """A placeholder whose default is None but which the traced code uses means the trace took
+    ``if x is not None`` as true: a call without it would fail. The model must be a leaf."""
+    used = [n.target for n in graph.nodes
+            if n.op == "placeholder" and n.args and n.args[0] is None
+            and any(u.target is not _assert_is_none for u in n.users)]  # not concrete_args' guard
+    if used:
+        raise _Untraceable("", model, f"{_forward_location(model)}: optional input(s) {used} "
+                                      f"(default None) are used by the traced code, which would "
+                                      f"take them as always given")
 
 
 def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
@@ -219,9 +307,24 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
                                aliases=tuple(n for n in all_names if n != name))
         return seen[id(p)]
 
+    def leaf_slots(node: fx.Node, prefix: str, mod: nn.Module, position: int) -> None:
+        # Every name of a tied parameter under the leaf gets the weight, mapped to its one slot.
+        local: dict[str, str] = {}
+        found: dict[str, Slot] = {}
+        # A torch.nn leaf (MultiheadAttention, LSTM) initialises its parameters itself: its
+        # kind is theirs. Below any other leaf, a parameter's kind is its own layer's.
+        builtin = type(mod).__module__.startswith("torch.nn.")
+        for n, p in mod.named_parameters(remove_duplicate=False):
+            owner = mod if builtin else mod.get_submodule(n.rpartition(".")[0])
+            slot = slot_for(p, prefix + n, position, True, type(owner).__name__)
+            local[n], found[slot.name] = slot.name, slot
+        if local:
+            node.meta["ssnfx_leaf_params"] = local
+            node.meta["ssnfx_slots"] = list(found.values())
+
     for graph in graphs_of(gm).values():
         for position, node in enumerate(graph.nodes):
-            if node.op == "get_attr":
+            if node.op == "get_attr" and node.target != ROOT:
                 obj = fetch_attr(model, node.target)
                 if isinstance(obj, nn.Parameter):
                     owner = modules.get(node.target.rpartition(".")[0])
@@ -229,11 +332,12 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
                         else "Parameter"
                     node.meta["ssnfx_slots"] = [slot_for(obj, node.target, position, False, kind)]
             elif node.op == "call_module":
-                mod = gm.get_submodule(node.target)
-                found = [slot_for(p, f"{node.target}.{n}", position, True, type(mod).__name__)
-                         for n, p in mod.named_parameters(remove_duplicate=False)]
-                if found:
-                    node.meta["ssnfx_slots"] = found
+                leaf_slots(node, f"{node.target}.", gm.get_submodule(node.target), position)
+            elif node.op == "call_function" and node.target is call_root:
+                # The root's own parameters are get_attr nodes of the graph; the rest is below.
+                children = nn.Module()
+                children._modules = dict(model.named_children())
+                leaf_slots(node, "", children, position)
     read = set(seen)
     # The Parameter objects the slots describe: make_plan and rewrite check that the model still
     # holds them, since a parameter assigned after tracing would not match its slot.
@@ -242,6 +346,17 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
         n: t for n, t in (*model.named_parameters(remove_duplicate=False),
                           *model.named_buffers(remove_duplicate=False))
         if id(t) not in read and not _graph_reads(gm, n)}
+
+
+def as_traced(gm: fx.GraphModule) -> fx.GraphModule:
+    """``gm`` if :func:`trace` made it, else ``trace(gm)``: a GraphModule from torch.fx (or
+    another fx tracer) gets its slots without being traced again. A shared model is returned as
+    it is, for the pass to say that it is shared already."""
+    from .rewrite import STORE
+
+    if "ssnfx_params" in gm.meta or hasattr(gm, STORE):
+        return gm
+    return trace(gm)
 
 
 def check_traced_parameters(gm: fx.GraphModule) -> None:
