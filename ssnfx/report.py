@@ -67,9 +67,24 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
             s = slots[name]
             lines.append(f"{name:<44} {str(tuple(s.shape)):<20} {g.name:<6} "
                          f"{len(g.layout[name]):>5} {s.numel:>12,}")
+    lines += _leaves(plan)
     if not isinstance(shared_or_plan, SharingPlan):
         lines += _members(shared_or_plan, plan) + _similarity(shared_or_plan)
     return "\n".join(lines)
+
+
+def _leaves(plan: SharingPlan) -> list[str]:
+    """The modules called as a whole (their parameters shared through functional_call): the
+    user's, and those torch.fx could not trace, with the reason."""
+    mine = plan.trace.get("leaf_modules", [])
+    auto = plan.trace.get("auto_leaves", {})
+    if not mine and not auto:
+        return []
+    lines = ["", "leaves (called as a whole; their parameters are still shared):"]
+    lines += [f"  {name or '(the model itself)'}: given as a leaf" for name in mine]
+    lines += [f"  {name or '(the model itself)'}: torch.fx cannot trace it: {why}"
+              for name, why in auto.items()]
+    return lines
 
 
 def _members(shared: fx.GraphModule, plan: SharingPlan) -> list[str]:

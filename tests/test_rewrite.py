@@ -251,6 +251,8 @@ def test_a_weight_tied_across_or_inside_a_leaf_is_one_generated_weight(net, tmp_
     tied = "output_projection.weight" if net is TiedAcrossLeaf else "head.weight"
     assert sd[tied] is sd["encoder.emb.weight"]
     assert set(sd) == set(model.state_dict())
+    assert ("encoder: torch.fx cannot trace it" if net is TiedAcrossLeaf
+            else "(the model itself): torch.fx cannot trace it") in ssnfx.report(shared)
 
 
 def test_keyword_inputs_and_dict_outputs(tmp_path):
