@@ -5,8 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from ssnfx.data import (DEBIAN_FASHION_MNIST, digits, fashion_mnist, fashion_mnist_arrays,
-                        fashion_mnist_source)
+from ssnfx.data import (
+    DEBIAN_FASHION_MNIST,
+    digits,
+    fashion_mnist,
+    fashion_mnist_arrays,
+    fashion_mnist_source,
+)
 
 SAMPLE = Path(__file__).resolve().parent / "data" / "fashion_mnist_sample.npz"
 
