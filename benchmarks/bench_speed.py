@@ -54,6 +54,27 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def interleaved_ratios(fns: dict[str, Callable[[], None]], rounds: int, base: str,
+                       warmup: int = 2) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of each function and median of its per-round ratio to ``base``.
+
+    Each round calls every function once, in an order that alternates between rounds (forward,
+    then reversed), so that a drift in machine load or a cache warmed by the previous call hits
+    all alike; a round's ratio compares steps taken within a second of each other.
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for i in range(warmup + rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            start = time.perf_counter()
+            fns[name]()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    ratios = {k: statistics.median(t / b for t, b in zip(v, times[base]))
+              for k, v in times.items()}
+    return {k: statistics.median(v) for k, v in times.items()}, ratios
+
+
 def training_ratios(make: Callable[[], nn.Module], x: torch.Tensor, budgets: list[float],
                     repeats: int) -> tuple[dict[str, float], dict[str, nn.Module]]:
     """Median step seconds of the unshared model and of each shared one."""
@@ -102,6 +123,65 @@ def generation_split(shared: nn.Module, repeats: int) -> tuple[float, float]:
     return t["forward"], t["both"] - t["forward"]
 
 
+def _short_cases(quick: bool) -> dict[str, tuple[Callable[[], nn.Module], torch.Tensor]]:
+    """The mobile networks of the short-steps table, at batch 32 and 96 px."""
+    if quick:
+        return {"mobilenet_v3_small, batch 4, 32 px": (
+            lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
+            torch.randn(4, 3, 32, 32))}
+    x = torch.randn(32, 3, 96, 96)
+
+    def timm_model(name: str) -> nn.Module:
+        import timm
+
+        return timm.create_model(name, num_classes=10)
+
+    return {
+        "mobilenet_v3_large": (lambda: torchvision.models.mobilenet_v3_large(num_classes=10), x),
+        "ghostnet_100 (timm)": (lambda: timm_model("ghostnet_100"), x),
+        "efficientnet_b0": (lambda: torchvision.models.efficientnet_b0(num_classes=10), x),
+        "regnet_y_400mf": (lambda: torchvision.models.regnet_y_400mf(num_classes=10), x),
+    }
+
+
+def short_steps(quick: bool, rounds: int) -> str:
+    """The short-steps table: mobile networks, where a step is short and ssnfx's fixed per-step
+    work weighs most. SGD with momentum; per network, the unshared model and one shared model
+    per budget step in turn (order alternating), and each ratio is the median of the per-round
+    ratios. ssnfx's share of the step is the forward and backward of its generators alone."""
+    lines = ["| network | budget | parameters | step ms | step vs unshared | generation ms "
+             "(fwd + bwd) | generation share of the step |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, (make, x) in _short_cases(quick).items():
+        torch.manual_seed(0)
+        y = torch.randint(0, 10, (x.shape[0],))
+        models = {"unshared": make()}
+        total = sum(p.numel() for p in models["unshared"].parameters())
+        for b in BUDGETS:
+            try:
+                models[f"{b:.0%}"] = ssnfx.share(make(), b)
+            except ssnfx.BudgetError as e:  # below the private parameters: take the least
+                least = int(str(e).split("shared with: ")[-1].split(" (")[0].replace(",", ""))
+                models[f"{least / total:.2%} (least; {b:.0%} refused)"] = \
+                    ssnfx.share(make(), least)
+        fns = {}
+        for name, model in models.items():
+            model.train()
+            opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+            fns[name] = lambda m=model, o=opt: _step(m, o, x, y)
+        times, ratios = interleaved_ratios(fns, rounds, "unshared")
+        for name, model in models.items():
+            n = sum(p.numel() for p in model.parameters())
+            gen = "" if name == "unshared" else generation_split(model, rounds)
+            cells = ("", "") if not gen else (
+                f"{gen[0] * 1e3:.1f} + {gen[1] * 1e3:.1f}",
+                f"{(gen[0] + gen[1]) / times[name]:.1%}")
+            lines.append(f"| {label} | {name} | {n:,} | {times[name] * 1e3:.0f} | "
+                         f"{ratios[name]:.3f}x | {cells[0]} | {cells[1]} |")
+        print("\n".join(lines[-len(models):]), flush=True)
+    return "\n".join(lines)
+
+
 def top_ops(shared: nn.Module, x: torch.Tensor, rows: int = 10) -> str:
     """The operators that take a shared training step's time (self CPU time)."""
     y = torch.randint(0, 10, (x.shape[0],))
@@ -140,15 +220,10 @@ def _plot(curves: dict[str, dict[float, float]], path: Path) -> None:
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="tiny models for the tests")
-    parser.add_argument("--repeats", type=int, default=11)
-    parser.add_argument("--vit-batch", type=int, default=2)
-    args = parser.parse_args(argv)
+def main_table(args: argparse.Namespace) -> str:
+    """The WRN-16-4 and vit_b_16 table (Adam), inference and the profile."""
     if args.quick:
         cases = {"WRN-16-1, batch 8": (lambda: WideResNet(16, 1), torch.randn(8, 3, 32, 32))}
-        args.repeats = 2
     else:
         cases = {
             "WRN-16-4, batch 128": (lambda: WideResNet(16, 4), torch.randn(128, 3, 32, 32)),
@@ -190,10 +265,45 @@ def main(argv: list[str] | None = None) -> str:
                       f"(torch.profiler, self CPU time):", "", top_ops(models["10%"], x), "",
                       f"Adam (lr 1e-4), cross-entropy on random labels; median of {args.repeats} "
                       f"interleaved steps after 2 warm-up steps each."])
-    if not args.quick:
-        png = RESULTS / "speed.png"
-        _plot(curves, png)
-        body += f"\n\n![step-time ratio vs budget](results/{png.name})"
+    if not args.quick and args.only is None:
+        _plot(curves, RESULTS / "speed.png")
+    return body
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny models for the tests")
+    parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--rounds", type=int, default=31,
+                        help="interleaved rounds of the short-steps table")
+    parser.add_argument("--vit-batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", choices=("main", "short"), default=None,
+                        help="run one table and print it (results/speed.md is written only by "
+                             "a run of both)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.repeats, args.rounds = 2, 2
+    parts = []
+    if args.only != "short":
+        parts.append(main_table(args))
+    if args.only != "main":
+        parts.append("\n".join([
+            "### Short steps: mobile networks",
+            "",
+            "Where a step is short, ssnfx's fixed per-step work weighs most. SGD (momentum 0.9), "
+            "cross-entropy on random labels, batch 32 at 96x96; each network's unshared and "
+            "shared models step in turn, in an order that alternates between rounds, and 'step "
+            f"vs unshared' is the median of {args.rounds} per-round ratios (after 2 warm-up "
+            "rounds); 'step ms' is the median step. Generation is the forward and backward of "
+            f"the generators alone (medians of {args.rounds} interleaved calls); its share is "
+            "of the shared model's step.",
+            "",
+            short_steps(args.quick, args.rounds)]))
+    body = "\n\n".join(parts)
+    if not args.quick and args.only is None:
+        body += "\n\n![step-time ratio vs budget](results/speed.png)"
         write("speed", "Training and inference speed: shared vs unshared", body,
               "python benchmarks/bench_speed.py")
     print(body)

@@ -18,6 +18,7 @@ is folded into its mixing coefficients, so that scaling costs no pass over the w
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,62 +85,193 @@ def _block_view(store: torch.Tensor, m: int) -> torch.Tensor:
     return (store if n == store.numel() else store[:n]).view(-1, m)
 
 
-class _MixBlocks(torch.autograd.Function):
-    """SuperWeight instances as mixtures of store blocks, for several block sizes at once: for
-    each bucket ``k``, ``out_k[i] = sum_j mixes[k][i, j] * block(sizes[k], indices[k][i, j])``,
-    a block being a row of the flat store viewed as rows of ``sizes[k]`` parameters.
+def _lerp_weights(n_in: int, n_out: int, dtype: torch.dtype = torch.float32
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear interpolation from ``n_in`` to ``n_out`` points (align_corners=False): the two
+    sources of each output point, ``(2, n_out)``, and their weights, ``(2, n_out, 1)``.
 
-    Autograd would save every gathered candidate for the backward and, per ``index_select``,
-    allocate and zero-fill a gradient the size of the whole store: at budgets near 1 that cost
-    more than the model's own step (vit_b_16 at 100%: 4.8 s of zero-filling in a 9.0 s
-    generation backward). This backward re-reads the candidates instead of keeping them and adds
-    every block's gradient into one store-sized gradient (1.0 s).
+    The weights are PyTorch's own, read off its 1-D kernel with two probes (ones on the even
+    sources, then on the odd ones), so that interpolating with them repeats its arithmetic
+    (which computes them in float64 for float64 tensors, else in float32).
+
+    Example:
+        >>> idx, w = _lerp_weights(2, 4)
+        >>> idx.tolist(), w.view(2, 4).tolist()
+        ([[0, 0, 0, 1], [1, 1, 1, 1]], [[1.0, 0.75, 0.25, 1.0], [0.0, 0.25, 0.75, 0.0]])
+    """
+    src = ((torch.arange(n_out, dtype=torch.float32, device="cpu") + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    i1 = i0 + (i0 < n_in - 1).long()
+    parity = torch.arange(n_in, device="cpu") % 2
+    probe = torch.float64 if dtype == torch.float64 else torch.float32
+    even, odd = (torch.ops.aten.upsample_linear1d((parity == k).to(probe).view(1, 1, -1),
+                                                  [n_out], False).view(-1) for k in (0, 1))
+    w0 = torch.where(i0 % 2 == 0, even, odd)
+    w1 = torch.where(i0 == i1, 0.0, torch.where(i1 % 2 == 0, even, odd))
+    return torch.stack([i0, i1]), torch.stack([w0, w1]).unsqueeze(2)
+
+
+def _upsample(src: torch.Tensor, idx: torch.Tensor, lam: torch.Tensor, cols: int
+              ) -> torch.Tensor:
+    """``src`` (r, c) bilinearly upsampled to ``(rows, cols)`` (SSN Sec. 3.1), as
+    ``F.interpolate(mode="bilinear", align_corners=False)`` computes it: along the columns by
+    PyTorch's 1-D kernel (the rows as its channels), then along the rows by the weights of
+    :func:`_lerp_weights`, ``idx`` and ``lam``."""
+    r, c = src.shape
+    t = torch.ops.aten.upsample_linear1d(src.reshape(1, r, c), [cols], False).view(r, cols)
+    return t.index_select(0, idx[0]).mul_(lam[0]).addcmul_(t.index_select(0, idx[1]), lam[1])
+
+
+def _upsample_backward(grad: torch.Tensor, idx: torch.Tensor, lam: torch.Tensor, r: int, c: int
+                       ) -> torch.Tensor:
+    """The gradient of :func:`_upsample` with respect to its ``(r, c)`` source.
+
+    Two scatters of the rows and the 1-D kernel's backward over ``r`` channels: 2-4 ms for a
+    1280 x 960 weight on one core, where ``F.interpolate``'s bilinear backward, which runs on one
+    thread for a single channel, took 11 ms."""
+    cols = grad.shape[1]
+    tmp = grad * lam[0]  # in the weights' precision (float32 for a bfloat16 store)
+    rows = tmp.new_zeros(r, cols).index_add_(0, idx[0], tmp)
+    rows.index_add_(0, idx[1], torch.mul(grad, lam[1], out=tmp))
+    return torch.ops.aten.upsample_linear1d_backward(rows.unsqueeze(0), [cols], [1, r, c],
+                                                     False).view(r, c).to(grad.dtype)
+
+
+def _without_autocast(device_type: str) -> contextlib.AbstractContextManager:
+    """Autocast switched off where it is on (the meta device has no autocast)."""
+    if device_type != "meta" and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+#: How :class:`_Generate` makes a bucket: by a gather per candidate, by one matrix product over
+#: the window of store blocks its instances read, or by upsampling the store's start.
+_GATHER, _WINDOW, _UPSAMPLE = 0, 1, 2
+
+
+class _Generate(torch.autograd.Function):
+    """Every bucket of SuperWeight instances of a group, from the store and the mixing matrix.
+
+    ``mix`` holds one row per instance, the buckets' instances one after another, over the P
+    candidates (gain folded in, zeros past a row's candidates). Bucket ``k`` is described by
+    ``specs[k] = (kind, first_row, instances, candidates, rows, cols, a, b)`` and its tensors:
+
+    * gather (``idx``, ``instances x candidates`` block indices, a block being ``rows * cols``
+      parameters of the flat store): ``out[i] = sum_j mix[i, j] * block(idx[i, j])``, one
+      ``index_select`` and one multiply-add per candidate into one buffer;
+    * window (``idx`` relative to block ``a``; the window is ``b`` blocks wide):
+      ``out = D @ store_blocks[a:a+b]``, with ``D`` the mixing rows scattered over the window,
+      one matrix product that reads each block of the window once;
+    * upsample (the row interpolation of :func:`_lerp_weights`; the source block is ``a x b``):
+      ``out = mix[:, :1] * upsample(store[:a*b])`` (SSN Sec. 3.1).
+
+    Autograd would give every bucket its own store-sized gradient (a zero-fill, then an add per
+    bucket: at 100% on vit_b_16, 4.8 s of zero-filling in a 9.0 s generation backward; on
+    mobilenet_v3_large at 10%, 16 ms of fills in a 27 ms one), and save every gathered candidate.
+    This backward fills one store-sized gradient and adds into it in place: a window by one
+    ``addmm_`` into its blocks, a gather by one ``index_add_`` per candidate (re-reading the
+    candidates rather than keeping them), an upsampled bucket through
+    :func:`_upsample_backward` into its source block.
     """
 
     @staticmethod
-    def forward(ctx, store: torch.Tensor, sizes: tuple[int, ...],  # type: ignore[override]
-                *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        n = len(sizes)
-        indices, mixes = tensors[:n], tensors[n:]
-        ctx.sizes = sizes
-        ctx.save_for_backward(store, *tensors)
+    def forward(ctx, store: torch.Tensor, mix: torch.Tensor,  # type: ignore[override]
+                specs: tuple[tuple[int, ...], ...], *tensors: torch.Tensor
+                ) -> tuple[torch.Tensor, ...]:
+        ctx.specs = specs
+        ctx.save_for_backward(store, mix, *tensors)
+        # In the store's dtype whatever autocast says (its matmuls would otherwise mix dtypes):
+        # the layers cast the weights they receive.
+        with _without_autocast(store.device.type):
+            return _Generate._forward(store, mix, specs, tensors)
+
+    @staticmethod
+    def _forward(store: torch.Tensor, mix: torch.Tensor, specs: tuple[tuple[int, ...], ...],
+                 tensors: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
         outs = []
-        for m, idx, mix in zip(sizes, indices, mixes):
+        it = iter(tensors)
+        for kind, row, n, used, h, w, a, b in specs:
+            rows, m = mix[row:row + n], h * w
+            if kind == _UPSAMPLE:
+                idx, lam = next(it), next(it)
+                src = store[:a * b].view(a, b)
+                if n == 1:  # the coefficient scales the source, not the weight: a smaller pass
+                    outs.append(_upsample(src * rows[:, :1], idx, lam, w).view(1, m))
+                else:
+                    outs.append(rows[:, :1] * _upsample(src, idx, lam, w).view(1, m))
+                continue
+            idx = next(it)
             view = _block_view(store, m)
-            out = view.index_select(0, idx[:, 0]).mul_(mix[:, :1])
-            block = torch.empty_like(out) if idx.shape[1] > 1 else out
-            for j in range(1, idx.shape[1]):
+            if kind == _WINDOW:
+                dense = rows.new_zeros(n, b).scatter_add_(1, idx, rows[:, :used])
+                outs.append(torch.mm(dense, view[a:a + b]))
+                continue
+            out = view.index_select(0, idx[:, 0]).mul_(rows[:, :1])
+            block = torch.empty_like(out) if used > 1 else out
+            for j in range(1, used):
                 # into one reused buffer: a fresh tensor of this size costs its page faults
                 torch.index_select(view, 0, idx[:, j], out=block)
-                out.addcmul_(block, mix[:, j:j + 1])
+                out.addcmul_(block, rows[:, j:j + 1])
             outs.append(out)
         return tuple(outs)
 
     @staticmethod
     def backward(ctx, *grads: torch.Tensor | None  # type: ignore[override]
                  ) -> tuple[torch.Tensor | None, ...]:
-        store, *tensors = ctx.saved_tensors
-        n = len(ctx.sizes)
-        indices, mixes = tensors[:n], tensors[n:]
-        grad_store = store.new_zeros(store.shape) if ctx.needs_input_grad[0] else None
-        grad_mixes: list[torch.Tensor | None] = [None] * n
-        for k, (m, idx, mix, g) in enumerate(zip(ctx.sizes, indices, mixes, grads)):
+        store, mix, *tensors = ctx.saved_tensors
+        with _without_autocast(store.device.type):
+            return _Generate._backward(ctx, store, mix, tensors, grads)
+
+    @staticmethod
+    def _backward(ctx, store: torch.Tensor, mix: torch.Tensor, tensors: list[torch.Tensor],
+                  grads: tuple[torch.Tensor | None, ...]) -> tuple[torch.Tensor | None, ...]:
+        want_store, want_mix = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_store = store.new_zeros(store.shape) if want_store else None
+        grad_mix = mix.new_zeros(mix.shape) if want_mix else None
+        it = iter(tensors)
+        for (kind, row, n, used, h, w, a, b), g in zip(ctx.specs, grads):
+            if kind == _UPSAMPLE:
+                idx, lam = next(it), next(it)
+                if g is None:
+                    continue
+                rows, src = mix[row:row + n], store[:a * b].view(a, b)
+                if n == 1:
+                    # <g, mix * up(src)>: d/dmix = <up^T(g), src>, d/dsrc = mix * up^T(g)
+                    back = _upsample_backward(g.view(h, w), idx, lam, a, b)
+                    if grad_mix is not None:
+                        grad_mix[row, 0] = torch.dot(back.view(-1), src.reshape(-1))
+                    if grad_store is not None:
+                        grad_store[:a * b].view(a, b).addcmul_(back, rows[:, :1])
+                    continue
+                if grad_mix is not None:
+                    up = _upsample(src, idx, lam, w).view(h * w, 1)
+                    grad_mix[row:row + n, :1] = torch.mm(g, up)
+                if grad_store is not None:
+                    summed = torch.mm(rows[:, :1].t(), g).view(h, w)
+                    grad_store[:a * b].view(a, b).add_(_upsample_backward(summed, idx, lam, a, b))
+                continue
+            idx = next(it)
             if g is None:
                 continue
+            rows, m = mix[row:row + n], h * w
             view = _block_view(store, m)
             grad_view = None if grad_store is None else _block_view(grad_store, m)
-            want_mix = ctx.needs_input_grad[2 + n + k]
-            grad_mix = mix.new_empty(mix.shape) if want_mix else None
+            if kind == _WINDOW:
+                if grad_mix is not None:
+                    grad_mix[row:row + n, :used] = torch.mm(g, view[a:a + b].t()).gather(1, idx)
+                if grad_view is not None:
+                    dense = rows.new_zeros(n, b).scatter_add_(1, idx, rows[:, :used])
+                    grad_view[a:a + b].addmm_(dense.t(), g)
+                continue
             block = torch.empty_like(g)  # one buffer for every candidate, as in the forward
-            for j in range(idx.shape[1]):
+            for j in range(used):
                 if grad_mix is not None:
                     torch.index_select(view, 0, idx[:, j], out=block)
-                    grad_mix[:, j] = block.mul_(g).sum(1)
+                    grad_mix[row:row + n, j] = block.mul_(g).sum(1)
                 if grad_view is not None:
-                    torch.mul(g, mix[:, j:j + 1], out=block)
+                    torch.mul(g, rows[:, j:j + 1], out=block)
                     grad_view.index_add_(0, idx[:, j], block)
-            grad_mixes[k] = grad_mix
-        return (grad_store, None, *(None for _ in indices), *grad_mixes)
+        return (grad_store, grad_mix, None, *(None for _ in tensors))
 
 
 @dataclass
@@ -151,6 +283,7 @@ class _Bucket:
     source: tuple[int, int] = (0, 0)   # upsample source block
     dense: bool = False           # generated by one matrix product (else by a gather)
     instances: list[tuple[int, int]] = field(default_factory=list)  # (superweight, coefficients)
+    window: tuple[int, int] = (0, 0)   # (first block, blocks) a dense bucket's product reads
 
 
 @dataclass
@@ -303,29 +436,61 @@ class GroupGenerator(nn.Module):
                 if (r, c) not in buckets:
                     count = picks[t.superweight][1]
                     src = upsample_source(group.numel, r, c) if count == 0 else (0, 0)
-                    # RR reads one block per instance: a gather is already the least work.
-                    dense = combiner != "rr" and 0 < count and \
-                        group.numel // (r * c) <= _DENSE_BLOCKS_PER_CANDIDATE * count
-                    buckets[(r, c)] = _Bucket(r, c, count, src, dense)
+                    buckets[(r, c)] = _Bucket(r, c, count, src)
                 b = buckets[(r, c)]
                 where[inst] = (list(buckets).index((r, c)), len(b.instances))
                 b.instances.append(inst)
         self._buckets = list(buckets.values())
+        self._lerp_cache: dict[tuple, torch.Tensor] = {}
         # A gain can scale an instance's coefficients only if one slot uses the instance; hard
         # sharing reuses instances across slots, whose gains then scale the assembled weights.
         self._gain_in_mix = all(len(o) == 1 for o in owners.values())
+        p = group.candidates
+        specs, row = [], 0
+        keep = []  # per instance, the candidates its mixing row combines
         for k, b in enumerate(self._buckets):
             coef = torch.tensor([c for _, c in b.instances], dtype=torch.long, device=device)
             self.register_buffer(f"b{k}_coef", coef, persistent=False)
             owner = torch.tensor([min(owners[inst]) for inst in b.instances], device=device)
             self.register_buffer(f"b{k}_owner", owner, persistent=False)
+            # RR takes the first candidate (the round robin is in the selection).
+            used = 1 if combiner == "rr" or not b.count else b.count
+            keep += [max(b.count, 1)] * len(b.instances)
+            n, m = len(b.instances), b.rows * b.cols
             if b.count:
-                blocks = group.numel // (b.rows * b.cols)
+                blocks = group.numel // m
                 idx = [[(picks[sw][0] + j) % blocks for j in range(b.count)]
                        for sw, _ in b.instances]
                 self.register_buffer(f"b{k}_blocks", torch.tensor(idx, dtype=torch.long,
                                                                   device=device),
                                      persistent=False)
+                # One matrix product over the blocks the bucket reads, while that window holds
+                # few blocks per candidate, else a gather (see _DENSE_BLOCKS_PER_CANDIDATE).
+                read = [i for row_ in idx for i in row_[:used]]
+                first, width = min(read), max(read) - min(read) + 1
+                b.dense = width <= _DENSE_BLOCKS_PER_CANDIDATE * used
+                b.window = (first, width) if b.dense else (0, 0)
+                rel = torch.tensor([[i - first for i in row_[:used]] if b.dense else row_[:used]
+                                    for row_ in idx], dtype=torch.long, device=device)
+                self.register_buffer(f"b{k}_read", rel, persistent=False)
+                kind = _WINDOW if b.dense else _GATHER
+                specs.append((kind, row, n, used, b.rows, b.cols, *b.window))
+            else:
+                idx, _ = _lerp_weights(b.source[0], b.rows)
+                self.register_buffer(f"b{k}_up_idx", idx.to(device), persistent=False)
+                specs.append((_UPSAMPLE, row, n, 1, b.rows, b.cols, *b.source))
+            row += n
+        self._specs = tuple(specs)
+        # The mixing of every instance at once: its coefficient row, the slot whose gain it
+        # carries, and which of the P candidates it combines.
+        self.register_buffer("mix_coef", torch.cat([getattr(self, f"b{k}_coef") for k in
+                                                    range(len(self._buckets))]), persistent=False)
+        self.register_buffer("mix_owner", torch.cat([getattr(self, f"b{k}_owner") for k in
+                                                     range(len(self._buckets))]),
+                             persistent=False)
+        kept = torch.arange(p, device="cpu").unsqueeze(0) < torch.tensor(keep, device="cpu").unsqueeze(1)
+        self.register_buffer("mix_kept", kept.to(device=device, dtype=torch.long),
+                             persistent=False)
         sbs: dict[tuple, _SlotBucket] = {}
         for i, name in enumerate(self.names):
             tiles = group.layout[name]
@@ -350,26 +515,33 @@ class GroupGenerator(nn.Module):
                                  persistent=False)
 
     # ---- generation -----------------------------------------------------------------------------
-    def _mixing(self, k: int, b: _Bucket) -> torch.Tensor:
-        """Each instance's weights over its ``max(count, 1)`` candidates: ``(instances, count)``,
-        scaled by the owning slot's gain where that is folded in."""
-        coef = getattr(self, f"b{k}_coef")
-        count = max(b.count, 1)
-        if self.combiner == "wavg":  # SSN Eq. 1
-            mix = torch.softmax(self.phi.index_select(0, coef)[:, :count], dim=1)
-        elif self.combiner == "emb":  # SSN Eq. 2
-            logits = F.linear(self.phi.index_select(0, coef), self.proj_weight[:count],
-                              self.proj_bias[:count])
-            mix = torch.softmax(logits, dim=1)
+    def _all_mixing(self) -> torch.Tensor:
+        """Every instance's weights over the P candidates, bucket after bucket: ``(instances,
+        P)``, zero past the candidates it combines, scaled by the owning slot's gain where that
+        is folded in. A handful of ops for the whole group, whatever the number of buckets."""
+        kept = self.mix_kept
+        if self.combiner in ("wavg", "emb"):
+            phi = self.phi.index_select(0, self.mix_coef)
+            logits = phi if self.combiner == "wavg" else \
+                F.linear(phi, self.proj_weight, self.proj_bias)  # SSN Eq. 2 (else Eq. 1)
+            # A softmax over the kept candidates only: exp(-inf) = 0 elsewhere.
+            mix = torch.softmax(logits.masked_fill(kept == 0, float("-inf")), dim=1)
         elif self.combiner == "linear":  # SWN Eq. 1
-            mix = self.alpha.index_select(0, coef)[:, :count]
-        else:  # rr takes the first candidate (the round robin is in the selection), avg all
-            weight = 1.0 if self.combiner == "rr" else 1.0 / count
-            mix = self.store.new_full((len(b.instances), 1 if self.combiner == "rr" else count),
-                                      weight)
+            mix = self.alpha.index_select(0, self.mix_coef) * kept
+        elif self.combiner == "rr":  # the first candidate (the round robin is in the selection)
+            mix = (torch.arange(kept.shape[1], device=kept.device) == 0).to(self.store.dtype) \
+                .expand(kept.shape)
+        else:  # avg
+            mix = kept.to(self.store.dtype) / kept.sum(1, keepdim=True)
         if self._gain_in_mix:
-            mix = mix * self.gain.index_select(0, getattr(self, f"b{k}_owner")).unsqueeze(1)
+            mix = mix * self.gain.index_select(0, self.mix_owner).unsqueeze(1)
         return mix
+
+    def _mixing(self, k: int, b: _Bucket) -> torch.Tensor:
+        """Bucket ``k``'s instances' weights over the candidates they combine: ``(instances,
+        count)`` (one column for RR and upsampled buckets)."""
+        _, row, n, used, *_ = self._specs[k]
+        return self._all_mixing()[row:row + n, :used]
 
     def _store_blocks(self, m: int) -> torch.Tensor:
         """The store viewed as whole blocks of ``m`` parameters (a view, no copy)."""
@@ -383,39 +555,28 @@ class GroupGenerator(nn.Module):
         return F.interpolate(src, size=(b.rows, b.cols), mode="bilinear",
                              align_corners=False).reshape(1, b.rows * b.cols)
 
-    def _superweights(self, k: int, b: _Bucket) -> torch.Tensor:
-        """The SuperWeight instances of bucket ``k``, generated alone (upsampled or dense):
-        ``(instances, rows * cols)``."""
-        mix = self._mixing(k, b)
-        if b.count == 0:  # store smaller than the SuperWeight: one upsampled candidate
-            # An outer product as a matmul: its backward is two matrix-vector products, where a
-            # broadcast multiply's would materialise two (instances, rows * cols) temporaries.
-            return mix @ self._upsampled(b)
-        # One (instances x store blocks) mixing matrix and one matmul: reads every store
-        # parameter once instead of copying every candidate.
-        view = self._store_blocks(b.rows * b.cols)
-        blocks = getattr(self, f"b{k}_blocks")[:, : mix.shape[1]]
-        dense = mix.new_zeros(len(b.instances), view.shape[0]).scatter_add(1, blocks, mix)
-        return dense @ view
+    def _lerp(self, k: int) -> torch.Tensor:
+        """The row interpolation weights of upsampled bucket ``k`` (:func:`_lerp_weights`), for
+        the store's device and dtype. Not a buffer: weights in a low-precision dtype would no
+        longer sum to one, so a ``.to(bfloat16)`` keeps them in float32 (the kernel's own
+        precision; products with them are computed in float32 and rounded once)."""
+        wide = torch.float64 if self.store.dtype == torch.float64 else torch.float32
+        key = (k, self.store.device, wide)
+        if key not in self._lerp_cache:
+            b = self._buckets[k]
+            lam = _lerp_weights(b.source[0], b.rows, wide)[1]
+            self._lerp_cache[key] = lam.to(device=self.store.device, dtype=wide)
+        return self._lerp_cache[key]
 
     def _all_superweights(self) -> list[torch.Tensor]:
-        """Every bucket's SuperWeight instances; the gathered buckets in one :class:`_MixBlocks`
-        (one store-sized gradient for them all)."""
-        out: list[torch.Tensor | None] = [None] * len(self._buckets)
-        gathered = []
+        """Every bucket's SuperWeight instances, ``(instances, rows * cols)`` each, by one
+        :class:`_Generate` (one store-sized gradient for them all)."""
+        tensors = []
         for k, b in enumerate(self._buckets):
-            if b.count and not b.dense:
-                gathered.append(k)
-            else:
-                out[k] = self._superweights(k, b)
-        if gathered:
-            mixes = [self._mixing(k, self._buckets[k]) for k in gathered]
-            blocks = [getattr(self, f"b{k}_blocks")[:, : mix.shape[1]]
-                      for k, mix in zip(gathered, mixes)]
-            sizes = tuple(self._buckets[k].rows * self._buckets[k].cols for k in gathered)
-            for k, w in zip(gathered, _MixBlocks.apply(self.store, sizes, *blocks, *mixes)):
-                out[k] = w
-        return out  # type: ignore[return-value]
+            tensors += [getattr(self, f"b{k}_read")] if b.count else \
+                [getattr(self, f"b{k}_up_idx"), self._lerp(k)]
+        mix = self._all_mixing().to(self.store.dtype)  # (autocast may compute it in bfloat16)
+        return list(_Generate.apply(self.store, mix, self._specs, *tensors))
 
     def candidates_of(self, superweight: int, coefficients: int) -> torch.Tensor:
         """The candidate blocks one SuperWeight instance combines: ``(count, rows, cols)``."""
@@ -443,7 +604,9 @@ class GroupGenerator(nn.Module):
             w = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             if not self._gain_in_mix:
                 w = w * self.gain.index_select(0, getattr(self, f"sb{k}_slots")).view(n, 1, 1)
-            for i, wi in zip(sb.slots, w.view(n, *sb.shape).unbind(0)):
+            # One slot is a view: unbinding it would cost a copy of its gradient (a stack).
+            ws = (w.view(sb.shape),) if n == 1 else w.view(n, *sb.shape).unbind(0)
+            for i, wi in zip(sb.slots, ws):
                 if self.hook is not None and wi.requires_grad:
                     wi.register_hook(lambda g, i=i: self.hook(i, g))  # type: ignore[misc]
                 weights[i] = wi

@@ -37,12 +37,13 @@ def _ops(n: int, method: str, combiner: str) -> tuple[int, bool]:
 def test_generation_is_batched(method, combiner):
     """More alike layers cost no more ops: no loop per layer, on either generation path (one
     matmul while the store holds few blocks per candidate, else one gather per candidate)."""
-    for small, large in ((4, 16), (32, 64)):
-        (few, dense_few), (many, dense_many) = _ops(small, method, combiner), \
-            _ops(large, method, combiner)
-        assert dense_few == dense_many  # the same path, so the counts compare
+    by_path: dict[bool, list[tuple[int, int]]] = {}
+    for n in (4, 8, 16, 32, 64):
+        count, dense = _ops(n, method, combiner)
+        by_path.setdefault(dense, []).append((n, count))
+    for dense, counts in by_path.items():  # counts compare on the same path only
         # (+1: viewing the store as blocks takes a slice when the block size does not divide it)
-        assert many <= few + 1, (small, few, large, many)
+        assert max(c for _, c in counts) <= min(c for _, c in counts) + 1, (dense, counts)
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
@@ -96,18 +97,125 @@ def test_candidates_grow_above_budget_one_so_no_parameter_is_idle():
     assert (g.store.grad[:whole] != 0).all()
 
 
-def test_the_gather_path_has_exact_gradients():
-    # Several block sizes drawn from one store, candidates repeating across instances (a block
-    # read twice must get both gradients), checked against finite differences.
-    from ssnfx.generator import _MixBlocks
+def test_every_generation_path_has_exact_gradients():
+    # One group's buckets on all three paths, several block sizes from one store, candidates
+    # repeating within and across instances (a block read twice must get both gradients),
+    # checked against finite differences.
+    from ssnfx.generator import _GATHER, _UPSAMPLE, _WINDOW, _Generate, _lerp_weights
 
     torch.manual_seed(0)
-    store = torch.randn(30, dtype=torch.double, requires_grad=True)
-    idx = [torch.tensor([[0, 1, 2], [2, 2, 4]]), torch.tensor([[0, 2], [1, 0], [3, 3]])]
-    mix = [torch.randn(2, 3, dtype=torch.double, requires_grad=True),
-           torch.randn(3, 2, dtype=torch.double, requires_grad=True)]
-    assert torch.autograd.gradcheck(
-        lambda s, a, b: _MixBlocks.apply(s, (6, 7), *idx, a, b), (store, *mix))
-    out = _MixBlocks.apply(store, (6, 7), *idx, *mix)
-    view = store[:28].view(4, 7)
-    torch.testing.assert_close(out[1][2], (mix[1][2, 0] + mix[1][2, 1]) * view[3])
+    store = torch.randn(60, dtype=torch.double, requires_grad=True)
+    mix = torch.randn(8, 3, dtype=torch.double, requires_grad=True)
+    specs = ((_GATHER, 0, 2, 3, 2, 3, 0, 0),      # 2 instances of 2 x 3, 3 candidates each
+             (_WINDOW, 2, 3, 2, 1, 7, 1, 4),      # 3 of 1 x 7 from blocks 1-4
+             (_UPSAMPLE, 5, 1, 1, 4, 5, 2, 3),    # 1 of 4 x 5 from the store's first 2 x 3
+             (_UPSAMPLE, 6, 2, 1, 5, 4, 2, 2))    # 2 of 5 x 4 from its first 2 x 2
+    up1, up2 = _lerp_weights(2, 4), _lerp_weights(2, 5)
+    tensors = (torch.tensor([[0, 1, 2], [2, 2, 4]]), torch.tensor([[0, 1], [2, 3], [1, 1]]),
+               up1[0], up1[1].double(), up2[0], up2[1].double())
+    assert torch.autograd.gradcheck(lambda s, m: _Generate.apply(s, m, specs, *tensors),
+                                     (store, mix))
+    gather, window, up, ups = _Generate.apply(store, mix, specs, *tensors)
+    torch.testing.assert_close(gather[1], mix[1, 0] * store[12:18] + mix[1, 1] * store[12:18]
+                               + mix[1, 2] * store[24:30])
+    torch.testing.assert_close(window[2], (mix[4, 0] + mix[4, 1]) * store[14:21])
+    bilinear = torch.nn.functional.interpolate(store[:4].view(1, 1, 2, 2), size=(5, 4),
+                                               mode="bilinear", align_corners=False)
+    torch.testing.assert_close(ups, mix[6:8, :1] * bilinear.view(1, 20))
+
+
+def _plain_weights(g) -> list[torch.Tensor]:
+    """A group's weights the plain way, slot by slot and tile by tile, straight from the papers:
+    each SuperWeight instance mixes its round-robin candidate blocks (SSN Eq. 1-2, SWN Eq. 1), or
+    is the store's start bilinearly upsampled (``F.interpolate``); each slot is its tiles in
+    place, times its gain. The reference for the batched generator."""
+    import torch.nn.functional as F
+
+    from ssnfx.selector import select_blocks, upsample_source
+
+    group, store = g._group, g.store
+    picks = select_blocks(group.numel, group.superweights, group.candidates)
+    weights = []
+    for i, name in enumerate(g.names):
+        rows, cols = g._slots[name].matrix
+        w = store.new_zeros(rows, cols)
+        for t in group.layout[name]:
+            r, c = group.superweights[t.superweight]
+            first, count = picks[t.superweight]
+            used = 1 if g.combiner == "rr" or count == 0 else count
+            if g.combiner == "wavg":
+                mix = torch.softmax(g.phi[t.coefficients, :max(count, 1)], 0)
+            elif g.combiner == "emb":
+                mix = torch.softmax(g.proj_weight[:max(count, 1)] @ g.phi[t.coefficients]
+                                    + g.proj_bias[:max(count, 1)], 0)
+            elif g.combiner == "linear":
+                mix = g.alpha[t.coefficients, :max(count, 1)]
+            else:
+                mix = store.new_full((used,), 1.0 if g.combiner == "rr" else 1.0 / used)
+            if count == 0:
+                a, b = upsample_source(group.numel, r, c)
+                tile = mix[0] * F.interpolate(store[:a * b].view(1, 1, a, b), size=(r, c),
+                                              mode="bilinear", align_corners=False).view(r, c)
+            else:
+                blocks = group.numel // (r * c)
+                tile = sum(mix[j] * store[((first + j) % blocks) * r * c:][:r * c].view(r, c)
+                           for j in range(used))
+            w = w.index_put((torch.arange(t.row, t.row + r).unsqueeze(1),
+                             torch.arange(t.col, t.col + c)), tile)
+        weights.append((w * g.gain[i]).view(g._slots[name].shape))
+    return weights
+
+
+def _model(name: str) -> nn.Module:
+    """Convolutions of several shapes, or many alike layers between two others (the buckets
+    of several instances: gathered at 3.0, upsampled together at 0.05)."""
+    torch.manual_seed(0)
+    if name == "cnn":
+        return SmallCNN()
+    return nn.Sequential(nn.Linear(8, 32), *[nn.Linear(32, 32) for _ in range(24)],
+                         nn.Linear(32, 64))
+
+
+@pytest.mark.parametrize("model", ["cnn", "stack"])
+@pytest.mark.parametrize("budget", [0.05, 0.3, 3.0])
+@pytest.mark.parametrize("method,combiner,hard", [
+    ("ssn", "wavg", False), ("ssn", "emb", False), ("ssn", "rr", False), ("ssn", "avg", False),
+    ("swn", "linear", False), ("swn", "linear", True)])
+def test_batched_generation_equals_the_plain_path(model, budget, method, combiner, hard):
+    """The batched generator (buckets gathered, windowed or upsampled in one autograd function,
+    mixing and gains for the whole group at once) gives the plain path's weights, and the same
+    gradients to the store and the coefficients."""
+    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, hard_sharing=hard,
+                            strategy="single")
+    try:  # float64 throughout, so that only the order of the arithmetic differs
+        shared = ssnfx.share(_model(model).double(), budget, cfg)
+    except ssnfx.BudgetError:
+        pytest.skip("below this combiner's least budget")
+    g = shared.ssnfx.g0
+    fast, plain = g(), _plain_weights(g)
+    torch.manual_seed(1)
+    probes = [torch.randn_like(w) for w in fast]
+    grads = {}
+    for path, weights in (("fast", fast), ("plain", plain)):
+        g.zero_grad(set_to_none=True)
+        torch.autograd.backward(list(weights), probes)
+        grads[path] = {n: p.grad.clone() for n, p in g.named_parameters() if p.grad is not None}
+    for a, b in zip(fast, plain):
+        a, b = a.detach(), b.detach()
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9 * float(b.abs().max()))
+    assert grads["fast"].keys() == grads["plain"].keys()
+    for name, grad in grads["plain"].items():
+        torch.testing.assert_close(grads["fast"][name], grad, rtol=1e-7,
+                                   atol=1e-9 * float(grad.abs().max()))
+
+
+def test_the_plain_path_test_covers_every_generation_path():
+    from ssnfx.generator import _GATHER, _UPSAMPLE, _WINDOW
+
+    kinds = set()
+    for model in ("cnn", "stack"):
+        for budget in (0.05, 0.3, 3.0):
+            shared = ssnfx.share(_model(model), budget, ssnfx.ShareConfig(strategy="single"))
+            kinds |= {(kind, n > 1) for kind, _, n, *_ in shared.ssnfx.g0._specs}
+    # every path, and the upsampled bucket both alone (scaled at its source) and with several
+    assert kinds >= {(_GATHER, True), (_WINDOW, True), (_UPSAMPLE, False), (_UPSAMPLE, True)}
