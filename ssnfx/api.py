@@ -11,6 +11,7 @@ import torch.nn as nn
 from .config import ShareConfig
 from .ensemble import EnsembleLoss, Members, as_members, ensemble_loss
 from .errors import SearchError
+from .graph_module import release
 from .passes.rewrite import rewrite
 from .passes.search import SearchConfig, search
 from .passes.trace import trace
@@ -72,8 +73,11 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
         loss_fn = ensemble_loss(loss_fn)
     gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
                auto_leaves=config.auto_leaves)
-    if data is not None:
-        plan = search(gm, budget, data, loss_fn, config, search_config)  # type: ignore[arg-type]
-    else:
-        plan = make_plan(gm, budget, config)
-    return rewrite(gm, plan)
+    try:
+        if data is not None:
+            plan = search(gm, budget, data, loss_fn, config, search_config)  # type: ignore
+        else:
+            plan = make_plan(gm, budget, config)
+        return rewrite(gm, plan)
+    finally:
+        release(gm)  # nothing of the original model outlives share unless the caller holds it

@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from ._io import write_atomic
 from .errors import CheckpointError, PlanError
+from .graph_module import release
 from .passes.rewrite import STORE, rewrite
 from .passes.trace import trace
 from .plan import SharingPlan
@@ -156,6 +157,8 @@ def load(model: nn.Module, path: str | os.PathLike[str], *, return_extra: bool =
         raise CheckpointError(f"{os.fspath(path)!r} does not fit {type(model).__name__}: {e}; "
                               f"load it into a fresh instance of the model it was saved from") \
             from e
+    finally:
+        release(gm)
     try:
         result = shared.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches

@@ -7,6 +7,7 @@ keeps both and switches with ``.train()`` / ``.eval()``, as the model itself wou
 from __future__ import annotations
 
 import copy
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 __all__ = ["ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr",
-           "copy_value"]
+           "copy_value", "release"]
 
 
 def fetch_attr(root: nn.Module, target: str) -> Any:
@@ -119,3 +120,20 @@ def build_graph_module(root: nn.Module | dict[str, Any], graphs: dict[bool | Non
     gm.meta.update(meta)
     gm.train(training)
     return gm
+
+
+def release(gm: fx.GraphModule) -> None:
+    """Empty an intermediate GraphModule (a trace that a pass has consumed).
+
+    A GraphModule and its graph reference each other, so it is freed only when Python's cycle
+    collector runs, and until then it keeps every module and parameter of the model it was
+    traced from alive: the whole original model during the first steps of training.
+    """
+    gm.__dict__.update(_modules={}, _parameters={}, _buffers={})
+    gm.meta.clear()
+    if any(n.meta.get("is_wrapped") for g in graphs_of(gm).values() for n in g.nodes):
+        # The code of a graph that calls torch.fx.wrap'ed functions (torchvision's Swin, say)
+        # runs torch.fx.wrap when compiled, which keeps its own frame, and with it every frame
+        # that built the GraphModule and their locals (the original model), in a cycle. Only
+        # the cycle collector frees those; run it now rather than some training steps later.
+        gc.collect()

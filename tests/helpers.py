@@ -25,8 +25,9 @@ def first_tensor(out: Any) -> torch.Tensor:
     return out
 
 
-def outputs_close(a: Any, b: Any, atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    torch.testing.assert_close(a, b, atol=atol, rtol=rtol)
+def outputs_close(a: Any, b: Any, atol: float = 1e-5, rtol: float = 1e-5,
+                  equal_nan: bool = False) -> None:
+    torch.testing.assert_close(a, b, atol=atol, rtol=rtol, equal_nan=equal_nan)
 
 
 def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | int = 0.1,
@@ -101,7 +102,10 @@ def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | in
         for k, v in again.state_dict().items():
             assert torch.equal(v, mine[k]), k
         with torch.no_grad():
-            outputs_close(again(*inputs, **kw), shared(*inputs, **kw), atol=0, rtol=0)
+            # Exactly the same outputs, NaN where the shared model's are: one SGD step at lr 0.1
+            # can overflow a deep random network's norm statistics (inception_v3, convmixer).
+            outputs_close(again(*inputs, **kw), shared(*inputs, **kw), atol=0, rtol=0,
+                          equal_nan=True)
     return shared, folded
 
 

@@ -274,7 +274,11 @@ def _trace_one(model: nn.Module, leaves: tuple[str, ...],
         module = model.get_submodule(where)
         detail = str(e).strip().splitlines()
         reason = f"{_location(e, module)}: {type(e).__name__}: {detail[0] if detail else ''}"
-        raise _Untraceable(where, module, reason) from e
+        raise _Untraceable(where, module, reason) from None
+    finally:
+        # The tracer and its proxies reference each other, and the tracer the model: cut it
+        # loose, so that the model is freed when its user lets go, not at the next collection.
+        tracer.__dict__.clear()
 
 
 def _check_optional_inputs(model: nn.Module, graph: fx.Graph) -> None:
