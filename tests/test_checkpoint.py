@@ -6,7 +6,7 @@ import torch
 
 import ssnfx
 
-from models import GRUNet, SmallCNN
+from models import GRUNet, KeywordModel, SmallCNN, TiedAcrossLeaf
 
 
 @pytest.fixture
@@ -195,3 +195,26 @@ def test_save_is_atomic(shared, tmp_path, monkeypatch):
         ssnfx.save(shared, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["ckpt.pt"]
+
+
+def test_concrete_args_and_leaves_are_replayed_by_load(tmp_path):
+    # The plan records how the model was traced (its concrete_args, the automatic leaves), so
+    # load rebuilds the same graph; the unread non-persistent buffer stays out of every
+    # state_dict (it came back persistent before, and strict loads failed).
+    config = ssnfx.ShareConfig(concrete_args={"attention_mask": None, "labels": None})
+    model = KeywordModel()
+    shared = ssnfx.share(model, 0.5, config)
+    assert shared.ssnfx.plan.trace["concrete_args"] == {"attention_mask": None, "labels": None}
+    ssnfx.save(shared, tmp_path / "k.pt")
+    again = ssnfx.load(KeywordModel(), tmp_path / "k.pt")
+    assert again.code == shared.code
+    ids = torch.randint(0, 30, (2, 5))
+    torch.testing.assert_close(again(ids), shared(ids), rtol=0, atol=0)
+    folded = ssnfx.fold(shared)
+    assert "unused_cache" not in shared.state_dict() and "unused_cache" in dict(
+        folded.named_buffers())
+    KeywordModel().load_state_dict(folded.state_dict(), strict=True)
+
+    tied = ssnfx.share(TiedAcrossLeaf(), 0.5)
+    ssnfx.save(tied, tmp_path / "t.pt")
+    assert ssnfx.load(TiedAcrossLeaf(), tmp_path / "t.pt").code == tied.code
