@@ -18,7 +18,8 @@ import torch.nn as nn
 from ._io import write_atomic
 from .errors import CheckpointError, PlanError
 from .graph_module import release
-from .passes.rewrite import STORE, rewrite
+from .markers import require_store
+from .passes.rewrite import rewrite
 from .passes.trace import trace
 from .plan import SharingPlan
 
@@ -47,10 +48,7 @@ def save(shared: fx.GraphModule, path: str | os.PathLike[str],
         >>> torch.equal(again(x), shared(x))
         True
     """
-    store = getattr(shared, STORE, None)
-    if store is None or not hasattr(store, "plan"):
-        raise CheckpointError(f"save expects a shared model (from ssnfx.share); "
-                              f"{type(shared).__name__} has no parameter store")
+    store = require_store(shared, "save", CheckpointError)
     payload = {"format": FORMAT, "plan": store.plan.to_json(), "state_dict": shared.state_dict()}
     if extra:
         payload["extra"] = extra

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from .errors import EnsembleError
 from .graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
-from .passes.rewrite import STORE
+from .markers import STORE, Meta, store_of
 
 __all__ = ["Members", "member_output", "member_names", "member", "select_members",
            "ensemble_loss", "EnsembleLoss", "average_probabilities", "EnsembleAverage",
@@ -119,7 +119,7 @@ class Members(nn.Module):
             module = getattr(self, name)
             out = member_output(name, module(x))
             if isinstance(out, fx.Proxy):  # tracing: the extracted member's class name
-                out.node.meta["ssnfx_member_class"] = type(module).__name__
+                out.node.meta[Meta.MEMBER] = type(module).__name__
             outputs.append(out)
         return tuple(outputs)
 
@@ -188,7 +188,7 @@ def _extract(model: fx.GraphModule, names: Sequence[str], single: bool) -> fx.Gr
     _unknown(model, names)
     if len(set(names)) != len(names):
         raise EnsembleError(f"members named more than once: {list(names)}")
-    store = getattr(model, STORE, None)
+    store = store_of(model)
     # A folded single member gets its own parameter names; a shared one keeps the qualified
     # names, since its store's plan generates the weights under those names.
     prefix = f"{names[0]}." if single and store is None else ""
@@ -224,19 +224,19 @@ def _extract(model: fx.GraphModule, names: Sequence[str], single: bool) -> fx.Gr
                     node.target = node.target[len(prefix):]
                 root[node.target] = value
     meta = dict(model.meta)
-    versions = meta.get("ssnfx_versions", {})
+    versions = meta.get(Meta.VERSIONS, {})
     if prefix:
         # What trace recorded by qualified name follows the member's renaming: module state
         # versions, and the tensors that stay out of the state_dict (non-persistent buffers).
-        meta["ssnfx_versions"] = {k[len(prefix):]: v for k, v in versions.items()
+        meta[Meta.VERSIONS] = {k[len(prefix):]: v for k, v in versions.items()
                                   if k.startswith(prefix)}
         if names[0] in versions:
-            meta["ssnfx_versions"][""] = versions[names[0]]
-        meta["ssnfx_constants"] = [c[len(prefix):] if c.startswith(prefix) else c
-                                   for c in meta.get("ssnfx_constants", ())]
-    cls = next((n.meta["ssnfx_member_class"] for g in graphs_of(model).values()
+            meta[Meta.VERSIONS][""] = versions[names[0]]
+        meta[Meta.CONSTANTS] = [c[len(prefix):] if c.startswith(prefix) else c
+                                   for c in meta.get(Meta.CONSTANTS, ())]
+    cls = next((n.meta[Meta.MEMBER] for g in graphs_of(model).values()
                 for n in _markers(g).values() if n.args[0] == names[0]
-                and "ssnfx_member_class" in n.meta), None) if single else None
+                and Meta.MEMBER in n.meta), None) if single else None
     out = build_graph_module(root, graphs, cls or type(model).__name__, meta, model.training)
     if store is not None:
         setattr(out, STORE, store)

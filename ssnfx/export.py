@@ -15,13 +15,13 @@ import torch.nn as nn
 
 from ._io import atomic_path
 from .errors import ExportError
-from .passes.rewrite import STORE
+from .markers import store_of
 
 __all__ = ["export_torchscript", "export_pt2", "check_outputs"]
 
 
 def _prepare(folded: nn.Module, example_inputs: Any) -> tuple[tuple[Any, ...], Any]:
-    if hasattr(folded, STORE):
+    if store_of(folded) is not None:
         raise ExportError("export expects a folded model: call ssnfx.fold(shared) first")
     inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) \
         else (example_inputs,)

@@ -15,6 +15,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
+from .markers import Meta
+
 __all__ = ["ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr",
            "copy_value", "release"]
 
@@ -106,13 +108,13 @@ def build_graph_module(root: nn.Module | dict[str, Any], graphs: dict[bool | Non
         gm = ModeGraphModule(root, graphs[True], graphs[False], class_name=class_name)
     for graph in graphs.values():
         graph.lint()
-    for name in meta.get("ssnfx_constants", ()):
+    for name in meta.get(Meta.CONSTANTS, ()):
         try:
             value = fetch_attr(gm, name)
         except AttributeError:
             continue
         assign_attr(gm, name, value, persistent=False)
-    for path, version in meta.get("ssnfx_versions", {}).items():
+    for path, version in meta.get(Meta.VERSIONS, {}).items():
         try:
             gm.get_submodule(path)._version = version
         except AttributeError:

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from .errors import PlanError
 from .graph_module import fetch_attr
-from .passes.rewrite import STORE
+from .markers import STORE, require_store
 from .plan import Slot
 
 __all__ = ["reset_parameters"]
@@ -66,10 +66,7 @@ def reset_parameters(shared: fx.GraphModule) -> list[str]:
         >>> shared(torch.randn(2, 16)).shape
         torch.Size([2, 4])
     """
-    store = getattr(shared, STORE, None)
-    if store is None or not hasattr(store, "plan"):
-        raise PlanError(f"reset_parameters expects a shared model (from ssnfx.share); "
-                        f"{type(shared).__name__} has no parameter store {STORE!r}")
+    store = require_store(shared, "reset_parameters", PlanError)
     store.reset_parameters()
     done = {id(t) for t in (*store.parameters(), *store.buffers())}
     plan = store.plan

@@ -17,6 +17,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
+from .markers import ROOT
+
 __all__ = ["call_leaf", "call_root", "RootShell", "root_call_graph"]
 
 
@@ -115,10 +117,6 @@ def root_call_graph(model: nn.Module, concrete_args: dict[str, Any] | None = Non
                                           all_args, all_kwargs))
     graph.output(out)
     return graph
-
-
-#: Attribute name of the RootShell in a GraphModule whose root is a leaf.
-ROOT = "ssnfx_root"
 
 
 def _concat(a: tuple[Any, ...], b: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .markers import store_of
 from .passes.fold import _dedupe
-from .passes.rewrite import STORE
 from .selector import select_blocks
 
 __all__ = ["LayerSimilarity", "layer_similarity", "identical_weights"]
@@ -106,8 +106,8 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
         >>> [(a, b, round(v, 4)) for a, b, v in lsm.near_identical()][:2]
         [('0.weight', '1.weight', 1.0), ('0.weight', '2.weight', 1.0)]
     """
-    store = getattr(shared, STORE, None)
-    if store is None or not hasattr(store, "plan"):
+    store = store_of(shared)
+    if store is None:
         return None
     names: list[str] = []
     rows: list[torch.Tensor] = []
@@ -159,8 +159,8 @@ def identical_weights(shared: nn.Module) -> list[list[str]]:
         >>> ssnfx.identical_weights(ssnfx.share(net, 0.5, cfg))
         [['0.weight', '1.weight', '2.weight']]
     """
-    store = getattr(shared, STORE, None)
-    if store is None or not hasattr(store, "generate"):
+    store = store_of(shared)
+    if store is None or not hasattr(store, "generate"):  # the search's provisional store
         return []
     sets: dict[int, list[str]] = {}
     for name, w in _dedupe(store.generate()).items():

@@ -20,6 +20,7 @@ import torch.fx as fx
 from .config import ShareConfig
 from .errors import BudgetError, PlanError
 from .grouping import group_slots
+from .markers import Meta
 from .passes.trace import as_traced, check_traced_parameters, slots_of
 from .plan import GroupPlan, SharingPlan, Slot
 from .selector import ssn_layout, swn_layout
@@ -33,7 +34,7 @@ MAX_BUDGET_RATIO = 100.0
 def original_param_count(gm: fx.GraphModule) -> int:
     """Parameters of the traced model (a tied parameter counts once), read or not."""
     read = sum(s.numel for s in slots_of(gm))
-    unread = sum(t.numel() for t in gm.meta.get("ssnfx_unread", {}).values()
+    unread = sum(t.numel() for t in gm.meta.get(Meta.UNREAD, {}).values()
                  if t.__class__.__name__ == "Parameter")
     return read + unread
 
@@ -142,7 +143,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         hyper={"candidates": config.candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
                "hard_sharing": config.hard_sharing},
-        trace=dict(gm.meta.get("ssnfx_trace", {})),
+        trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
     for i, names in enumerate(groups):
         members = sorted((by_name[n] for n in names), key=lambda s: s.position)

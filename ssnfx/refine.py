@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import PlanError, SearchError
-from .passes.rewrite import STORE
+from .markers import require_store
 from .passes.search import _call, _cycle, pair_graph, superweight_clusters
 from .plan import SharingPlan, Tile
 
@@ -92,9 +92,7 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
         >>> result.new_parameters, sum(p.numel() for p in shared.parameters()) <= 280
         ([], True)
     """
-    store = getattr(shared, STORE, None)
-    if store is None:
-        raise PlanError("refine expects a shared model (from ssnfx.share)")
+    store = require_store(shared, "refine", PlanError)
     plan: SharingPlan = store.plan
     rows = _shared_rows(plan)
     if not rows:

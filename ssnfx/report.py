@@ -6,7 +6,7 @@ import torch.fx as fx
 from .ensemble import member_names
 from .errors import PlanError
 from .lsm import identical_weights, layer_similarity
-from .passes.rewrite import STORE
+from .markers import store_of
 from .plan import SharingPlan
 
 __all__ = ["report"]
@@ -34,8 +34,9 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         >>> print(ssnfx.report(shared))  # doctest: +ELLIPSIS
         ssnfx plan: method ssn, combiner wavg, ...
     """
+    store = None if isinstance(shared_or_plan, SharingPlan) else store_of(shared_or_plan)
     plan = shared_or_plan if isinstance(shared_or_plan, SharingPlan) \
-        else getattr(getattr(shared_or_plan, STORE, None), "plan", None)
+        else getattr(store, "plan", None)
     if plan is None:
         raise PlanError("report expects a SharingPlan or a shared model")
     slots = {s.name: s for s in plan.slots}
@@ -100,7 +101,7 @@ def _members(shared: fx.GraphModule, plan: SharingPlan) -> list[str]:
 
 
 def _similarity(shared: fx.GraphModule) -> list[str]:
-    if any(p.is_meta for p in getattr(shared, STORE).parameters()):
+    if any(p.is_meta for p in store_of(shared).parameters()):
         return ["layer similarity: not computed (the store holds no values: materialise the "
                 "model and initialise it with ssnfx.reset_parameters first)"]
     lsm = layer_similarity(shared)

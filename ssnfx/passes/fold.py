@@ -20,9 +20,9 @@ import torch.nn as nn
 
 from ..errors import PlanError
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
-from ..plan import SharingPlan
 from ..leaf_call import call_leaf, call_root
-from .rewrite import STORE
+from ..markers import STORE, Meta, require_store
+from ..plan import SharingPlan
 
 __all__ = ["fold"]
 
@@ -47,10 +47,7 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
         >>> torchvision.models.resnet18().load_state_dict(folded.state_dict())
         <All keys matched successfully>
     """
-    store = getattr(shared, STORE, None)
-    if store is None or not hasattr(store, "plan"):
-        raise PlanError(f"fold expects a shared model (from ssnfx.share or ssnfx.rewrite); "
-                        f"{type(shared).__name__} has no {STORE!r} parameter store")
+    store = require_store(shared, "fold", PlanError)
     plan = store.plan
     with torch.no_grad():
         values = _dedupe(store.generate())
@@ -79,7 +76,7 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
                     *shared.named_buffers(remove_duplicate=False)):
         if name.split(".")[0] != STORE and name not in known:  # unread parameters and buffers
             assign_attr(folded, name, copy_value(t, memo),
-                        persistent=name not in folded.meta.get("ssnfx_constants", ()))
+                        persistent=name not in folded.meta.get(Meta.CONSTANTS, ()))
     return folded
 
 

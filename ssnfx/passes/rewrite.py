@@ -22,13 +22,12 @@ from ..errors import PlanError
 from ..generator import ParameterStore, default_std, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
 from ..leaf_call import call_leaf
+from ..markers import STORE, Meta
 from ..plan import SharingPlan, Slot
 from .trace import as_traced, check_traced_parameters, graph_slots
 
-__all__ = ["STORE", "rewrite", "apply_store", "target_stds", "call_leaf"]
+__all__ = ["rewrite", "apply_store", "target_stds", "call_leaf"]
 
-#: Attribute name of the ParameterStore at the root of a shared GraphModule.
-STORE = "ssnfx"
 
 
 def _check(plan: SharingPlan, found: dict[str, Any]) -> None:
@@ -90,7 +89,7 @@ def _check_store_name(gm: fx.GraphModule) -> None:
     reads = [n.target for g in graphs_of(gm).values() for n in g.nodes
              if n.op in ("get_attr", "call_module")]
     aliases = [a for s in graph_slots(gm).values() for a in s.aliases]
-    taken = [*reads, *aliases, *gm.meta.get("ssnfx_unread", {})]
+    taken = [*reads, *aliases, *gm.meta.get(Meta.UNREAD, {})]
     clash = next((t for t in taken if t.split(".")[0] == STORE), None)
     if clash is None and hasattr(gm, STORE):
         clash = STORE
@@ -117,11 +116,11 @@ def apply_store(gm: fx.GraphModule, store: nn.Module) -> fx.GraphModule:
     root = _copy_private(gm, graphs.values(), shared)
     root.update({f"{STORE}.{g.name}": getattr(store, g.name) for g in plan.groups})
     # The traced parameters stay behind: the shared model no longer holds the shared ones.
-    meta = {k: v for k, v in gm.meta.items() if k not in ("ssnfx_unread", "ssnfx_params")}
+    meta = {k: v for k, v in gm.meta.items() if k not in (Meta.UNREAD, Meta.PARAMS)}
     out = build_graph_module(root, graphs, type(gm).__name__, meta, gm.training)
     setattr(out, STORE, store)  # the store itself, with its plan, in place of a bare container
-    constants = set(gm.meta.get("ssnfx_constants", ()))
-    for name, tensor in gm.meta.get("ssnfx_unread", {}).items():
+    constants = set(gm.meta.get(Meta.CONSTANTS, ()))
+    for name, tensor in gm.meta.get(Meta.UNREAD, {}).items():
         # Parameters and buffers the graph never reads stay, so nothing of the model is lost,
         # and non-persistent buffers stay out of the state_dict.
         assign_attr(out, name, copy_value(tensor, {}), persistent=name not in constants)
@@ -139,7 +138,7 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
             for i, name in enumerate(g.slots):
                 generated[name] = graph.call_function(operator.getitem, (call, i))
     for node in list(graph.nodes):
-        mine = [s for s in node.meta.get("ssnfx_slots", ()) if s.name in shared]
+        mine = [s for s in node.meta.get(Meta.SLOTS, ()) if s.name in shared]
         if not mine:
             continue
         if node.op == "get_attr":
@@ -148,7 +147,7 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
             continue
         # A leaf, or the model's own forward: its shared parameters go in by every local name
         # (a tied weight once per name), through functional_call.
-        local = {n: generated[s] for n, s in node.meta["ssnfx_leaf_params"].items() if s in shared}
+        local = {n: generated[s] for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
         names, weights = tuple(local), tuple(local.values())
         if node.op == "call_function":  # call_root: the names and weights are its arguments
             root, modules, tensors, _, _, *rest = node.args

@@ -22,12 +22,13 @@ from typing import Any
 
 import torch
 import torch.fx as fx
-from torch.fx._symbolic_trace import _assert_is_none
 import torch.nn as nn
+from torch.fx._symbolic_trace import _assert_is_none
 
 from ..errors import PlanError, TraceError
 from ..graph_module import build_graph_module, fetch_attr, graphs_of
-from ..leaf_call import ROOT, RootShell, call_root, root_call_graph
+from ..leaf_call import RootShell, call_root, root_call_graph
+from ..markers import ROOT, STORE, Meta, store_of
 from ..plan import Slot
 
 __all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
@@ -177,9 +178,7 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ssnfx.trace expects an nn.Module, got {type(model).__name__}")
-    from .rewrite import STORE  # here, not at the top: rewrite imports this module
-
-    if hasattr(getattr(model, STORE, None), "plan"):
+    if store_of(model) is not None:
         # Tracing would reach into the generators and fail, or find nothing left to share.
         raise TraceError(f"{type(model).__name__} is shared already (its parameter store "
                          f"{STORE!r} holds a plan): train it as it is, or ssnfx.fold it and "
@@ -225,10 +224,10 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
                  if n.op == "get_attr" and n.target != ROOT and n.target not in state
                  and type(fetch_attr(model, n.target)) is torch.Tensor}
     constants.update(n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state)
-    meta = {"ssnfx_constants": sorted(constants),
-            "ssnfx_versions": {n: m._version for n, m in model.named_modules()
+    meta = {Meta.CONSTANTS: sorted(constants),
+            Meta.VERSIONS: {n: m._version for n, m in model.named_modules()
                                if getattr(m, "_version", 1) != 1},
-            "ssnfx_trace": {"leaf_modules": list(leaf_modules), "auto_leaves": auto,
+            Meta.TRACE: {"leaf_modules": list(leaf_modules), "auto_leaves": auto,
                             "concrete_args": dict(concrete_args or {})}}
     gm = build_graph_module(root, graphs, type(model).__name__, meta, mode)
     _annotate_slots(gm, model)
@@ -323,8 +322,8 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
             slot = slot_for(p, prefix + n, position, True, type(owner).__name__)
             local[n], found[slot.name] = slot.name, slot
         if local:
-            node.meta["ssnfx_leaf_params"] = local
-            node.meta["ssnfx_slots"] = list(found.values())
+            node.meta[Meta.LEAF_PARAMS] = local
+            node.meta[Meta.SLOTS] = list(found.values())
 
     for graph in graphs_of(gm).values():
         for position, node in enumerate(graph.nodes):
@@ -334,7 +333,7 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
                     owner = modules.get(node.target.rpartition(".")[0])
                     kind = type(owner).__name__ if isinstance(owner, INLINED_LAYERS) \
                         else "Parameter"
-                    node.meta["ssnfx_slots"] = [slot_for(obj, node.target, position, False, kind)]
+                    node.meta[Meta.SLOTS] = [slot_for(obj, node.target, position, False, kind)]
             elif node.op == "call_module":
                 leaf_slots(node, f"{node.target}.", gm.get_submodule(node.target), position)
             elif node.op == "call_function" and node.target is call_root:
@@ -345,8 +344,8 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
     read = set(seen)
     # The Parameter objects the slots describe: make_plan and rewrite check that the model still
     # holds them, since a parameter assigned after tracing would not match its slot.
-    gm.meta["ssnfx_params"] = {seen[i].name: p for i, p in objects.items()}
-    gm.meta["ssnfx_unread"] = {
+    gm.meta[Meta.PARAMS] = {seen[i].name: p for i, p in objects.items()}
+    gm.meta[Meta.UNREAD] = {
         n: t for n, t in (*model.named_parameters(remove_duplicate=False),
                           *model.named_buffers(remove_duplicate=False))
         if id(t) not in read and not _graph_reads(gm, n)}
@@ -356,9 +355,7 @@ def as_traced(gm: fx.GraphModule) -> fx.GraphModule:
     """``gm`` if :func:`trace` made it, else ``trace(gm)``: a GraphModule from torch.fx (or
     another fx tracer) gets its slots without being traced again. A shared model is returned as
     it is, for the pass to say that it is shared already."""
-    from .rewrite import STORE
-
-    if "ssnfx_params" in gm.meta or hasattr(gm, STORE):
+    if Meta.PARAMS in gm.meta or store_of(gm) is not None:
         return gm
     return trace(gm)
 
@@ -370,7 +367,7 @@ def check_traced_parameters(gm: fx.GraphModule) -> None:
     when it was traced; a plan or rewrite built from them after ``gm.fc.weight = nn.Parameter(...)``
     would use stale shapes or untie weights silently.
     """
-    traced = gm.meta.get("ssnfx_params")
+    traced = gm.meta.get(Meta.PARAMS)
     if traced is None:
         return  # a GraphModule ssnfx did not trace: rewrite's slot check is all there is
     for name, p in traced.items():
@@ -406,7 +403,7 @@ def graph_slots(gm: fx.GraphModule) -> dict[str, Slot]:
     out: dict[str, Slot] = {}
     for graph in graphs_of(gm).values():
         for node in graph.nodes:
-            for s in node.meta.get("ssnfx_slots", ()):
+            for s in node.meta.get(Meta.SLOTS, ()):
                 out.setdefault(s.name, s)
     return dict(sorted(out.items(), key=lambda kv: kv[1].position))
 
