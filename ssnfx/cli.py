@@ -22,15 +22,15 @@ import torch.nn as nn
 
 from . import __version__
 from ._progress import stages
+from .api import share
 from .checkpoint import load as load_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import COMBINERS, METHODS, ShareConfig
 from .errors import BudgetError, SsnfxError
 from .export import export_pt2, export_torchscript
 from .grouping import STRATEGIES
-from .passes import SearchConfig, fold, rewrite, search, trace
+from .passes import SearchConfig, fold
 from .plan import SharingPlan
-from .planner import make_plan
 from .report import report
 
 __all__ = ["main", "load_model_file", "MODEL_NAMES"]
@@ -134,19 +134,17 @@ def cmd_compile(args: argparse.Namespace) -> int:
     config = ShareConfig.from_dict({**config.to_dict(), **overrides})
     ns, model = load_model_file(args.model)
     start = time.perf_counter()
-    gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
-               auto_leaves=config.auto_leaves)
     loader, loss_fn = ns.get("train_loader"), ns.get("loss_fn")
-    if loader is not None and loss_fn is not None and not args.no_search:
-        plan = search(gm, budget, loader, loss_fn, config,
-                      SearchConfig(steps=args.search_steps, progress=not args.quiet))
+    searching = loader is not None and loss_fn is not None and not args.no_search
+    shared = share(model, budget, config, data=loader if searching else None,
+                   loss_fn=loss_fn if searching else None,
+                   search_config=SearchConfig(steps=args.search_steps, progress=not args.quiet))
+    plan = shared.ssnfx.plan
+    if searching:
         m = plan.measured
         _say(args, f"searched {m['steps']} steps ({m['epoch_fraction']} epoch) in "
                    f"{m['seconds']:.1f}s: {len(m['groups'])} group(s), "
                    f"{len(m['superweight_clusters'])} SuperWeight cluster(s)")
-    else:
-        plan = make_plan(gm, budget, config)
-    shared = rewrite(gm, plan)
     _say(args, f"compiled in {time.perf_counter() - start:.2f}s")
     if args.epochs:
         if loader is None or loss_fn is None:
