@@ -11,8 +11,8 @@ __all__ = ["ShareConfig", "METHODS", "COMBINERS"]
 
 #: Weight-generation methods: Shapeshifter Networks and SuperWeight Networks.
 METHODS = ("ssn", "swn")
-#: Candidate combiners (SSN Sec. 3.1): round robin (the first of a slot's selected blocks; the
-#: round robin across layers is in the selection), average, weighted average, layer embeddings,
+#: Candidate combiners (SSN Sec. 3.1): round robin (one block per slot, the next slot the next
+#: block), average, weighted average, layer embeddings,
 #: and the plain linear combination of SWN Eq. 1.
 COMBINERS = ("rr", "avg", "wavg", "emb", "linear")
 _DEFAULT_COMBINER = {"ssn": "wavg", "swn": "linear"}
@@ -32,7 +32,7 @@ class ShareConfig:
         groups: number of groups for the ``depth`` and ``random`` strategies.
         candidates: P, the most candidate blocks selected per SuperWeight (SSN Sec. 3.2 uses 4);
             for budgets above 1.0 the planner raises it until the candidates could cover the
-            store. RR reads only the first of them.
+            store. RR selects one block per SuperWeight whatever P is.
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).

@@ -137,10 +137,13 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         groups = group_slots(shared, config.strategy, config.groups, config.seed)
     _check_groups(groups, by_name)
     combiner = config.resolved_combiner
+    # RR reads one candidate per SuperWeight, the next block of the store for the next one
+    # (SSN Sec. 3.1.1: layer i takes candidate i mod |C|): a selection of one block each.
+    candidates = 1 if combiner == "rr" else config.candidates
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         slots=slots, groups=[],
-        hyper={"candidates": config.candidates, "emb_dim": config.emb_dim, "seed": config.seed,
+        hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
                "hard_sharing": config.hard_sharing},
         trace=dict(gm.meta.get(Meta.TRACE, {})),
@@ -154,7 +157,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         # Hard sharing reserves a coefficient row per tile, for the refine step to untie.
         reserved = sum(len(t) for t in layout.values()) if config.hard_sharing else 0
         plan.groups.append(GroupPlan(name=f"g{i}", slots=[s.name for s in members], numel=0,
-                                     candidates=config.candidates, superweights=sws,
+                                     candidates=candidates, superweights=sws,
                                      layout=layout, reserved=reserved))
     _allocate(plan, target)
     return plan
@@ -228,7 +231,7 @@ def _allocate(plan: SharingPlan, target: int) -> None:
     # spend more on coefficients than the budget holds when a group's coefficient rows are as
     # many as its SuperWeights' parameters (tiny layers).
     rough = _split(max(target - private, len(plan.groups)), plan)
-    for g in plan.groups:
+    for g in plan.groups if plan.combiner != "rr" else ():  # RR reads one block whatever P is
         covered = sum(r * c for r, c in g.superweights)
         per_candidate = plan.coefficient_params(replace(g, candidates=g.candidates + 1)) \
             - plan.coefficient_params(g)

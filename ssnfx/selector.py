@@ -8,7 +8,8 @@
 * :func:`select_blocks`: up to P consecutive candidate blocks per SuperWeight from a flat store,
   each SuperWeight starting where the previous one's stopped (SSN Sec. 3.1's round robin across
   layers). Blocks are whole, so parameters beyond a store's last whole block of a size are never
-  selected for that size; the RR combiner reads only the first block of each selection.
+  selected for that size. The RR combiner selects one block per SuperWeight (P = 1), so that
+  layer i reads candidate i mod |C|.
 * :func:`upsample_source`: the largest block with a SuperWeight's aspect ratio that fits a store
   too small for it; it is bilinearly upsampled (SSN Sec. 3.1).
 """
@@ -91,8 +92,7 @@ def select_blocks(numel: int, superweights: Sequence[tuple[int, int]], candidate
     ended. Consecutive SuperWeights of one size thus select every block before reusing one. Not
     every parameter need be selected: the last ``numel % m`` are in no block of size ``m``, and a
     change of size skips to the next whole block of the new size (with one group per layer at a
-    budget of 1.2x-1.9x, 17-48% of the store is never selected; the RR combiner, which reads the
-    first block of each selection only, leaves more). Returns ``(first_block, count)`` per
+    budget of 1.2x-1.9x, 17-48% of the store is never selected). Returns ``(first_block, count)`` per
     SuperWeight; ``count == 0`` means the store is smaller than the SuperWeight, which is then
     upsampled.
 

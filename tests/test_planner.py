@@ -9,6 +9,7 @@ import torch.nn as nn
 
 import ssnfx
 from ssnfx.planner import MAX_BUDGET_RATIO
+from ssnfx.selector import select_blocks
 
 from models import SmallCNN
 
@@ -161,3 +162,19 @@ def test_small_budgets_with_several_groups_are_met_exactly(layers, strategy, bud
     shared = ssnfx.share(model, budget, config)
     assert len(shared.ssnfx.plan.groups) == 3
     assert sum(p.numel() for p in shared.parameters()) == budget
+
+
+def test_rr_is_round_robin():
+    # SSN Sec. 3.1.1: layer i takes candidate i mod |C|. Before, RR read the first of P blocks
+    # while the selection advanced P blocks per layer: at budget 1.0 four same-shape convs
+    # folded to one weight four times, and 3/4 of the store was never read.
+    torch.manual_seed(0)
+    model = nn.Sequential(*[nn.Conv2d(16, 16, 3, bias=False) for _ in range(4)])
+    shared = ssnfx.share(model, 1.0, ssnfx.ShareConfig(combiner="rr"))
+    group = shared.ssnfx.plan.groups[0]
+    assert group.candidates == 1
+    assert select_blocks(group.numel, group.superweights, 1) == [(0, 1), (1, 1), (2, 1), (3, 1)]
+    folded = ssnfx.fold(shared)
+    w = torch.stack([folded.get_parameter(f"{i}.weight").flatten() for i in range(4)])
+    cos = nn.functional.cosine_similarity(w[:, None], w[None], dim=-1)
+    assert (cos - torch.eye(4)).abs().max() < 0.2  # four different weights
