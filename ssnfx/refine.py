@@ -3,14 +3,15 @@
 A training-time step. After E epochs of training a hard-shared model (SWN uses E = 10), the tiles
 that share one coefficient row are compared by the gradient each of them, on its own, sends to
 that row: ``d_u = [<dL/dW_u, candidate_j>]_j`` for tile use *u* (the gradient with respect to the
-row's mixing weights, attributed per slot, not the summed gradient that all uses share). The
-per-step cosines are averaged, and the uses are merged by the priority queue of Sec. 2.2.1 with
-threshold beta: each resulting cluster beyond the first gets its own copy of the row and keeps
-sharing the templates. The rows were reserved when the plan was made, so refining adds no
-parameter: the budget holds and the optimizer keeps its parameters. The untie leaves every
-generated weight as it was (the copies start equal), but the measurement runs ``steps`` forward
-passes in the model's current mode: in train mode they update BatchNorm's running statistics as
-that many training steps would (call ``shared.eval()`` first to keep them).
+row's mixing weights, attributed per slot, not the summed gradient that all uses share), summed
+over the window of ``steps`` batches; uses are compared by the cosine of those sums, as SWN's
+statistic aggregates gradients over the window, and merged by the priority queue of Sec.
+2.2.1 with threshold beta (0.9, the SWN reference code's value): each resulting cluster beyond
+the first gets its own copy of the row and keeps sharing the templates. The rows were reserved
+when the plan was made, so refining adds no parameter: the budget holds and the optimizer keeps
+its parameters. The model's function is unchanged at the moment of the split: the copies start
+equal, and the measurement's forward passes (in the model's mode, as training computes them)
+leave no trace in the buffers, which are restored (BatchNorm's running statistics).
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ class RefineResult:
         plan: the refined plan (also ``shared.ssnfx.plan``).
         untied: for each split coefficient row (``"group/row"``), the slot-tile uses of each
             resulting cluster (``"slot#tile"``), the first keeping the original row.
-        similarity: the averaged per-use cosines of every shared row that was examined.
+        similarity: the cosines between the uses' summed gradients, for every shared row
+            that was examined.
         new_parameters: parameters the optimizer must take: none, since rows were reserved.
     """
 
@@ -65,19 +67,18 @@ def _shared_rows(plan: SharingPlan) -> dict[tuple[str, int], list[tuple[str, int
 
 
 def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
-           steps: int = 10, beta: float = 0.0) -> RefineResult:
+           steps: int = 10, beta: float = 0.9) -> RefineResult:
     """Give diverging users of a hard-shared coefficient row their own copy (SWN Eq. 3).
 
     Args:
         shared: a model from :func:`ssnfx.share`, typically SWN with ``hard_sharing=True`` and
-            trained for a few epochs. It is changed in place: its plan, and in train mode its
-            BatchNorm running statistics (``steps`` forward passes).
+            trained for a few epochs. Its plan is changed in place; its buffers are not.
         data: ``(inputs, targets)`` batches; ``steps`` of them are used for the measurement.
         loss_fn: as for training.
-        steps: batches to average the gradient cosines over.
-        beta: uses whose averaged cosine does not exceed it are split apart. The paper leaves
-            its value to a grid search; 0 splits uses whose gradients point in opposed
-            directions on average.
+        steps: batches whose gradients are summed before the uses are compared.
+        beta: uses whose gradient sums have a cosine that does not exceed it are split apart.
+            The paper leaves its value to a grid search; 0.9 is its reference code's, 0 splits
+            only uses whose gradients point in opposed directions.
 
     Returns:
         A :class:`RefineResult`. Gradients already in ``.grad`` are left untouched.
@@ -102,9 +103,10 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
     generators = {g.name: getattr(store, g.name) for g in plan.groups}
     for name, gen in generators.items():
         gen.hook = lambda i, g, name=name: grads.__setitem__((name, i), g.detach())
-    totals = {key: torch.zeros(len(uses), len(uses)) for key, uses in rows.items()}
+    totals: dict[tuple[str, int], torch.Tensor] = {}
     params = [p for p in store.parameters() if p.requires_grad]
     batches = _cycle(data)
+    buffers = {name: b.detach().clone() for name, b in shared.named_buffers()}
     try:
         for step in range(steps):
             out, target = _call(shared, next(batches), step, "refine")
@@ -115,16 +117,21 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
             torch.autograd.grad(loss, params, allow_unused=True)  # fills grads via the hooks
             with torch.no_grad():
                 for key, uses in rows.items():
-                    totals[key] += _use_cosines(key, uses, groups, generators, grads)
+                    v = _use_gradients(key, uses, groups, generators, grads)
+                    totals[key] = totals[key] + v if key in totals else v
             grads.clear()
     finally:
         for gen in generators.values():
             gen.hook = None
+        with torch.no_grad():  # the measurement is no training step: statistics stay as they were
+            for name, b in shared.named_buffers():
+                b.copy_(buffers[name])
 
     new_plan = copy.deepcopy(plan)
     result = RefineResult(new_plan)
     for key, uses in rows.items():
-        cos = totals[key] / steps
+        v = F.normalize(totals[key].float(), dim=1)
+        cos = v @ v.T
         labels = [f"{s}#{t}" for s, t in uses]
         result.similarity[f"{key[0]}/{key[1]}"] = [[round(float(v), 4) for v in r] for r in cos]
         clusters = superweight_clusters(pair_graph(labels, cos), beta)
@@ -139,9 +146,10 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
     return result
 
 
-def _use_cosines(key: tuple[str, int], uses: list[tuple[str, int]], groups: dict[str, Any],
-                 generators: dict[str, nn.Module], grads: dict[tuple[str, int], torch.Tensor]
-                 ) -> torch.Tensor:
+def _use_gradients(key: tuple[str, int], uses: list[tuple[str, int]], groups: dict[str, Any],
+                   generators: dict[str, nn.Module], grads: dict[tuple[str, int], torch.Tensor]
+                   ) -> torch.Tensor:
+    """The gradient each use of a coefficient row sends to it, one row per use."""
     group, row = key
     plan_group, gen = groups[group], generators[group]
     vectors = []
@@ -156,8 +164,7 @@ def _use_cosines(key: tuple[str, int], uses: list[tuple[str, int]], groups: dict
         matrix = g.reshape(g.shape[0], -1) if g.dim() > 1 else g.reshape(-1, 1)
         region = matrix[tile.row: tile.row + rows_, tile.col: tile.col + cols]
         vectors.append(cands.reshape(cands.shape[0], -1) @ region.reshape(-1))
-    v = F.normalize(torch.stack(vectors).float(), dim=1)
-    return v @ v.T
+    return torch.stack(vectors)
 
 
 def _untie(plan: SharingPlan, key: tuple[str, int], uses: list[tuple[str, int]],

@@ -58,10 +58,30 @@ def test_agreeing_layers_change_nothing():
     agree = [(x, torch.cat([y[:, :4]] * 3, dim=1)) for x, y in conflict_data()]
     shared, _ = _trained(agree)
     plan = shared.ssnfx.plan
-    result = ssnfx.refine(shared, agree, F.mse_loss, steps=4)
+    result = ssnfx.refine(shared, agree, F.mse_loss, steps=4, beta=0.0)
     assert not result.changed and result.similarity
     assert min(v for m in result.similarity.values() for r in m for v in r) > 0
     assert shared.ssnfx.plan is plan
+    # At the default beta (0.9) uses at different depths may part, agreeing branches never.
+    for clusters in ssnfx.refine(shared, agree, F.mse_loss, steps=4).untied.values():
+        for cluster in clusters:
+            assert len({u.split(".")[0][1] for u in cluster}) == 1, clusters  # one depth each
+
+
+def test_refine_leaves_norm_statistics_as_they_were():
+    # In train mode the measurement's forward passes would move BatchNorm's running statistics
+    # (eval outputs shifted by 0.24 before): they are restored, so only the plan changes.
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.BatchNorm1d(16),
+                              torch.nn.Linear(16, 16))
+    shared = ssnfx.share(net, 0.5, HARD).train()
+    data = [(torch.randn(8, 16) * 3 + 1, torch.randn(8, 16)) for _ in range(4)]
+    x = torch.randn(5, 16)
+    before = shared.eval()(x).detach()
+    stats = {k: v.clone() for k, v in shared.state_dict().items() if "running" in k}
+    ssnfx.refine(shared.train(), data, F.mse_loss, steps=4)
+    assert all(torch.equal(shared.state_dict()[k], v) for k, v in stats.items())
+    torch.testing.assert_close(shared.eval()(x), before)
 
 
 def test_refined_model_round_trips_and_folds(tmp_path):
