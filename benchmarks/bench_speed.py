@@ -55,8 +55,9 @@ def interleaved(fns: dict[str, Callable[[], None]], repeats: int, warmup: int = 
 
 
 def interleaved_ratios(fns: dict[str, Callable[[], None]], rounds: int, base: str,
-                       warmup: int = 2) -> tuple[dict[str, float], dict[str, float]]:
-    """Median seconds of each function and median of its per-round ratio to ``base``.
+                       warmup: int = 2, keep: bool = False) -> tuple:
+    """Median seconds of each function and median of its per-round ratio to ``base`` (and, with
+    ``keep``, every round's seconds).
 
     Each round calls every function once, in an order that alternates between rounds (forward,
     then reversed), so that a drift in machine load or a cache warmed by the previous call hits
@@ -72,7 +73,8 @@ def interleaved_ratios(fns: dict[str, Callable[[], None]], rounds: int, base: st
                 times[name].append(time.perf_counter() - start)
     ratios = {k: statistics.median(t / b for t, b in zip(v, times[base]))
               for k, v in times.items()}
-    return {k: statistics.median(v) for k, v in times.items()}, ratios
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return (medians, ratios, times) if keep else (medians, ratios)
 
 
 def training_ratios(make: Callable[[], nn.Module], x: torch.Tensor, budgets: list[float],
@@ -144,11 +146,34 @@ def _short_cases(quick: bool) -> dict[str, tuple[Callable[[], nn.Module], torch.
     }
 
 
+class _Generation:
+    """Generating every weight of a shared model and back-propagating random gradients into the
+    store, timed apart (forward, backward) each call: a contestant in the interleaved rounds, so
+    that its times are taken beside the steps they are compared with."""
+
+    def __init__(self, shared: nn.Module) -> None:
+        self.groups = list(shared.ssnfx.children())
+        self.grads = [torch.randn_like(w) for g in self.groups for w in g()]
+        self.forward: list[float] = []
+        self.backward: list[float] = []
+
+    def __call__(self) -> None:
+        start = time.perf_counter()
+        weights = [w for g in self.groups for w in g()]
+        mid = time.perf_counter()
+        torch.autograd.backward(weights, self.grads)
+        self.forward.append(mid - start)
+        self.backward.append(time.perf_counter() - mid)
+        for g in self.groups:
+            g.zero_grad(set_to_none=True)
+
+
 def short_steps(quick: bool, rounds: int) -> str:
     """The short-steps table: mobile networks, where a step is short and ssnfx's fixed per-step
-    work weighs most. SGD with momentum; per network, the unshared model and one shared model
-    per budget step in turn (order alternating), and each ratio is the median of the per-round
-    ratios. ssnfx's share of the step is the forward and backward of its generators alone."""
+    work weighs most. SGD with momentum; per network, the unshared model, one shared model per
+    budget and each shared model's generation alone take turns (order alternating between
+    rounds); a ratio is the median of the per-round ratios, generation's share the median of its
+    per-round share of its model's step."""
     lines = ["| network | budget | parameters | step ms | step vs unshared | generation ms "
              "(fwd + bwd) | generation share of the step |",
              "|---|---:|---:|---:|---:|---:|---:|"]
@@ -164,18 +189,24 @@ def short_steps(quick: bool, rounds: int) -> str:
                 least = int(str(e).split("shared with: ")[-1].split(" (")[0].replace(",", ""))
                 models[f"{least / total:.2%} (least; {b:.0%} refused)"] = \
                     ssnfx.share(make(), least)
-        fns = {}
+        fns: dict[str, Callable[[], None]] = {}
+        gens = {}
         for name, model in models.items():
             model.train()
             opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
             fns[name] = lambda m=model, o=opt: _step(m, o, x, y)
-        times, ratios = interleaved_ratios(fns, rounds, "unshared")
+            if name != "unshared":
+                gens[name] = fns[f"generation {name}"] = _Generation(model)
+        times, ratios, per_round = interleaved_ratios(fns, rounds, "unshared", keep=True)
         for name, model in models.items():
             n = sum(p.numel() for p in model.parameters())
-            gen = "" if name == "unshared" else generation_split(model, rounds)
-            cells = ("", "") if not gen else (
-                f"{gen[0] * 1e3:.1f} + {gen[1] * 1e3:.1f}",
-                f"{(gen[0] + gen[1]) / times[name]:.1%}")
+            cells = ("", "")
+            if name in gens:
+                gen, steps = gens[name], per_round[name]
+                fwd, bwd = gen.forward[-len(steps):], gen.backward[-len(steps):]
+                share = statistics.median((f + b) / t for f, b, t in zip(fwd, bwd, steps))
+                cells = (f"{statistics.median(fwd) * 1e3:.1f} + "
+                         f"{statistics.median(bwd) * 1e3:.1f}", f"{share:.1%}")
             lines.append(f"| {label} | {name} | {n:,} | {times[name] * 1e3:.0f} | "
                          f"{ratios[name]:.3f}x | {cells[0]} | {cells[1]} |")
         print("\n".join(lines[-len(models):]), flush=True)
