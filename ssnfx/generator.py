@@ -116,24 +116,20 @@ def _lerp_weights(n_in: int, n_out: int, dtype: torch.dtype = torch.float32
     return torch.stack([i0, i1]), torch.stack([w0, w1]).unsqueeze(2)
 
 
-def _upsample(src: torch.Tensor, idx: torch.Tensor, lam: torch.Tensor, cols: int
-              ) -> torch.Tensor:
-    """``src`` (r, c) bilinearly upsampled to ``(rows, cols)`` (SSN Sec. 3.1), as
-    ``F.interpolate(mode="bilinear", align_corners=False)`` computes it: along the columns by
-    PyTorch's 1-D kernel (the rows as its channels), then along the rows by the weights of
-    :func:`_lerp_weights`, ``idx`` and ``lam``."""
+def _upsample(src: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``src`` (r, c) bilinearly upsampled to ``(rows, cols)`` (SSN Sec. 3.1)."""
     r, c = src.shape
-    t = torch.ops.aten.upsample_linear1d(src.reshape(1, r, c), [cols], False).view(r, cols)
-    return t.index_select(0, idx[0]).mul_(lam[0]).addcmul_(t.index_select(0, idx[1]), lam[1])
+    return torch.ops.aten.upsample_bilinear2d(src.reshape(1, 1, r, c), [rows, cols],
+                                              False).view(rows, cols)
 
 
 def _upsample_backward(grad: torch.Tensor, idx: torch.Tensor, lam: torch.Tensor, r: int, c: int
                        ) -> torch.Tensor:
-    """The gradient of :func:`_upsample` with respect to its ``(r, c)`` source.
-
-    Two scatters of the rows and the 1-D kernel's backward over ``r`` channels: 2-4 ms for a
-    1280 x 960 weight on one core, where ``F.interpolate``'s bilinear backward, which runs on one
-    thread for a single channel, took 11 ms."""
+    """The gradient of :func:`_upsample` with respect to its ``(r, c)`` source, bilinear
+    interpolation being separable: two scatters of the rows by the weights of
+    :func:`_lerp_weights` (``idx``, ``lam``), then PyTorch's 1-D kernel's backward along the
+    columns, over ``r`` channels. 2-4 ms for a 1280 x 960 weight on one core, where the bilinear
+    kernel's own backward, which runs on one thread for a single channel, took 11 ms."""
     cols = grad.shape[1]
     tmp = grad * lam[0]  # in the weights' precision (float32 for a bfloat16 store)
     rows = tmp.new_zeros(r, cols).index_add_(0, idx[0], tmp)
@@ -167,8 +163,9 @@ class _Generate(torch.autograd.Function):
     * window (``idx`` relative to block ``a``; the window is ``b`` blocks wide):
       ``out = D @ store_blocks[a:a+b]``, with ``D`` the mixing rows scattered over the window,
       one matrix product that reads each block of the window once;
-    * upsample (the row interpolation of :func:`_lerp_weights`; the source block is ``a x b``):
-      ``out = mix[:, :1] * upsample(store[:a*b])`` (SSN Sec. 3.1).
+    * upsample (the source block is ``a x b``; its tensors, the row interpolation of
+      :func:`_lerp_weights`, serve the backward): ``out = mix[:, :1] * upsample(store[:a*b])``
+      (SSN Sec. 3.1).
 
     Autograd would give every bucket its own store-sized gradient (a zero-fill, then an add per
     bucket: at 100% on vit_b_16, 4.8 s of zero-filling in a 9.0 s generation backward; on
@@ -198,12 +195,12 @@ class _Generate(torch.autograd.Function):
         for kind, row, n, used, h, w, a, b in specs:
             rows, m = mix[row:row + n], h * w
             if kind == _UPSAMPLE:
-                idx, lam = next(it), next(it)
+                next(it), next(it)  # (the backward's interpolation weights)
                 src = store[:a * b].view(a, b)
                 if n == 1:  # the coefficient scales the source, not the weight: a smaller pass
-                    outs.append(_upsample(src * rows[:, :1], idx, lam, w).view(1, m))
+                    outs.append(_upsample(src * rows[:, :1], h, w).view(1, m))
                 else:
-                    outs.append(rows[:, :1] * _upsample(src, idx, lam, w).view(1, m))
+                    outs.append(rows[:, :1] * _upsample(src, h, w).view(1, m))
                 continue
             idx = next(it)
             view = _block_view(store, m)
@@ -249,7 +246,7 @@ class _Generate(torch.autograd.Function):
                         grad_store[:a * b].view(a, b).addcmul_(back, rows[:, :1])
                     continue
                 if grad_mix is not None:
-                    up = _upsample(src, idx, lam, w).view(h * w, 1)
+                    up = _upsample(src, h, w).view(h * w, 1)
                     grad_mix[row:row + n, :1] = torch.mm(g, up)
                 if grad_store is not None:
                     summed = torch.mm(rows[:, :1].t(), g).view(h, w)
