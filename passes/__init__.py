@@ -1,8 +1,18 @@
-"""The four passes of ssnfx, each a function over a GraphModule: trace, search, rewrite, fold."""
+"""The compiler's passes, each a function over a GraphModule, installed as ``ssnfx.passes``.
+
+trace (find every parameter read), search with its planner (the SharingPlan, from data or
+without), rewrite (generators in place of parameter reads), fold (static weights back), refine
+(SWN's untying of hard-shared coefficients) and member extraction (one model of several that
+share a store). They hand each other GraphModules and SharingPlans only.
+"""
 from .fold import fold
+from .members import member, member_names, select_members
+from .planner import make_plan
+from .refine import RefineResult, refine
 from .rewrite import rewrite
 from .search import SearchConfig, search, similarity_graph
 from .trace import register_leaf, slots_of, trace
 
 __all__ = ["trace", "register_leaf", "slots_of", "search", "SearchConfig", "similarity_graph",
-           "rewrite", "fold"]
+           "make_plan", "rewrite", "fold", "refine", "RefineResult", "member", "member_names",
+           "select_members"]

@@ -17,13 +17,13 @@ from typing import Any
 
 import torch.fx as fx
 
-from .config import ShareConfig
-from .errors import BudgetError, PlanError
-from .grouping import group_slots
-from .markers import Meta
-from .passes.trace import as_traced, check_traced_parameters, slots_of
-from .plan import GroupPlan, SharingPlan, Slot
-from .selector import ssn_layout, swn_layout
+from ..config import ShareConfig
+from ..errors import BudgetError, PlanError
+from ..grouping import group_slots
+from ..markers import Meta
+from ..plan import GroupPlan, SharingPlan, Slot
+from ..selector import ssn_layout, swn_layout
+from .trace import as_traced, check_traced_parameters, slots_of
 
 __all__ = ["make_plan", "resolve_budget", "original_param_count", "MAX_BUDGET_RATIO"]
 

@@ -25,10 +25,10 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .errors import PlanError, SearchError
-from .markers import require_store
-from .passes.search import _call, _cycle, pair_graph, superweight_clusters
-from .plan import SharingPlan, Tile
+from ..errors import PlanError, SearchError
+from ..markers import require_store
+from ..plan import SharingPlan, Tile
+from .search import _call, _cycle, pair_graph, superweight_clusters
 
 __all__ = ["RefineResult", "refine"]
 

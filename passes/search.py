@@ -54,7 +54,7 @@ from ..config import ShareConfig
 from ..errors import SearchError
 from ..generator import _orthogonal, sample_std
 from ..plan import SharingPlan, Slot
-from ..planner import make_plan
+from .planner import make_plan
 from .rewrite import apply_store, target_stds
 from .trace import as_traced
 

@@ -5,6 +5,7 @@
     folded = ssnfx.fold(shared)               # deploy this: the original graph, plain weights
     ensemble = ssnfx.share([small, medium, large], budget=1.0)   # several models, one store
 """
+from . import _checkout  # noqa: F401  (first: where ssnfx.passes comes from)
 from .anytime import anytime_frontier, anytime_subset, member_costs, order_by_cost, subset_accuracy
 from .api import share
 from .checkpoint import load, save
@@ -17,9 +18,6 @@ from .ensemble import (
     average_probabilities,
     ensemble,
     ensemble_loss,
-    member,
-    member_names,
-    select_members,
 )
 from .errors import (
     BudgetError,
@@ -35,18 +33,22 @@ from .export import export_pt2, export_torchscript
 from .initialization import reset_parameters
 from .lsm import LayerSimilarity, identical_weights, layer_similarity
 from .passes import (
+    RefineResult,
     SearchConfig,
     fold,
+    make_plan,
+    member,
+    member_names,
+    refine,
     register_leaf,
     rewrite,
     search,
+    select_members,
     similarity_graph,
     slots_of,
     trace,
 )
 from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
-from .planner import make_plan
-from .refine import RefineResult, refine
 from .report import report
 
 __version__ = "0.1.0"

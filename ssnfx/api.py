@@ -12,10 +12,10 @@ from .config import ShareConfig
 from .ensemble import EnsembleLoss, Members, as_members, ensemble_loss
 from .errors import SearchError
 from .graph_module import release
+from .passes.planner import make_plan
 from .passes.rewrite import rewrite
 from .passes.search import SearchConfig, search
 from .passes.trace import trace
-from .planner import make_plan
 
 __all__ = ["share"]
 

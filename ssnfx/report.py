@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import torch.fx as fx
 
-from .ensemble import member_names
 from .errors import PlanError
 from .lsm import identical_weights, layer_similarity
 from .markers import store_of
+from .passes.members import member_names
 from .plan import SharingPlan
 
 __all__ = ["report"]

@@ -92,9 +92,9 @@ def select_blocks(numel: int, superweights: Sequence[tuple[int, int]], candidate
     ended. Consecutive SuperWeights of one size thus select every block before reusing one. Not
     every parameter need be selected: the last ``numel % m`` are in no block of size ``m``, and a
     change of size skips to the next whole block of the new size (with one group per layer at a
-    budget of 1.2x-1.9x, 17-48% of the store is never selected). Returns ``(first_block, count)`` per
-    SuperWeight; ``count == 0`` means the store is smaller than the SuperWeight, which is then
-    upsampled.
+    budget of 1.2x-1.9x, 17-48% of the store is never selected). Returns ``(first_block,
+    count)`` per SuperWeight; ``count == 0`` means the store is smaller than the SuperWeight,
+    which is then upsampled.
 
     Example:
         >>> select_blocks(12, [(2, 2), (2, 2), (3, 4)], candidates=2)

@@ -1,4 +1,4 @@
-"""Budget arithmetic and its errors (ssnfx/planner.py): every refusal names the budget or the
+"""Budget arithmetic and its errors (passes/planner.py): every refusal names the budget or the
 model and says what to pass instead."""
 import re
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 import ssnfx
-from ssnfx.planner import MAX_BUDGET_RATIO
+from ssnfx.passes.planner import MAX_BUDGET_RATIO
 from ssnfx.selector import select_blocks
 
 from models import SmallCNN

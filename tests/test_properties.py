@@ -16,7 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import ssnfx
-from ssnfx.planner import MAX_BUDGET_RATIO, original_param_count, resolve_budget
+from ssnfx.passes.planner import MAX_BUDGET_RATIO, original_param_count, resolve_budget
 from ssnfx.selector import upsample_source
 
 from helpers import check_pipeline, count_params
