@@ -29,7 +29,14 @@ from .errors import (
     SsnfxError,
     TraceError,
 )
-from .export import export_pt2, export_torchscript
+from .export import (
+    EXPORT_FORMATS,
+    ExportFormat,
+    export,
+    export_pt2,
+    export_torchscript,
+    register_export_format,
+)
 from .initialization import reset_parameters
 from .lsm import LayerSimilarity, identical_weights, layer_similarity
 from .passes import (
@@ -56,7 +63,8 @@ __version__ = "0.1.0"
 __all__ = [
     "share", "trace", "search", "make_plan", "rewrite", "fold", "register_leaf", "slots_of",
     "SearchConfig", "similarity_graph", "SearchError", "refine", "RefineResult",
-    "save", "load", "export_torchscript", "export_pt2", "report", "reset_parameters",
+    "save", "load", "export", "export_torchscript", "export_pt2", "ExportFormat",
+    "EXPORT_FORMATS", "register_export_format", "report", "reset_parameters",
     "ShareConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION", "METHODS", "COMBINERS",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",
     "Members", "member", "member_names", "select_members", "ensemble", "ensemble_loss",

@@ -27,7 +27,7 @@ from .checkpoint import load as load_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import COMBINERS, METHODS, ShareConfig
 from .errors import BudgetError, SsnfxError
-from .export import export_pt2, export_torchscript
+from .export import EXPORT_FORMATS, export
 from .grouping import STRATEGIES
 from .passes import SearchConfig, fold
 from .plan import SharingPlan
@@ -185,8 +185,8 @@ def _compiled(directory: str) -> tuple[Path, dict[str, Any]]:
 
 def cmd_fold(args: argparse.Namespace) -> int:
     out, source = _compiled(args.directory)
-    suffix = ".pt" if args.format == "torchscript" else ".pt2"
-    target = Path(args.output) if args.output else out / f"model{suffix}"
+    fmt = EXPORT_FORMATS[args.format]
+    target = Path(args.output) if args.output else out / f"model{fmt.suffix}"
     if target.exists() and not args.force:
         raise UsageError(f"{target} exists; pass --force to replace it")
     with stages(3, "ssnfx fold", not args.quiet) as stage:
@@ -197,8 +197,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
         with stage("fold"):
             folded = fold(shared)
         with stage(f"export to {args.format} and check"):
-            export = export_torchscript if args.format == "torchscript" else export_pt2
-            export(folded, inputs, target, atol=args.atol, rtol=args.atol)
+            export(folded, inputs, target, fmt.name, atol=args.atol, rtol=args.atol)
     _say(args, f"wrote {target} ({args.format}); it reproduces the folded model on the example "
                f"inputs within atol {args.atol:g}")
     return 0
@@ -274,9 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "it, checking the export against the folded model on the file's "
                        "example_inputs (or --input-shape).")
     f.add_argument("directory", metavar="DIR", help="an output folder of 'ssnfx compile'")
-    f.add_argument("--format", choices=("torchscript", "pt2"), default="pt2",
-                   help="pt2 (torch.export, default) or torchscript")
-    f.add_argument("-o", "--output", help="the exported file (default DIR/model.pt2 or .pt)")
+    f.add_argument("--format", choices=sorted(EXPORT_FORMATS), default="pt2",
+                   help="pt2 (torch.export, default), torchscript, or a registered format")
+    f.add_argument("-o", "--output", help="the exported file (default DIR/model + the "
+                   "format's suffix: .pt2, .pt)")
     f.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
     f.add_argument("--atol", type=float, default=1e-5, help="tolerance of the check (1e-5)")
     f.add_argument("-f", "--force", action="store_true", help="replace an existing file")

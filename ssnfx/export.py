@@ -1,13 +1,19 @@
-"""Export a folded model to TorchScript (``.pt``) and to torch.export (``.pt2``).
+"""Export a folded model, checked: TorchScript (``.pt``), torch.export (``.pt2``), or a format of
+your own.
 
-Each export is checked against the folded model on the example inputs before the file is moved
-into place, so a file that exists is a file that reproduces the model.
+Each format is one :class:`ExportFormat` in a registry: its name, file suffix, a writer that
+saves the folded model and a loader that reads the file back into something callable.
+:func:`export` writes to a temporary file, loads it, checks its outputs against the folded
+model on the example inputs and only then moves it into place, so a file that exists is a file
+that reproduces the model. Adding a format is one :func:`register_export_format` call.
 """
 from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +23,45 @@ from ._io import atomic_path
 from .errors import ExportError
 from .markers import store_of
 
-__all__ = ["export_torchscript", "export_pt2", "check_outputs"]
+__all__ = ["ExportFormat", "EXPORT_FORMATS", "register_export_format", "export",
+           "export_torchscript", "export_pt2", "check_outputs"]
+
+
+@dataclass(frozen=True)
+class ExportFormat:
+    """A file format for folded models.
+
+    Attributes:
+        name: what users pass as ``format=`` (and ``ssnfx fold --format``).
+        suffix: the file suffix, with its dot.
+        write: ``write(folded, inputs, path, **options)`` saves ``folded`` (in eval mode) to
+            ``path``; ``inputs`` is the tuple of example inputs. Raise anything to refuse.
+        load: ``load(path)`` returns a callable that runs the saved model on ``*inputs``.
+    """
+
+    name: str
+    suffix: str
+    write: Callable[..., None]
+    load: Callable[[str], Callable[..., Any]]
+
+
+#: The registered formats by name.
+EXPORT_FORMATS: dict[str, ExportFormat] = {}
+
+
+def register_export_format(fmt: ExportFormat) -> ExportFormat:
+    """Make ``fmt`` known to :func:`export` and the command line (replacing one so named).
+
+    Example:
+        >>> import ssnfx
+        >>> sorted(ssnfx.EXPORT_FORMATS)
+        ['pt2', 'torchscript']
+    """
+    if not fmt.suffix.startswith("."):
+        raise ValueError(f"export format {fmt.name!r}: suffix must start with '.', got "
+                         f"{fmt.suffix!r}")
+    EXPORT_FORMATS[fmt.name] = fmt
+    return fmt
 
 
 def _prepare(folded: nn.Module, example_inputs: Any) -> tuple[tuple[Any, ...], Any]:
@@ -43,12 +87,87 @@ def check_outputs(actual: Any, expected: Any, atol: float, rtol: float, what: st
         raise ExportError(f"{what} does not reproduce the folded model: {e}") from e
 
 
+def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
+           format: str | None = None, atol: float = 1e-5, rtol: float = 1e-5,
+           **options: Any) -> None:
+    """Write ``folded`` to ``path`` in ``format``, checked against it on ``example_inputs``.
+
+    Args:
+        folded: a model from :func:`ssnfx.fold` (put in eval mode).
+        example_inputs: one input or a tuple of inputs.
+        path: the file; written only once the check passes.
+        format: a name in :data:`EXPORT_FORMATS`; ``None`` picks the one whose suffix ``path``
+            has.
+        atol, rtol: tolerances of the check.
+        options: passed to the format's writer (``dynamic_shapes`` for ``pt2``).
+
+    Example:
+        >>> import os, tempfile, torch, ssnfx
+        >>> folded = ssnfx.fold(ssnfx.share(torch.nn.Sequential(torch.nn.Linear(8, 4)), 0.9))
+        >>> path = os.path.join(tempfile.mkdtemp(), "m.pt2")
+        >>> ssnfx.export(folded, torch.randn(2, 8), path)  # the format from the suffix
+        >>> torch.export.load(path).module()(torch.ones(2, 8)).shape
+        torch.Size([2, 4])
+    """
+    fmt = _format(format, path)
+    inputs, reference = _prepare(folded, example_inputs)
+    with atomic_path(path) as tmp:
+        try:
+            fmt.write(folded, inputs, str(tmp), **options)
+        except ExportError:
+            raise
+        except Exception as e:
+            raise ExportError(f"{fmt.name} could not export {type(folded).__name__}: "
+                              f"{type(e).__name__}: {e}") from e
+        loaded = fmt.load(str(tmp))
+        with torch.no_grad():
+            check_outputs(loaded(*inputs), reference, atol, rtol, f"the {fmt.name} export")
+
+
+def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:
+    if name is not None:
+        if name not in EXPORT_FORMATS:
+            raise ExportError(f"unknown export format {name!r}; known: {sorted(EXPORT_FORMATS)} "
+                              f"(add one with ssnfx.register_export_format)")
+        return EXPORT_FORMATS[name]
+    suffix = Path(path).suffix
+    found = [f for f in EXPORT_FORMATS.values() if f.suffix == suffix]
+    if not found:
+        raise ExportError(f"no export format writes {suffix or 'files without a suffix'!r} "
+                          f"files ({os.fspath(path)!r}); pass format= one of "
+                          f"{sorted(EXPORT_FORMATS)}, or a path ending in one of "
+                          f"{sorted(f.suffix for f in EXPORT_FORMATS.values())}")
+    return found[0]
+
+
+def _write_torchscript(folded: nn.Module, inputs: tuple[Any, ...], path: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        torch.jit.save(torch.jit.trace(folded, inputs, check_trace=False), path)
+
+
+def _load_torchscript(path: str) -> Callable[..., Any]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(path)
+
+
+def _write_pt2(folded: nn.Module, inputs: tuple[Any, ...], path: str,
+               dynamic_shapes: dict[str, Any] | Sequence[Any] | None = None) -> None:
+    torch.export.save(torch.export.export(folded, inputs, dynamic_shapes=dynamic_shapes), path)
+
+
+#: TorchScript is deprecated in torch 2.14; its FutureWarnings are silenced because users asked
+#: for the format. Prefer pt2 where torch.export applies.
+register_export_format(ExportFormat("torchscript", ".pt", _write_torchscript, _load_torchscript))
+register_export_format(ExportFormat("pt2", ".pt2", _write_pt2,
+                                    lambda path: torch.export.load(path).module()))
+
+
 def export_torchscript(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
                        atol: float = 1e-5, rtol: float = 1e-5) -> None:
-    """Trace ``folded`` with TorchScript, check it, and save it to ``path``.
-
-    TorchScript is deprecated in torch 2.14; its FutureWarning is silenced here because users
-    asked for the format. Prefer :func:`export_pt2` where torch.export applies.
+    """:func:`export` to TorchScript (``torch.jit.trace``, ``.pt``).
 
     Example:
         >>> import os, tempfile, torch, ssnfx
@@ -58,26 +177,13 @@ def export_torchscript(folded: nn.Module, example_inputs: Any, path: str | os.Pa
         >>> torch.jit.load(path)(torch.ones(1, 8)).shape
         torch.Size([1, 4])
     """
-    inputs, reference = _prepare(folded, example_inputs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        try:
-            scripted = torch.jit.trace(folded, inputs, check_trace=False)
-        except Exception as e:
-            raise ExportError(f"TorchScript could not trace {type(folded).__name__}: "
-                              f"{type(e).__name__}: {e}") from e
-        with atomic_path(path) as tmp:
-            torch.jit.save(scripted, str(tmp))
-            loaded = torch.jit.load(str(tmp))
-            with torch.no_grad():
-                check_outputs(loaded(*inputs), reference, atol, rtol, "the TorchScript export")
+    export(folded, example_inputs, path, "torchscript", atol, rtol)
 
 
 def export_pt2(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
                atol: float = 1e-5, rtol: float = 1e-5,
                dynamic_shapes: dict[str, Any] | Sequence[Any] | None = None) -> None:
-    """Export ``folded`` with ``torch.export``, check it, and save it to ``path`` (``.pt2``).
+    """:func:`export` with ``torch.export`` (``.pt2``).
 
     Example:
         >>> import os, tempfile, torch, ssnfx
@@ -87,14 +193,4 @@ def export_pt2(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[s
         >>> torch.export.load(path).module()(torch.ones(2, 8)).shape
         torch.Size([2, 4])
     """
-    inputs, reference = _prepare(folded, example_inputs)
-    try:
-        program = torch.export.export(folded, inputs, dynamic_shapes=dynamic_shapes)
-    except Exception as e:
-        raise ExportError(f"torch.export could not export {type(folded).__name__}: "
-                          f"{type(e).__name__}: {e}") from e
-    with atomic_path(path) as tmp:
-        torch.export.save(program, str(tmp))
-        loaded = torch.export.load(str(tmp)).module()
-        with torch.no_grad():
-            check_outputs(loaded(*inputs), reference, atol, rtol, "the torch.export program")
+    export(folded, example_inputs, path, "pt2", atol, rtol, dynamic_shapes=dynamic_shapes)

@@ -1,3 +1,4 @@
+import copy
 import subprocess
 import sys
 
@@ -6,8 +7,9 @@ import torch
 import torchvision
 
 import ssnfx
+from ssnfx.cli import build_parser
 
-from models import AttnNet
+from models import AttnNet, SmallCNN
 
 LOAD = {
     "torchscript": "m = torch.jit.load(sys.argv[1])",
@@ -55,3 +57,34 @@ def test_failed_export_leaves_no_file(folded, tmp_path):
     with pytest.raises(ssnfx.ExportError, match="fails on the example inputs"):
         ssnfx.export_pt2(folded, ("not a tensor",), tmp_path / "bad.pt2")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_format_registered_in_one_place(tmp_path):
+    # A new format is one ExportFormat and one registration: export() picks it by name or by
+    # suffix, checks it, and the command line offers it.
+    folded = ssnfx.fold(ssnfx.share(SmallCNN(), 0.3)).eval()
+
+    def write(model, inputs, path):
+        torch.save(model.state_dict(), path)
+
+    def load(path):
+        model = copy.deepcopy(folded)
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model
+
+    fmt = ssnfx.register_export_format(ssnfx.ExportFormat("weights", ".sd", write, load))
+    try:
+        x = torch.randn(2, 1, 8, 8)
+        ssnfx.export(folded, x, tmp_path / "m.sd")
+        assert (tmp_path / "m.sd").is_file()
+        broken = ssnfx.ExportFormat("weights", ".sd", write, lambda path: lambda x: x.sum())
+        ssnfx.register_export_format(broken)
+        with pytest.raises(ssnfx.ExportError, match="the weights export does not reproduce"):
+            ssnfx.export(folded, x, tmp_path / "bad.sd")
+        assert not (tmp_path / "bad.sd").exists()  # nothing half-written, nothing wrong
+        assert build_parser().parse_args(["fold", "out", "--format", "weights"]).format \
+            == "weights"
+    finally:
+        ssnfx.EXPORT_FORMATS.pop(fmt.name)
+    with pytest.raises(ssnfx.ExportError, match="unknown export format 'weights'"):
+        ssnfx.export(folded, x, tmp_path / "m.sd", format="weights")
