@@ -25,10 +25,11 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..batches import cycle, run_batch
 from ..errors import PlanError, SearchError
 from ..markers import require_store
 from ..plan import SharingPlan, Tile
-from .search import _call, _cycle, pair_graph, superweight_clusters
+from .search import pair_graph, superweight_clusters
 
 __all__ = ["RefineResult", "refine"]
 
@@ -105,11 +106,11 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
         gen.hook = lambda i, g, name=name: grads.__setitem__((name, i), g.detach())
     totals: dict[tuple[str, int], torch.Tensor] = {}
     params = [p for p in store.parameters() if p.requires_grad]
-    batches = _cycle(data)
+    batches = cycle(data, "refine")
     buffers = {name: b.detach().clone() for name, b in shared.named_buffers()}
     try:
         for step in range(steps):
-            out, target = _call(shared, next(batches), step, "refine")
+            out, target = run_batch(shared, next(batches), step, "refine")
             loss = loss_fn(out, target)
             if not torch.isfinite(loss):
                 raise SearchError(f"the loss is {float(loss.detach())}: refine stopped and "

@@ -50,6 +50,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .._progress import progress
+from ..batches import cycle, describe, run_batch
 from ..config import ShareConfig
 from ..errors import SearchError
 from ..generator import _orthogonal, sample_std
@@ -171,36 +172,6 @@ class _WindowStore(nn.Module):
         self.g0 = generator
 
 
-def _describe(x: Any) -> str:
-    """A short description of a batch element for error messages: types and shapes."""
-    if isinstance(x, torch.Tensor):
-        return f"Tensor{tuple(x.shape)}"
-    if isinstance(x, (tuple, list)):
-        return f"{type(x).__name__}[{', '.join(_describe(v) for v in x[:4])}" \
-               f"{', ...' if len(x) > 4 else ''}]"
-    return type(x).__name__
-
-
-def _call(model: nn.Module, batch: Any, step: int, stage: str = "search") -> tuple[Any, Any]:
-    """``(model(inputs), targets)`` for a batch; errors name the ``stage`` (search, refine) and
-    step."""
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
-        raise SearchError(f"each batch must be (inputs, targets); got a "
-                          f"{type(batch).__name__}{length} at {stage} step {step}: make the data "
-                          f"yield (inputs, targets) pairs, inputs a tensor or a tuple of the "
-                          f"model's arguments")
-    x, y = batch
-    try:
-        return (model(*x) if isinstance(x, (tuple, list)) else model(x)), y
-    except Exception as e:  # a wrong batch structure shows up as any error inside the model
-        raise SearchError(
-            f"the model failed at {stage} step {step} on the inputs {_describe(x)}: "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; each batch must be "
-            f"(inputs, targets) with model(inputs), or model(*inputs) for a tuple, as the model "
-            f"is called in training") from e
-
-
 def _default_steps(data: Iterable[Any]) -> int:
     try:
         return min(200, max(20, len(data) // 5))  # type: ignore[arg-type]
@@ -269,14 +240,14 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     losses: list[float] = []
     bar = progress(total=steps, desc="ssnfx search", enabled=sc.progress)
     start = time.perf_counter()
-    batches = _cycle(data)
+    batches = cycle(data)
     for step in range(steps):
-        out, target = _call(trained, next(batches), step)
+        out, target = run_batch(trained, next(batches), step, "search")
         try:
             loss = loss_fn(out, target)
         except Exception as e:
             raise SearchError(f"loss_fn raised {type(e).__name__} at search step {step} on "
-                              f"outputs {_describe(out)} and targets {_describe(target)}: {e}; "
+                              f"outputs {describe(out)} and targets {describe(target)}: {e}; "
                               f"it is called as loss_fn(model(inputs), targets)") from e
         _check_loss(loss, step)
         optimizer.zero_grad(set_to_none=True)
@@ -353,16 +324,6 @@ def _check_loss(loss: Any, step: int) -> None:
         raise SearchError(f"the loss is {float(loss.detach())} at search step {step}; the "
                           f"search stopped and returns no plan (lower SearchConfig.lr, or "
                           f"check the data and loss_fn)")
-
-
-def _cycle(data: Iterable[Any]) -> Any:
-    empty = True
-    while True:
-        for batch in data:
-            empty = False
-            yield batch
-        if empty:
-            raise SearchError("the search data is empty: it yielded no batch")
 
 
 def _epoch_fraction(steps: int, data: Iterable[Any]) -> float | None:

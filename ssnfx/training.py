@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from ._progress import progress as _progress
+from .batches import call_model
 
 __all__ = ["train", "accuracy", "predict"]
 
@@ -40,7 +41,7 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
                             f"epoch {epoch + 1}/{epochs}", progress)
         for x, y in batches:
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), y)
+            loss = loss_fn(call_model(model, x), y)
             loss.backward()
             optimizer.step()
             if schedule is not None:
@@ -55,7 +56,7 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
 def predict(model: nn.Module, loader: Iterable[Any]) -> torch.Tensor:
     """Predicted classes of ``model`` (in eval mode) over a loader."""
     model.eval()
-    return torch.cat([model(x).argmax(1) for x, _ in loader])
+    return torch.cat([call_model(model, x).argmax(1) for x, _ in loader])
 
 
 @torch.no_grad()

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import ssnfx
 from ssnfx.passes.search import kmeans_groups, pair_graph, superweight_clusters
 
-from models import SmallCNN, ThreeBranches
+from models import KeywordModel, SmallCNN, ThreeBranches
 from models import conflict_data as _conflict_data
 
 
@@ -232,3 +232,18 @@ def test_groups_are_split_only_where_each_can_hold_its_largest_layer():
     torch.manual_seed(0)
     large = _search(ThreeBranches(), budget=0.9).measured
     assert len(large["groups"]) > 1 and len(large["groups"]) in large["fitting_group_counts"]
+
+
+def test_search_takes_keyword_batches():
+    # Hugging Face style: inputs as a dict of keyword arguments, the model one leaf call.
+    torch.manual_seed(0)
+    ids = torch.randint(0, 30, (8, 5))
+    data = [({"input_ids": ids, "attention_mask": torch.ones(8, 5)}, ids)] * 3
+
+    def loss_fn(out, target):
+        return F.cross_entropy(out["logits"].flatten(0, 1), target.flatten())
+
+    shared = ssnfx.share(KeywordModel(), 0.5, data=data, loss_fn=loss_fn,
+                         search_config=ssnfx.SearchConfig(steps=3, progress=False))
+    assert shared.ssnfx.plan.measured["steps"] == 3
+    assert "loss" in shared(ids, labels=ids)

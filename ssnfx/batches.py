@@ -1,0 +1,74 @@
+"""One batch convention for everything that runs a model on data (search, refine, training):
+batches are ``(inputs, targets)``; a tuple or list of inputs is the model's positional
+arguments, a mapping its keyword arguments (``{"input_ids": ..., "attention_mask": ...}``),
+anything else its one argument.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .errors import SearchError
+
+__all__ = ["call_model", "run_batch", "cycle", "describe"]
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(*inputs)``, ``model(**inputs)`` or ``model(inputs)``, by the inputs' type.
+
+    Example:
+        >>> import torch
+        >>> call_model(torch.nn.Bilinear(2, 3, 1), (torch.ones(1, 2), torch.ones(1, 3))).shape
+        torch.Size([1, 1])
+    """
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    return model(inputs)
+
+
+def run_batch(model: nn.Module, batch: Any, step: int, stage: str) -> tuple[Any, Any]:
+    """``(call_model(model, inputs), targets)`` for a batch; errors name the ``stage`` (search,
+    refine) and the step, and say what a batch must be."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+        raise SearchError(f"each batch must be (inputs, targets); got a "
+                          f"{type(batch).__name__}{length} at {stage} step {step}: make the data "
+                          f"yield (inputs, targets) pairs, inputs a tensor, a tuple of the "
+                          f"model's arguments or a dict of its keyword arguments")
+    x, y = batch
+    try:
+        return call_model(model, x), y
+    except Exception as e:  # a wrong batch structure shows up as any error inside the model
+        raise SearchError(
+            f"the model failed at {stage} step {step} on the inputs {describe(x)}: "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; each batch must be "
+            f"(inputs, targets) with model(inputs), model(*inputs) for a tuple or "
+            f"model(**inputs) for a dict, as the model is called in training") from e
+
+
+def cycle(data: Iterable[Any], stage: str = "search") -> Iterator[Any]:
+    """The batches of ``data`` over and over; a SearchError if it yields none."""
+    empty = True
+    while True:
+        for batch in data:
+            empty = False
+            yield batch
+        if empty:
+            raise SearchError(f"the {stage} data is empty: it yielded no batch")
+
+
+def describe(x: Any) -> str:
+    """A short description of a batch element for error messages: types and shapes."""
+    if isinstance(x, torch.Tensor):
+        return f"Tensor{tuple(x.shape)}"
+    if isinstance(x, (tuple, list)):
+        return f"{type(x).__name__}[{', '.join(describe(v) for v in x[:4])}" \
+               f"{', ...' if len(x) > 4 else ''}]"
+    if isinstance(x, Mapping):
+        return f"dict[{', '.join(f'{k}: {describe(v)}' for k, v in list(x.items())[:4])}]"
+    return type(x).__name__
