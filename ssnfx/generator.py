@@ -1,12 +1,15 @@
 """The parameter store: modules that generate every shared weight from a few trainable tensors.
 
 One :class:`GroupGenerator` per parameter group holds the group's store (its Weight Templates) and
-coefficients, and produces all of the group's weights in one call. Generation is batched: the
-SuperWeights of one shape are generated together, whatever the number of layers, either as one
-matrix product ``mixing @ store_blocks`` (when the store holds few blocks of that shape, the usual
-case below a budget of 1) or by gathering the candidates (when it holds many), whichever moves
-less memory; one gather serves every such shape of a group, so that its backward fills a single
-store-sized gradient; the slots of one shape and layout are then assembled together.
+coefficients, and produces all of the group's weights in one call. Generation is batched (its ops
+grow with the number of distinct SuperWeight shapes, not of layers): the mixing rows of every
+SuperWeight instance are computed together (a handful of ops, gains folded in), then one autograd
+function (:class:`_Generate`) makes every bucket of instances of one shape, as one matrix product
+over the window of store blocks the bucket reads, by gathering its candidates, or by upsampling
+the store's start, whichever moves less memory, and its backward fills a single store-sized
+gradient in place; the slots of one shape and layout are then assembled together (a lone slot is
+a view of its bucket). On mobilenet_v3_large at batch 32 this took generation from 7 + 24 ms to
+4 + 9 ms a step at a 10% budget (2 threads; ``benchmarks/RESULTS.md``, "Short steps").
 
 Variance (the issue's "initialisation keeps each generated weight's variance"): the store starts as
 ``N(0, s^2)`` with ``s`` the RMS of the standard deviations of the model's own initial weights, and
@@ -27,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .combiners import get_combiner
 from .plan import GroupPlan, SharingPlan, Slot
 from .selector import select_blocks, upsample_source
 
@@ -313,7 +317,7 @@ class GroupGenerator(nn.Module):
                  targets: dict[str, float], seed: int, *, device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
-        self.combiner = combiner
+        self.combiner = get_combiner(combiner)
         self.names = list(group.slots)
         #: The standard deviation each slot's weight is scaled to, in slot order: what the layer
         #: was initialised with (kept so that :meth:`reset_parameters` can recompute the gains).
@@ -323,14 +327,7 @@ class GroupGenerator(nn.Module):
         p, n_coef = group.candidates, group.num_coefficients
         factory = {"device": device, "dtype": dtype}
         self.store = nn.Parameter(torch.empty(group.numel, **factory))
-        if combiner == "wavg":
-            self.phi = nn.Parameter(torch.empty(n_coef, p, **factory))
-        elif combiner == "emb":
-            self.phi = nn.Parameter(torch.empty(n_coef, emb_dim, **factory))
-            self.proj_weight = nn.Parameter(torch.empty(p, emb_dim, **factory))
-            self.proj_bias = nn.Parameter(torch.empty(p, **factory))
-        elif combiner == "linear":
-            self.alpha = nn.Parameter(torch.empty(n_coef, p, **factory))
+        self.combiner.create(self, n_coef, p, emb_dim, factory)
         self.register_buffer("gain", torch.ones(len(self.names), **factory))
         #: Called as ``hook(slot_index, grad)`` with each generated weight's gradient (refine).
         self.hook: Callable[[int, torch.Tensor], None] | None = None
@@ -374,22 +371,7 @@ class GroupGenerator(nn.Module):
         scale = math.sqrt(sum(targets[n] ** 2 * slots[n].numel for n in names)
                           / sum(slots[n].numel for n in names)) or 1.0
         self.store.copy_(torch.randn(group.numel, generator=gen) * scale)
-        if self.combiner == "wavg":
-            self.phi.copy_(_orthogonal(n_coef, p, gen))
-        elif self.combiner == "emb":
-            emb_dim = self.phi.shape[1]
-            self.phi.copy_(_orthogonal(n_coef, emb_dim, gen))
-            bound = 1 / math.sqrt(emb_dim)
-            self.proj_weight.copy_(torch.empty(p, emb_dim).uniform_(-bound, bound, generator=gen))
-            self.proj_bias.zero_()
-        elif self.combiner == "linear":
-            self.alpha.copy_(_orthogonal(n_coef, p, gen))
-            # Unit norm over the candidates each row actually combines, so that a sum of
-            # independent candidates keeps the store's variance.
-            for k, b in enumerate(self._buckets):
-                rows, used = getattr(self, f"b{k}_coef"), max(b.count, 1)
-                a = self.alpha[rows, :used]
-                self.alpha[rows, :used] = a / a.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        self.combiner.init(self, n_coef, p, gen)
         self.gain.fill_(1.0)
         raw = self.forward()  # with unit gains
         gains = []
@@ -423,7 +405,6 @@ class GroupGenerator(nn.Module):
         device = self.store.device
         self._group = group
         self._slots = {n: slots[n] for n in self.names}
-        combiner = self.combiner
         picks = select_blocks(group.numel, group.superweights, group.candidates)
         buckets: dict[tuple[int, int], _Bucket] = {}
         where: dict[tuple[int, int], tuple[int, int]] = {}  # instance -> (bucket, row)
@@ -455,8 +436,8 @@ class GroupGenerator(nn.Module):
             self.register_buffer(f"b{k}_coef", coef, persistent=False)
             owner = torch.tensor([min(owners[inst]) for inst in b.instances], device=device)
             self.register_buffer(f"b{k}_owner", owner, persistent=False)
-            # RR takes the first candidate (the round robin is in the selection).
-            used = 1 if combiner == "rr" or not b.count else b.count
+            # One candidate where the combiner reads one (RR), or the store is upsampled.
+            used = 1 if self.combiner.candidates == 1 or not b.count else b.count
             keep += [max(b.count, 1)] * len(b.instances)
             n, m = len(b.instances), b.rows * b.cols
             if b.count:
@@ -522,23 +503,16 @@ class GroupGenerator(nn.Module):
         """Every instance's weights over the P candidates, bucket after bucket: ``(instances,
         P)``, zero past the candidates it combines, scaled by the owning slot's gain where that
         is folded in. A handful of ops for the whole group, whatever the number of buckets."""
-        kept = self.mix_kept
-        if self.combiner in ("wavg", "emb"):
-            phi = self.phi.index_select(0, self.mix_coef)
-            logits = phi if self.combiner == "wavg" else \
-                F.linear(phi, self.proj_weight, self.proj_bias)  # SSN Eq. 2 (else Eq. 1)
-            # A softmax over the kept candidates only: exp(-inf) = 0 elsewhere.
-            mix = torch.softmax(logits.masked_fill(kept == 0, float("-inf")), dim=1)
-        elif self.combiner == "linear":  # SWN Eq. 1
-            mix = self.alpha.index_select(0, self.mix_coef) * kept
-        elif self.combiner == "rr":  # the first candidate (the round robin is in the selection)
-            mix = (torch.arange(kept.shape[1], device=kept.device) == 0).to(self.store.dtype) \
-                .expand(kept.shape)
-        else:  # avg
-            mix = kept.to(self.store.dtype) / kept.sum(1, keepdim=True)
+        mix = self.combiner.mix(self, self.mix_coef, self.mix_kept)
         if self._gain_in_mix:
             mix = mix * self.gain.index_select(0, self.mix_owner).unsqueeze(1)
         return mix
+
+    def coefficient_rows(self) -> list[tuple[torch.Tensor, int]]:
+        """Per bucket: the coefficient rows its instances use and how many candidates each
+        combines (for a combiner's initialisation)."""
+        return [(getattr(self, f"b{k}_coef"), max(b.count, 1))
+                for k, b in enumerate(self._buckets)]
 
     def _mixing(self, k: int, b: _Bucket) -> torch.Tensor:
         """Bucket ``k``'s instances' weights over the candidates they combine: ``(instances,
@@ -614,14 +588,6 @@ class GroupGenerator(nn.Module):
                     wi.register_hook(lambda g, i=i: self.hook(i, g))  # type: ignore[misc]
                 weights[i] = wi
         return tuple(weights)  # type: ignore[arg-type]
-
-
-def _orthogonal(rows: int, cols: int, gen: torch.Generator) -> torch.Tensor:
-    """Orthogonal initialisation (SSN Sec. 3.1.2: layer features start far apart)."""
-    a = torch.randn(max(rows, cols), min(rows, cols), generator=gen)
-    q, r = torch.linalg.qr(a)
-    q = q * torch.sign(torch.diagonal(r)).unsqueeze(0)
-    return (q if rows >= cols else q.T).contiguous()
 
 
 class ParameterStore(nn.Module):
