@@ -184,7 +184,6 @@ def _untie(plan: SharingPlan, key: tuple[str, int], uses: list[tuple[str, int]],
             t = group.layout[slot][t_index]
             group.layout[slot][t_index] = Tile(t.superweight, t.row, t.col, new)
         with torch.no_grad():  # the copy starts equal, so the model's function is unchanged
-            for name in ("alpha", "phi"):
-                coef = getattr(gen, name, None)
-                if coef is not None:
-                    coef[new] = coef[key[1]]
+            for name in gen.combiner.row_parameters:
+                coef = getattr(gen, name)
+                coef[new] = coef[key[1]]

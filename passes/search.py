@@ -51,9 +51,10 @@ import torch.nn.functional as F
 
 from .._progress import progress
 from ..batches import cycle, describe, run_batch
+from ..combiners import orthogonal
 from ..config import ShareConfig
 from ..errors import SearchError
-from ..generator import _orthogonal, sample_std
+from ..generator import sample_std
 from ..plan import SharingPlan, Slot
 from .planner import make_plan
 from .rewrite import apply_store, target_stds
@@ -120,7 +121,7 @@ class _WindowGenerator(nn.Module):
         scale = math.sqrt(sum(targets[s.name] ** 2 * s.numel for s in slots)
                           / sum(s.numel for s in slots))
         self.store = nn.Parameter(torch.randn(numel, generator=gen) * scale)
-        self.phi = nn.Parameter(_orthogonal(len(slots), emb_dim, gen))
+        self.phi = nn.Parameter(orthogonal(len(slots), emb_dim, gen))
         self.register_buffer("phi_start", self.phi.detach().clone(), persistent=False)
         bound = 1 / math.sqrt(emb_dim)
         self.proj_weight = nn.Parameter(torch.empty(candidates, emb_dim).uniform_(

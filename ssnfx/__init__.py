@@ -9,6 +9,7 @@ from . import _checkout  # noqa: F401  (first: where ssnfx.passes comes from)
 from .anytime import anytime_frontier, anytime_subset, member_costs, order_by_cost, subset_accuracy
 from .api import share
 from .checkpoint import load, save
+from .combiners import COMBINER_REGISTRY, Combiner, register_combiner
 from .config import COMBINERS, METHODS, ShareConfig
 from .distill import DistillationLoss, distillation_loss, with_teacher
 from .ensemble import (
@@ -66,6 +67,7 @@ __all__ = [
     "save", "load", "export", "export_torchscript", "export_pt2", "ExportFormat",
     "EXPORT_FORMATS", "register_export_format", "report", "reset_parameters",
     "ShareConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION", "METHODS", "COMBINERS",
+    "Combiner", "COMBINER_REGISTRY", "register_combiner",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",
     "Members", "member", "member_names", "select_members", "ensemble", "ensemble_loss",
     "EnsembleLoss", "EnsembleAverage", "average_probabilities", "EnsembleError",

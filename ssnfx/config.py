@@ -5,16 +5,17 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from .combiners import COMBINER_REGISTRY
 from .errors import PlanError
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS"]
 
 #: Weight-generation methods: Shapeshifter Networks and SuperWeight Networks.
 METHODS = ("ssn", "swn")
-#: Candidate combiners (SSN Sec. 3.1): round robin (one block per slot, the next slot the next
-#: block), average, weighted average, layer embeddings,
-#: and the plain linear combination of SWN Eq. 1.
-COMBINERS = ("rr", "avg", "wavg", "emb", "linear")
+#: The names of the registered combiners (a live view of :data:`ssnfx.COMBINER_REGISTRY`: round
+#: robin, average, weighted average, layer embeddings, SWN's linear combination, and any
+#: combiner registered since; see :mod:`ssnfx.combiners`).
+COMBINERS = COMBINER_REGISTRY.keys()
 _DEFAULT_COMBINER = {"ssn": "wavg", "swn": "linear"}
 
 
@@ -88,7 +89,7 @@ class ShareConfig:
         if self.method not in METHODS:
             raise PlanError(f"ShareConfig.method must be one of {METHODS}, got {self.method!r}")
         if self.combiner is not None and self.combiner not in COMBINERS:
-            raise PlanError(f"ShareConfig.combiner must be one of {COMBINERS} or None, "
+            raise PlanError(f"ShareConfig.combiner must be one of {tuple(COMBINERS)} or None, "
                             f"got {self.combiner!r}")
         for name in ("groups", "candidates", "emb_dim"):
             value = getattr(self, name)

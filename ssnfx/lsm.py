@@ -69,8 +69,6 @@ class LayerSimilarity:
         return self.pairs(1.0 - tolerance, same_templates=True)
 
 
-#: Combiners whose coefficients are learned; RR and Avg mix every layer alike.
-_LEARNED = ("wavg", "emb", "linear")
 
 
 @torch.no_grad()
@@ -115,7 +113,7 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
     candidates: list[tuple] = []
     for g in store.plan.groups:
         gen = getattr(store, g.name)
-        if getattr(gen, "combiner", None) not in _LEARNED:
+        if not getattr(getattr(gen, "combiner", None), "learned", False):  # RR, Avg: all alike
             continue
         mixing = _mixing_rows(gen)
         picks = select_blocks(g.numel, g.superweights, g.candidates)

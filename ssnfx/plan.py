@@ -22,6 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .combiners import get_combiner
 from .config import COMBINERS, METHODS
 from .errors import PlanError
 
@@ -186,13 +187,9 @@ class SharingPlan:
 
     def coefficient_params(self, group: GroupPlan) -> int:
         """Learned coefficient parameters of one group under the plan's combiner (SSN 3.1.2)."""
-        n, p = group.num_coefficients, group.candidates
-        if self.combiner in ("wavg", "linear"):
-            return n * p
-        if self.combiner == "emb":
-            e = int(self.hyper.get("emb_dim", 24))
-            return n * e + e * p + p
-        return 0
+        # The combiner that creates the generator's coefficients counts them.
+        return get_combiner(self.combiner).coefficient_params(
+            group.num_coefficients, group.candidates, int(self.hyper.get("emb_dim", 24)))
 
     @property
     def shared_params(self) -> int:
@@ -238,8 +235,9 @@ class SharingPlan:
         # A plan names its method and combiner; an unknown one would build the wrong generators.
         for key, known in (("method", METHODS), ("combiner", COMBINERS)):
             if key in d and d[key] not in known:
-                raise PlanError(f"the plan's {key} {d[key]!r} is not one of {known}: the plan is "
-                                f"damaged or from another ssnfx; make it again with "
+                raise PlanError(f"the plan's {key} {d[key]!r} is not one of {tuple(known)}: "
+                                f"the plan is damaged or from another ssnfx (or uses a "
+                                f"combiner not registered here); make it again with "
                                 f"ssnfx.make_plan")
         try:
             return SharingPlan(

@@ -139,19 +139,20 @@ def _plain_weights(g) -> list[torch.Tensor]:
     for i, name in enumerate(g.names):
         rows, cols = g._slots[name].matrix
         w = store.new_zeros(rows, cols)
+        combiner = g.combiner.name
         for t in group.layout[name]:
             r, c = group.superweights[t.superweight]
             first, count = picks[t.superweight]
-            used = 1 if g.combiner == "rr" or count == 0 else count
-            if g.combiner == "wavg":
+            used = 1 if combiner == "rr" or count == 0 else count
+            if combiner == "wavg":
                 mix = torch.softmax(g.phi[t.coefficients, :max(count, 1)], 0)
-            elif g.combiner == "emb":
+            elif combiner == "emb":
                 mix = torch.softmax(g.proj_weight[:max(count, 1)] @ g.phi[t.coefficients]
                                     + g.proj_bias[:max(count, 1)], 0)
-            elif g.combiner == "linear":
+            elif combiner == "linear":
                 mix = g.alpha[t.coefficients, :max(count, 1)]
             else:
-                mix = store.new_full((used,), 1.0 if g.combiner == "rr" else 1.0 / used)
+                mix = store.new_full((used,), 1.0 if combiner == "rr" else 1.0 / used)
             if count == 0:
                 a, b = upsample_source(group.numel, r, c)
                 tile = mix[0] * F.interpolate(store[:a * b].view(1, 1, a, b), size=(r, c),
