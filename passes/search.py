@@ -38,7 +38,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import networkx as nx
@@ -98,12 +98,38 @@ class SearchConfig:
     progress: bool = True
     version: int = field(default=1)
 
+    def __post_init__(self) -> None:
+        def positive_int(name: str, value: Any, optional: bool = False) -> None:
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SearchError(f"SearchConfig.{name} must be a positive int"
+                                  f"{' or None' if optional else ''}, got {value!r}")
+
+        positive_int("steps", self.steps, optional=True)
+        positive_int("groups", self.groups, optional=True)
+        for name in ("max_groups", "candidates", "emb_dim"):
+            positive_int(name, getattr(self, name))
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise SearchError(f"SearchConfig.lr must be a positive number, got {self.lr!r}")
+        for name in ("tau", "min_silhouette"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not -1 <= value <= 1:
+                raise SearchError(f"SearchConfig.{name} is compared with cosines or silhouette "
+                                  f"scores, so it must be a number in [-1, 1], got {value!r}")
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)
 
     @staticmethod
     def from_json(text: str) -> "SearchConfig":
-        return SearchConfig(**json.loads(text))
+        d = json.loads(text)
+        known = {f.name for f in fields(SearchConfig)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SearchError(f"unknown SearchConfig field(s) {unknown}; known: {sorted(known)}")
+        return SearchConfig(**d)
 
 
 class _WindowGenerator(nn.Module):

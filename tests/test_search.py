@@ -1,6 +1,7 @@
 import importlib
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -247,3 +248,16 @@ def test_search_takes_keyword_batches():
                          search_config=ssnfx.SearchConfig(steps=3, progress=False))
     assert shared.ssnfx.plan.measured["steps"] == 3
     assert "loss" in shared(ids, labels=ids)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"steps": 0}, "SearchConfig.steps must be a positive int or None, got 0"),
+    ({"candidates": 2.5}, "SearchConfig.candidates must be a positive int, got 2.5"),
+    ({"lr": float("nan")}, "SearchConfig.lr must be a positive number, got nan"),
+    ({"tau": 2}, "SearchConfig.tau is compared with cosines or silhouette scores"),
+])
+def test_search_config_is_validated(kwargs, message):
+    with pytest.raises(ssnfx.SearchError, match=re.escape(message)):
+        ssnfx.SearchConfig(**kwargs)
+    with pytest.raises(ssnfx.SearchError, match="unknown SearchConfig field"):
+        ssnfx.SearchConfig.from_json('{"stpes": 10}')
