@@ -226,9 +226,9 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     constants.update(n for n, _ in model.named_buffers(remove_duplicate=False) if n not in state)
     meta = {Meta.CONSTANTS: sorted(constants),
             Meta.VERSIONS: {n: m._version for n, m in model.named_modules()
-                               if getattr(m, "_version", 1) != 1},
+                            if getattr(m, "_version", 1) != 1},
             Meta.TRACE: {"leaf_modules": list(leaf_modules), "auto_leaves": auto,
-                            "concrete_args": dict(concrete_args or {})}}
+                         "concrete_args": dict(concrete_args or {})}}
     gm = build_graph_module(root, graphs, type(model).__name__, meta, mode)
     _annotate_slots(gm, model)
     return gm
