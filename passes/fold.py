@@ -58,7 +58,7 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
             memo[id(w)] = nn.Parameter(w.detach().clone())
         params[name] = memo[id(w)]
     root: dict[str, Any] = {}
-    graphs = {mode: _fold_graph(g, shared, plan, params, root)
+    graphs = {mode: _fold_graph(g, shared, plan, params, root, memo)
               for mode, g in graphs_of(shared).items()}
     for graph in graphs.values():
         for node in graph.nodes:
@@ -81,8 +81,11 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
 
 
 def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
-                params: dict[str, nn.Parameter], root: dict[str, Any]) -> fx.Graph:
-    """A copy of ``source`` reading ``params`` where it read generators; fills ``root``."""
+                params: dict[str, nn.Parameter], root: dict[str, Any],
+                memo: dict[int, Any]) -> fx.Graph:
+    """A copy of ``source`` reading ``params`` where it read generators; fills ``root``. The
+    leaves are copied with ``memo``, as everything else is, so that a private tensor they share
+    with another module stays one tensor."""
     graph = copy.deepcopy(source)
     by_group = {f"{STORE}.{g.name}": g.slots for g in plan.groups}
     for node in list(graph.nodes):
@@ -97,7 +100,7 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
             module_node, names, weights, *args = node.args
             target = module_node.target
             if target not in root:
-                mod = copy.deepcopy(fetch_attr(shared, target))
+                mod = copy_value(fetch_attr(shared, target), memo)
                 for local, w in zip(names, weights):  # w: the get_attr that replaced a getitem
                     assign_attr(mod, local, params[w.target])
                 if hasattr(mod, "_init_flat_weights"):
@@ -118,7 +121,7 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
                 child, _, below = local.partition(".")
                 target = modules[child].target
                 if target not in root:
-                    root[target] = copy.deepcopy(fetch_attr(shared, target))
+                    root[target] = copy_value(fetch_attr(shared, target), memo)
                 assign_attr(root[target], below, params[w.target])
             node.args = (shell, modules, tensors, (), (), *rest)
             for w in dict.fromkeys(weights):
