@@ -16,6 +16,11 @@ and generation's share of the step beside it. A budget below a network's private
 refused; the table then shows its least budget.
 
     python benchmarks/bench_speed.py [--quick] [--repeats 11] [--rounds 31] [--only main|short]
+                                     [--retain-freed-memory]
+
+``--retain-freed-memory`` runs the process with glibc keeping freed memory for reuse
+(:func:`ssnfx.cpu_memory.retain_freed_memory`, what the ``ssnfx`` command does): large tensors
+are then not faulted in afresh at every step, for the unshared and the shared models alike.
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
+from ssnfx.cpu_memory import retain_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, write  # noqa: E402
@@ -322,8 +328,12 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--only", choices=("main", "short"), default=None,
                         help="run one table and print it (results/speed.md is written only by "
                              "a run of both)")
+    parser.add_argument("--retain-freed-memory", action="store_true",
+                        help="keep freed CPU memory for reuse (ssnfx.cpu_memory) in this process")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.retain_freed_memory and not retain_freed_memory():
+        raise SystemExit("error: --retain-freed-memory needs glibc (Linux)")
     if args.quick:
         args.repeats, args.rounds = 2, 2
     parts = []

@@ -75,7 +75,7 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
     _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
     _check(plan, graph_slots(gm))
     # The store takes the device and dtype of the weights it replaces (the meta device too:
-    # nothing is materialised there; see ssnfx.reset_parameters).
+    # nothing is materialised there; see ssnfx.initialization.initialize).
     like = next((fetch_attr(gm, s.name) for s in plan.slots if s.shared), None)
     return apply_store(gm, ParameterStore(plan, target_stds(gm, plan),
                                           device=getattr(like, "device", None),

@@ -38,7 +38,6 @@ from .export import (
     export_torchscript,
     register_export_format,
 )
-from .initialization import reset_parameters
 from .lsm import LayerSimilarity, identical_weights, layer_similarity
 from .passes import (
     RefineResult,
@@ -65,7 +64,7 @@ __all__ = [
     "share", "trace", "search", "make_plan", "rewrite", "fold", "register_leaf", "slots_of",
     "SearchConfig", "similarity_graph", "SearchError", "refine", "RefineResult",
     "save", "load", "export", "export_torchscript", "export_pt2", "ExportFormat",
-    "EXPORT_FORMATS", "register_export_format", "report", "reset_parameters",
+    "EXPORT_FORMATS", "register_export_format", "report",
     "ShareConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION", "METHODS", "COMBINERS",
     "Combiner", "COMBINER_REGISTRY", "register_combiner",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "CheckpointError", "ExportError",

@@ -26,6 +26,7 @@ from .api import share
 from .checkpoint import load as load_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import COMBINERS, METHODS, ShareConfig
+from .cpu_memory import retain_freed_memory
 from .errors import BudgetError, SsnfxError
 from .export import EXPORT_FORMATS, export
 from .grouping import STRATEGIES
@@ -33,7 +34,7 @@ from .passes import SearchConfig, fold
 from .plan import SharingPlan
 from .report import report
 
-__all__ = ["main", "load_model_file", "MODEL_NAMES"]
+__all__ = ["main", "run", "load_model_file", "MODEL_NAMES"]
 
 #: Names looked up in a model file when no ``:attr`` is given, in order.
 MODEL_NAMES = ("model", "build_model", "get_model", "create_model", "Model")
@@ -307,5 +308,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def run() -> int:
+    """The console script: :func:`main` in a process that keeps freed CPU memory for reuse
+    (:func:`ssnfx.cpu_memory.retain_freed_memory`; the search trains, and a shared model's
+    large tensors would otherwise be faulted in afresh at every step)."""
+    retain_freed_memory()
+    return main()
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -612,7 +612,7 @@ class ParameterStore(nn.Module):
     def reset_parameters(self) -> None:
         """Re-initialise every group (:meth:`GroupGenerator.reset_parameters`): the recipe's
         second step for a model shared on the meta device and materialised with ``to_empty``
-        (:func:`ssnfx.reset_parameters` also initialises the model's private parameters).
+        (:func:`ssnfx.initialization.initialize` also initialises the model's private parameters).
 
         Example:
             >>> import torch, ssnfx

@@ -3,7 +3,7 @@
 A model built under ``torch.device("meta")`` allocates nothing; sharing it allocates nothing
 either (the store and coefficients are created on the meta device, the gains left to compute).
 ``shared.to_empty(device=...)`` then allocates every tensor, uninitialised, and
-:func:`reset_parameters` fills them:
+:func:`initialize` fills them:
 
 * the parameter store: the store and coefficients are drawn from the plan's seed, as
   :func:`ssnfx.share` draws them, and the gains recomputed so that each generated weight starts
@@ -31,14 +31,14 @@ from .graph_module import fetch_attr
 from .markers import STORE, require_store
 from .plan import Slot
 
-__all__ = ["reset_parameters"]
+__all__ = ["initialize"]
 
 _RNN_KINDS = {"RNN", "GRU", "LSTM"}
 _MHA_INPUT_WEIGHTS = {"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"}
 
 
 @torch.no_grad()
-def reset_parameters(shared: fx.GraphModule) -> list[str]:
+def initialize(shared: fx.GraphModule) -> list[str]:
     """Initialise every tensor of a shared model that :func:`ssnfx.share` or the layers'
     defaults can initialise; return the names of the others.
 
@@ -61,12 +61,13 @@ def reset_parameters(shared: fx.GraphModule) -> list[str]:
         ...     net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(),
         ...                               torch.nn.Linear(16, 4))
         >>> shared = ssnfx.share(net, budget=0.5)          # allocates nothing
-        >>> ssnfx.reset_parameters(shared.to_empty(device="cpu"))
+        >>> from ssnfx.initialization import initialize
+        >>> initialize(shared.to_empty(device="cpu"))
         []
         >>> shared(torch.randn(2, 16)).shape
         torch.Size([2, 4])
     """
-    store = require_store(shared, "reset_parameters", PlanError)
+    store = require_store(shared, "initialize", PlanError)
     store.reset_parameters()
     done = {id(t) for t in (*store.parameters(), *store.buffers())}
     plan = store.plan

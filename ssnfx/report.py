@@ -103,7 +103,7 @@ def _members(shared: fx.GraphModule, plan: SharingPlan) -> list[str]:
 def _similarity(shared: fx.GraphModule) -> list[str]:
     if any(p.is_meta for p in store_of(shared).parameters()):
         return ["layer similarity: not computed (the store holds no values: materialise the "
-                "model and initialise it with ssnfx.reset_parameters first)"]
+                "model and initialise it with ssnfx.initialization.initialize first)"]
     lsm = layer_similarity(shared)
     same = identical_weights(shared)
     lines = []

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 import ssnfx
+from ssnfx.initialization import initialize
 
 from helpers import count_params
 from models import AttnNet, GRUNet, SmallCNN, ThreeBranches, conflict_data
@@ -146,7 +147,7 @@ def _tensors(m: nn.Module) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("make", [SmallCNN, AttnNet])
 def test_meta_device_initialisation(make):
-    """Build on meta, share (nothing allocated), ``to_empty``, ``ssnfx.reset_parameters``: every
+    """Build on meta, share (nothing allocated), ``to_empty``, ``initialize``: every
     tensor is initialised; the generated weights start at the std of PyTorch's default init
     (rtol 1e-3, what the gains guarantee), the store holds the draws a CPU share makes (up to
     its scale), norms start at 1/0 with fresh running statistics, biases in the layers' default
@@ -158,7 +159,7 @@ def test_meta_device_initialisation(make):
     cpu = ssnfx.share(make(), 0.3)
     assert count_params(shared) == count_params(cpu)
 
-    assert ssnfx.reset_parameters(shared.to_empty(device="cpu")) == []
+    assert initialize(shared.to_empty(device="cpu")) == []
     assert all(torch.isfinite(t).all() for t in _tensors(shared) if t.is_floating_point())
     plan = shared.ssnfx.plan
     slots = {s.name: s for s in plan.slots}
@@ -209,7 +210,7 @@ def test_to_meta_and_back():
     meta = copy.deepcopy(shared).to("meta")
     assert all(t.is_meta for t in _tensors(meta))
     assert meta(torch.randn(2, 5, 8, device="meta")).shape == (2, 3)
-    assert ssnfx.reset_parameters(meta.to_empty(device="cpu")) == []
+    assert initialize(meta.to_empty(device="cpu")) == []
     for k, v in meta.ssnfx.state_dict().items():  # the same draws and targets as the original
         torch.testing.assert_close(v, shared.ssnfx.state_dict()[k], rtol=0, atol=0, msg=k)
 

@@ -1,0 +1,56 @@
+"""Large CPU allocations without page faults: a process setting for training on the CPU.
+
+A shared model's big tensors are few and large: the store of a group, its gradient, the
+optimizer's temporaries over it, the generated weights of one shape. glibc serves every
+allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and returns it to the
+system on free, so each step faults every page of them in again: on vit_b_16 at batch 2 and a
+100% budget (an 86M-parameter store, 344 MB) that is about a second of a 3.4 s Adam step, where
+the unshared model, whose largest tensor is 9 MB, is served from the heap and pays nothing
+(``benchmarks/RESULTS.md``, "Training and inference speed"). :func:`retain_freed_memory` asks
+glibc to serve large blocks from its heap and to keep what is freed for the next step, as
+jemalloc or tcmalloc would: the steady state of a training loop then allocates nothing new.
+
+It is a process-wide setting (it changes how every later allocation of the process is served),
+so ssnfx never makes it behind a user's back: the ``ssnfx`` command line, which owns its process,
+calls it; a training script calls it once at start. Memory freed by Python is then kept by the
+process for reuse rather than returned to the system.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+__all__ = ["retain_freed_memory"]
+
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_MAX = -4
+#: The largest value mallopt takes (a C int): free memory at the top of the heap is kept up to 2 GiB.
+_INT_MAX = 2**31 - 1
+
+
+def retain_freed_memory() -> bool:
+    """Serve large CPU allocations from glibc's heap and keep freed memory for reuse.
+
+    Sets ``M_MMAP_MAX`` to 0 (no ``mmap`` per large block) and ``M_TRIM_THRESHOLD`` to its
+    maximum (freed memory is not returned to the system), the same as starting Python with
+    ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``. Returns whether the setting was
+    made: False where the C library is not glibc (macOS, Windows, musl), where it does nothing.
+
+    Example:
+        >>> from ssnfx.cpu_memory import retain_freed_memory
+        >>> retain_freed_memory() in (True, False)
+        True
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+        libc.gnu_get_libc_version  # glibc only: musl has mallopt as a no-op stub
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # mallopt returns 1 on success: both or nothing.
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _INT_MAX))
