@@ -22,7 +22,7 @@ from ..errors import BudgetError, PlanError
 from ..grouping import group_slots
 from ..markers import Meta
 from ..plan import GroupPlan, SharingPlan, Slot
-from ..selector import ssn_layout, swn_layout
+from ..methods import get_method
 from .trace import as_traced, check_traced_parameters, slots_of
 
 __all__ = ["make_plan", "resolve_budget", "original_param_count", "MAX_BUDGET_RATIO"]
@@ -148,12 +148,10 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
                "hard_sharing": config.hard_sharing},
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
+    method = get_method(config.method)
     for i, names in enumerate(groups):
         members = sorted((by_name[n] for n in names), key=lambda s: s.position)
-        if config.method == "ssn":
-            sws, layout = ssn_layout(members)
-        else:
-            sws, layout = swn_layout(members, config.hard_sharing)
+        sws, layout = method.layout(members, config)
         # Hard sharing reserves a coefficient row per tile, for the refine step to untie.
         reserved = sum(len(t) for t in layout.values()) if config.hard_sharing else 0
         plan.groups.append(GroupPlan(name=f"g{i}", slots=[s.name for s in members], numel=0,

@@ -55,6 +55,7 @@ from ..combiners import orthogonal
 from ..config import ShareConfig
 from ..errors import SearchError
 from ..generator import sample_std
+from ..methods import get_method
 from ..plan import SharingPlan, Slot
 from .planner import make_plan
 from .rewrite import apply_store, target_stds
@@ -331,7 +332,7 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     measured.update({
         "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
         "superweight_clusters": clusters, "tau": sc.tau, "search_config": asdict(sc)})
-    chosen = groups if config.method == "ssn" else clusters
+    chosen = {"groups": groups, "clusters": clusters}[get_method(config.method).shares_by]
     plan = make_plan(gm, budget, config, groups=chosen, measured=measured)
     return plan
 

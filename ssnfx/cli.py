@@ -253,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-b", "--budget", default="0.1",
                    help="a fraction of the model's parameters (0.1) or a count (500000)")
     c.add_argument("-o", "--output", help="output folder (default out/<file stem>)")
-    c.add_argument("--method", choices=METHODS, help="ssn (default) or swn")
+    c.add_argument("--method", choices=sorted(METHODS), help="ssn (default) or swn")
     c.add_argument("--combiner", choices=sorted(COMBINERS), help="candidate combiner")
     c.add_argument("--strategy", choices=sorted(STRATEGIES), help="data-free grouping")
     c.add_argument("--groups", type=int, help="number of groups (depth, random)")

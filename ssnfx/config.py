@@ -7,16 +7,17 @@ from typing import Any
 
 from .combiners import COMBINER_REGISTRY
 from .errors import PlanError
+from .methods import METHOD_REGISTRY, get_method
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS"]
 
-#: Weight-generation methods: Shapeshifter Networks and SuperWeight Networks.
-METHODS = ("ssn", "swn")
+#: The names of the registered methods (a live view of :data:`ssnfx.methods.METHOD_REGISTRY`:
+#: Shapeshifter Networks, SuperWeight Networks, and any method registered since).
+METHODS = METHOD_REGISTRY.keys()
 #: The names of the registered combiners (a live view of :data:`ssnfx.COMBINER_REGISTRY`: round
 #: robin, average, weighted average, layer embeddings, SWN's linear combination, and any
 #: combiner registered since; see :mod:`ssnfx.combiners`).
 COMBINERS = COMBINER_REGISTRY.keys()
-_DEFAULT_COMBINER = {"ssn": "wavg", "swn": "linear"}
 
 
 @dataclass
@@ -87,7 +88,8 @@ class ShareConfig:
                             f"{self.concrete_args!r}")
         self.concrete_args = dict(self.concrete_args)
         if self.method not in METHODS:
-            raise PlanError(f"ShareConfig.method must be one of {METHODS}, got {self.method!r}")
+            raise PlanError(f"ShareConfig.method must be one of {tuple(METHODS)}, got "
+                            f"{self.method!r}")
         if self.combiner is not None and self.combiner not in COMBINERS:
             raise PlanError(f"ShareConfig.combiner must be one of {tuple(COMBINERS)} or None, "
                             f"got {self.combiner!r}")
@@ -98,7 +100,8 @@ class ShareConfig:
 
     @property
     def resolved_combiner(self) -> str:
-        return self.combiner or _DEFAULT_COMBINER[self.method]
+        """The combiner named, else the method's own."""
+        return self.combiner or get_method(self.method).default_combiner
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

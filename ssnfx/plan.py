@@ -22,8 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .combiners import get_combiner
-from .config import COMBINERS, METHODS
+from .combiners import COMBINER_REGISTRY, get_combiner
 from .errors import PlanError
 
 __all__ = ["PLAN_VERSION", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
@@ -233,7 +232,8 @@ class SharingPlan:
                 f"the plan has version {version}, newer than this ssnfx understands "
                 f"({PLAN_VERSION}); upgrade ssnfx to read it")
         # A plan names its method and combiner; an unknown one would build the wrong generators.
-        for key, known in (("method", METHODS), ("combiner", COMBINERS)):
+        from .methods import METHOD_REGISTRY  # (the methods build plans' layouts: import late)
+        for key, known in (("method", METHOD_REGISTRY), ("combiner", COMBINER_REGISTRY)):
             if key in d and d[key] not in known:
                 raise PlanError(f"the plan's {key} {d[key]!r} is not one of {tuple(known)}: "
                                 f"the plan is damaged or from another ssnfx (or uses a "
