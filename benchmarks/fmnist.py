@@ -98,9 +98,9 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
     else:
         config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
                                    strategy="single" if run.strategy == "search"
-                                   else run.strategy, groups=run.groups or 3)
+                                   else run.strategy, groups=run.groups)
         if run.strategy == "search":
-            search = ssnfx.SearchConfig(groups=run.groups, seed=run.seed, progress=False)
+            search = ssnfx.SearchConfig(progress=False)
             model = ssnfx.share(ResNetFM(run.width), run.budget, config, data=train_loader,
                                 loss_fn=F.cross_entropy, search_config=search)
             out["search_steps"] = model.ssnfx.plan.measured["steps"]

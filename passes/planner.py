@@ -134,7 +134,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
                           f"the parameters to share")
     by_name = {s.name: s for s in shared}
     if groups is None:
-        groups = group_slots(shared, config.strategy, config.groups, config.seed)
+        groups = group_slots(shared, config.strategy, config.resolved_groups, config.seed)
     _check_groups(groups, by_name)
     combiner = config.resolved_combiner
     # RR reads one candidate per SuperWeight, the next block of the store for the next one

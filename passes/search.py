@@ -73,14 +73,14 @@ class SearchConfig:
         steps: training steps of the provisional model; ``None``: a fifth of an epoch's
             batches, at least 20 and at most 200.
         lr: Adam learning rate of the provisional model.
-        groups: number of parameter groups; ``None`` chooses it by silhouette score.
-        max_groups: the most groups the automatic choice considers.
+        max_groups: the most groups the automatic choice considers (``ShareConfig.groups``
+            None: the number of groups is chosen by silhouette score).
         min_silhouette: below this best silhouette score, one group is kept.
         tau: SuperWeight-cluster threshold on gradient similarity (SWN Sec. 2.2.1 uses 0.1).
-        candidates: common candidates per layer (SSN Sec. 3.2 uses 4).
-        emb_dim: size of the layer embeddings (SSN uses 24).
-        seed: seed of the provisional model and of K-means.
         progress: show a progress bar (on a terminal).
+
+    What the search shares with the final model comes from its :class:`ShareConfig`: the
+    number of groups (``groups``), the candidates P, the embedding size and the seed.
 
     Example:
         >>> SearchConfig.from_json(SearchConfig(steps=50).to_json()) == SearchConfig(steps=50)
@@ -89,15 +89,11 @@ class SearchConfig:
 
     steps: int | None = None
     lr: float = 1e-2
-    groups: int | None = None
     max_groups: int = 8
     min_silhouette: float = 0.2
     tau: float = 0.1
-    candidates: int = 4
-    emb_dim: int = 24
-    seed: int = 0
     progress: bool = True
-    version: int = field(default=1)
+    version: int = field(default=2)
 
     def __post_init__(self) -> None:
         def positive_int(name: str, value: Any, optional: bool = False) -> None:
@@ -108,9 +104,7 @@ class SearchConfig:
                                   f"{' or None' if optional else ''}, got {value!r}")
 
         positive_int("steps", self.steps, optional=True)
-        positive_int("groups", self.groups, optional=True)
-        for name in ("max_groups", "candidates", "emb_dim"):
-            positive_int(name, getattr(self, name))
+        positive_int("max_groups", self.max_groups)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise SearchError(f"SearchConfig.lr must be a positive number, got {self.lr!r}")
         for name in ("tau", "min_silhouette"):
@@ -127,6 +121,10 @@ class SearchConfig:
     def from_json(text: str) -> "SearchConfig":
         d = json.loads(text)
         known = {f.name for f in fields(SearchConfig)}
+        moved = sorted(set(d) & {"groups", "candidates", "emb_dim", "seed"})
+        if moved:
+            raise SearchError(f"SearchConfig field(s) {moved} are ShareConfig's since version "
+                              f"2 (the search and the final model share them): set them there")
         unknown = sorted(set(d) - known)
         if unknown:
             raise SearchError(f"unknown SearchConfig field(s) {unknown}; known: {sorted(known)}")
@@ -246,16 +244,16 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     sc = search_config or SearchConfig()
     gm = as_traced(gm)
     provisional_plan = make_plan(gm, budget, ShareConfig(
-        combiner="emb", candidates=sc.candidates, emb_dim=sc.emb_dim, strategy="single",
+        combiner="emb", candidates=config.candidates, emb_dim=config.emb_dim, strategy="single",
         share_biases=config.share_biases, share_norms=config.share_norms,
-        private=config.private, seed=sc.seed))
+        private=config.private, seed=config.seed))
     slots = [s for s in provisional_plan.slots if s.shared]
     names = [s.name for s in slots]
     group = provisional_plan.groups[0]
     # The single group's plan sizes the store and counts the Emb coefficients; the windows
     # replace its candidate selection, so that all layers combine the same candidates.
-    generator = _WindowGenerator(slots, group.numel, group.candidates, sc.emb_dim,
-                                 target_stds(gm, provisional_plan), sc.seed)
+    generator = _WindowGenerator(slots, group.numel, group.candidates, config.emb_dim,
+                                 target_stds(gm, provisional_plan), config.seed)
     model = apply_store(gm, _WindowStore(provisional_plan, generator))
     model.train()
     steps = sc.steps if sc.steps is not None else _default_steps(data)
@@ -326,8 +324,8 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         return sum(max(size[n] for n in g) for g in candidate) <= group.numel
 
     features = np.array([graph.nodes[n]["embedding"] for n in names])
-    groups, scores, fitting = kmeans_groups(features, names, sc.groups, sc.max_groups,
-                                            sc.min_silhouette, sc.seed, fits)
+    groups, scores, fitting = kmeans_groups(features, names, config.groups, sc.max_groups,
+                                            sc.min_silhouette, config.seed, fits)
     clusters = superweight_clusters(graph, sc.tau)
     measured.update({
         "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,

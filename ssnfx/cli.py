@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=sorted(METHODS), help="ssn (default) or swn")
     c.add_argument("--combiner", choices=sorted(COMBINERS), help="candidate combiner")
     c.add_argument("--strategy", choices=sorted(STRATEGIES), help="data-free grouping")
-    c.add_argument("--groups", type=int, help="number of groups (depth, random)")
+    c.add_argument("--groups", type=int,
+                   help="number of groups (depth, random; learned groups: by silhouette if unset)")
     c.add_argument("--config", help="a ShareConfig JSON file; flags override it")
     c.add_argument("--no-auto-leaves", action="store_true",
                    help="fail on a module torch.fx cannot trace instead of making it a leaf")

@@ -14,6 +14,9 @@ __all__ = ["ShareConfig", "METHODS", "COMBINERS"]
 #: The names of the registered methods (a live view of :data:`ssnfx.methods.METHOD_REGISTRY`:
 #: Shapeshifter Networks, SuperWeight Networks, and any method registered since).
 METHODS = METHOD_REGISTRY.keys()
+#: Groups of the ``depth`` and ``random`` strategies when ``ShareConfig.groups`` is None (SSN
+#: Sec. 3.2 found three learned groups best for classification).
+DEFAULT_GROUPS = 3
 #: The names of the registered combiners (a live view of :data:`ssnfx.COMBINER_REGISTRY`: round
 #: robin, average, weighted average, layer embeddings, SWN's linear combination, and any
 #: combiner registered since; see :mod:`ssnfx.combiners`).
@@ -31,7 +34,9 @@ class ShareConfig:
             method's own (WAvg for SSN, the linear combination of Eq. 1 for SWN).
         strategy: data-free grouping: ``"single"`` (default), ``"depth"``, ``"shape"``, ``"random"``
             (see :mod:`ssnfx.grouping` for why single is the default).
-        groups: number of groups for the ``depth`` and ``random`` strategies.
+        groups: the number of parameter groups: of the ``depth`` and ``random`` strategies
+            (``None``: 3), and of the search's learned groups (``None``: chosen by silhouette
+            score, see :class:`ssnfx.SearchConfig`).
         candidates: P, the most candidate blocks selected per SuperWeight (SSN Sec. 3.2 uses 4);
             for budgets above 1.0 the planner raises it until the candidates could cover the
             store. RR selects one block per SuperWeight whatever P is.
@@ -48,7 +53,8 @@ class ShareConfig:
         concrete_args: forward arguments fixed at trace time (``None``, bools, numbers,
             strings), e.g. ``{"labels": None}``; recorded in the plan so that
             :func:`ssnfx.load` traces the same way.
-        seed: seed for the store's initialisation and for random grouping.
+        seed: seed for the store's initialisation, for random grouping, and for the search's
+            provisional model and K-means.
 
     Example:
         >>> cfg = ShareConfig(method="swn", private=("fc.*",))
@@ -59,7 +65,7 @@ class ShareConfig:
     method: str = "ssn"
     combiner: str | None = None
     strategy: str = "single"
-    groups: int = 3
+    groups: int | None = None
     candidates: int = 4
     emb_dim: int = 24
     hard_sharing: bool = False
@@ -95,8 +101,16 @@ class ShareConfig:
                             f"got {self.combiner!r}")
         for name in ("groups", "candidates", "emb_dim"):
             value = getattr(self, name)
+            if name == "groups" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PlanError(f"ShareConfig.{name} must be a positive int, got {value!r}")
+                raise PlanError(f"ShareConfig.{name} must be a positive int"
+                                f"{' or None' if name == 'groups' else ''}, got {value!r}")
+
+    @property
+    def resolved_groups(self) -> int:
+        """The number of groups of the data-free strategies (``groups``, else 3)."""
+        return self.groups if self.groups is not None else DEFAULT_GROUPS
 
     @property
     def resolved_combiner(self) -> str:

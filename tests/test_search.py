@@ -15,10 +15,10 @@ from models import KeywordModel, SmallCNN, ThreeBranches
 from models import conflict_data as _conflict_data
 
 
-def _search(model, method="ssn", budget=0.5, **kw):
+def _search(model, method="ssn", budget=0.5, groups=None, seed=0, **kw):
     cfg = ssnfx.SearchConfig(steps=kw.pop("steps", 30), progress=False, **kw)
     return ssnfx.search(ssnfx.trace(model), budget, _conflict_data(), F.mse_loss,
-                        ssnfx.ShareConfig(method=method), cfg)
+                        ssnfx.ShareConfig(method=method, groups=groups, seed=seed), cfg)
 
 
 def _group_of(groups):
@@ -61,9 +61,9 @@ def test_plan_is_deterministic_for_a_seed():
 def test_budget_is_met(method, budget):
     model = SmallCNN()
     data = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(3)]
-    shared = ssnfx.share(model, budget, ssnfx.ShareConfig(method=method), data=data,
+    shared = ssnfx.share(model, budget, ssnfx.ShareConfig(method=method, groups=2), data=data,
                          loss_fn=F.cross_entropy,
-                         search_config=ssnfx.SearchConfig(steps=4, groups=2, progress=False))
+                         search_config=ssnfx.SearchConfig(steps=4, progress=False))
     n = sum(p.numel() for p in shared.parameters())
     target = int(budget * sum(p.numel() for p in model.parameters()))
     assert 0.95 * target <= n <= target
@@ -80,7 +80,7 @@ def test_fixed_number_of_groups_and_replay():
 
 def test_similarity_graph():
     plan = _search(ThreeBranches(), steps=5)
-    graph = ssnfx.similarity_graph(plan)
+    graph = ssnfx.passes.similarity_graph(plan)
     assert graph.number_of_nodes() == 6 and graph.number_of_edges() == 15
     assert graph.nodes["a1.weight"]["numel"] == 512
     edge = graph.edges["a1.weight", "c1.weight"]
@@ -92,7 +92,7 @@ def test_similarity_graph():
     assert kmeans_groups(features, m["slots"], len(m["groups"]), 8, 0.2, 0)[0] == m["groups"]
     assert {graph.nodes[n]["group"] for n in m["slots"]} == {g.name for g in plan.groups}
     with pytest.raises(ssnfx.SearchError, match="not made by a search"):
-        ssnfx.similarity_graph(ssnfx.make_plan(ssnfx.trace(ThreeBranches()), 0.5))
+        ssnfx.passes.similarity_graph(ssnfx.make_plan(ssnfx.trace(ThreeBranches()), 0.5))
 
 
 def test_search_trains_and_records_its_cost():
@@ -252,7 +252,7 @@ def test_search_takes_keyword_batches():
 
 @pytest.mark.parametrize("kwargs,message", [
     ({"steps": 0}, "SearchConfig.steps must be a positive int or None, got 0"),
-    ({"candidates": 2.5}, "SearchConfig.candidates must be a positive int, got 2.5"),
+    ({"max_groups": 2.5}, "SearchConfig.max_groups must be a positive int, got 2.5"),
     ({"lr": float("nan")}, "SearchConfig.lr must be a positive number, got nan"),
     ({"tau": 2}, "SearchConfig.tau is compared with cosines or silhouette scores"),
 ])
@@ -261,3 +261,6 @@ def test_search_config_is_validated(kwargs, message):
         ssnfx.SearchConfig(**kwargs)
     with pytest.raises(ssnfx.SearchError, match="unknown SearchConfig field"):
         ssnfx.SearchConfig.from_json('{"stpes": 10}')
+    # What the search shares with the final model is ShareConfig's: one place, one meaning.
+    with pytest.raises(ssnfx.SearchError, match=r"\['candidates', 'groups'\] are ShareConfig's"):
+        ssnfx.SearchConfig.from_json('{"groups": 2, "candidates": 4}')
