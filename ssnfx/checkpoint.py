@@ -23,7 +23,7 @@ from .passes.rewrite import rewrite
 from .passes.trace import trace
 from .plan import SharingPlan
 
-__all__ = ["save", "load", "FORMAT"]
+__all__ = ["save", "load", "read", "FORMAT"]
 
 FORMAT = "ssnfx-checkpoint-1"
 

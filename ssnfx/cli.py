@@ -24,6 +24,7 @@ from . import __version__
 from ._progress import stages
 from .api import share
 from .checkpoint import load as load_checkpoint
+from .checkpoint import read as read_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import COMBINERS, METHODS, ShareConfig
 from .cpu_memory import retain_freed_memory
@@ -160,8 +161,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        (tmp / "plan.json").write_text(plan.to_json())
-        save_checkpoint(shared, tmp / "shared.pt")
+        save_checkpoint(shared, tmp / "shared.pt")  # the plan and the weights, in one place
         (tmp / "source.json").write_text(json.dumps(
             {"model": str(Path(args.model.split(":")[0]).resolve())
              + (":" + args.model.split(":", 1)[1] if ":" in args.model else ""),
@@ -172,7 +172,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         if tmp.exists():
             shutil.rmtree(tmp)
     _say(args, report(plan))
-    _say(args, f"wrote {out}/ (plan.json, shared.pt, report.txt)")
+    _say(args, f"wrote {out}/ (shared.pt, report.txt; the plan: ssnfx report {out} --json)")
     return 0
 
 
@@ -206,15 +206,21 @@ def cmd_fold(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.directory)
-    plan_file = out / "plan.json" if out.is_dir() else out
-    if not plan_file.is_file():
-        raise UsageError(f"no plan at {plan_file}")
-    plan = SharingPlan.from_json(plan_file.read_text())
+    source = out / "shared.pt" if out.is_dir() else out
+    if not source.is_file():
+        raise UsageError(f"no plan at {source}: pass an output folder of 'ssnfx compile', a "
+                         f"checkpoint or a plan's .json")
+    # The plan lives in the checkpoint (read with weights_only); a .json is a plan alone.
+    plan = SharingPlan.from_json(source.read_text()) if source.suffix == ".json" \
+        else read_checkpoint(source)[0]
+    if args.json:
+        print(plan.to_json())
+        return 0
     shared = None
-    if out.is_dir() and (out / "source.json").is_file() and (out / "shared.pt").is_file():
+    if out.is_dir() and (out / "source.json").is_file():
         # The trained model too: its coefficients give the layer-similarity section.
         _, model = load_model_file(json.loads((out / "source.json").read_text())["model"])
-        shared = load_checkpoint(model, out / "shared.pt")
+        shared = load_checkpoint(model, source)
         plan = shared.ssnfx.plan
     print(report(plan if shared is None else shared))
     if args.png:
@@ -244,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", parents=[quiet], help="share a model's parameters",
                        description="Trace the model in FILE, share its parameters under the "
                        "budget (searching where to share when the file defines train_loader "
-                       "and loss_fn), optionally train it briefly, and write plan.json, shared.pt "
-                       "and report.txt. FILE is path.py or path.py:NAME; without NAME the first "
+                       "and loss_fn), optionally train it briefly, and write shared.pt (the plan and "
+                       "the weights) and report.txt. FILE is path.py or path.py:NAME; without NAME the first "
                        f"of {', '.join(MODEL_NAMES)} is used (an nn.Module or a function "
                        "returning one). Training uses train_loader, loss_fn (and test_loader "
                        "for accuracy) from the same file.")
@@ -285,9 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.set_defaults(func=cmd_fold)
 
     r = sub.add_parser("report", parents=[quiet], help="print the sharing report",
-                       description="Print the sharing table of a compiled model (DIR or a "
-                       "plan.json), and with --png draw it.")
-    r.add_argument("directory", metavar="DIR", help="an output folder or a plan.json")
+                       description="Print the sharing table of a compiled model (DIR, a "
+                       "checkpoint or a plan's .json), with --png draw it, or with --json print "
+                       "its plan.")
+    r.add_argument("directory", metavar="DIR",
+                   help="an output folder of 'ssnfx compile', a checkpoint or a plan's .json")
+    r.add_argument("--json", action="store_true", help="print the plan as JSON and nothing else")
     r.add_argument("--png", help="also write the sharing picture here (needs matplotlib)")
     r.set_defaults(func=cmd_report)
     return parser

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from ssnfx.checkpoint import read
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+
+
+def _plan(out: Path) -> dict:
+    """The plan of a compile folder, as JSON: it lives in the checkpoint."""
+    return read(out / "shared.pt")[0].to_dict()
 
 
 def ssnfx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -30,8 +37,8 @@ def compiled(tmp_path_factory):
 def test_compile_writes_plan_checkpoint_and_report(compiled):
     work, out = compiled
     assert sorted(p.name for p in (work / "out").iterdir()) == [
-        "plan.json", "report.txt", "shared.pt", "source.json"]
-    plan = json.loads((work / "out" / "plan.json").read_text())
+        "report.txt", "shared.pt", "source.json"]
+    plan = _plan(work / "out")
     assert plan["budget"] == 5863 and plan["method"] == "ssn"
     assert "test accuracy" in out.stdout and "group" in out.stdout
     assert "searched 20 steps" in out.stdout and plan["hyper"]["strategy"] == "search"
@@ -95,13 +102,17 @@ def test_report_and_picture(compiled):
     assert out.returncode == 0, out.stderr
     assert "original 58,634" in out.stdout
     assert (work / "sharing.png").read_bytes()[:4] == b"\x89PNG"
+    # The plan, once: in the checkpoint, printed as JSON on demand.
+    out = ssnfx("report", "out", "--json", cwd=work)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == _plan(work / "out")
 
 
 def test_resnet_with_attr_and_swn(tmp_path):
     out = ssnfx("compile", f"{EXAMPLES / 'resnet18.py'}:model", "--method", "swn", "-q",
                 "-o", "r", cwd=tmp_path)
     assert out.returncode == 0 and out.stdout == "", out.stderr
-    assert json.loads((tmp_path / "r" / "plan.json").read_text())["method"] == "swn"
+    assert _plan(tmp_path / "r")["method"] == "swn"
 
 
 BROKEN = "import torch\nraise RuntimeError('boom')\n"
@@ -121,7 +132,7 @@ def test_untraceable_model_compiles_as_one_leaf(tmp_path):
     (tmp_path / "m.py").write_text(UNTRACEABLE)
     out = ssnfx("compile", "m.py", "--budget", "0.9", "-q", "-o", "o", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    plan = json.loads((tmp_path / "o" / "plan.json").read_text())
+    plan = _plan(tmp_path / "o")
     assert "if x.sum() > 0" in plan["trace"]["auto_leaves"][""]
 
 
@@ -157,7 +168,7 @@ def test_existing_output_needs_force(compiled, tmp_path):
     out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "-o", "out", "--force", "-q",
                 "--budget", "0.2", "--no-search", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert json.loads((target / "plan.json").read_text())["budget"] == 11726
+    assert _plan(target)["budget"] == 11726
 
 
 def test_help_and_version(tmp_path):
