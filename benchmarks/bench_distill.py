@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> str:
     lines += ["", f"{args.seeds} seed(s), mean ± std; {args.epochs} epoch(s) of Adam (lr {LR:g}, "
               f"cosine), batch 128, {'all 60,000' if limit is None else f'the first {limit:,}'} "
               f"training images, {len(test_loader.dataset):,} test images, for the teacher and "
-              f"every student. Distillation: `ssnfx.distillation_loss` with T = "
+              f"every student. Distillation: `ssnfx.distill.distillation_loss` with T = "
               f"{args.temperature:g}, alpha = {args.alpha:g} (T^2-scaled KL to the teacher's "
               f"softened outputs plus {1 - args.alpha:g} x cross-entropy). Shared students are "
               f"tested folded (`ssnfx.fold`): the deployed model, of the student's own size.",

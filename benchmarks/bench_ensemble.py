@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 
 import ssnfx
+from ssnfx.anytime import anytime_frontier, member_costs, subset_accuracy
+from ssnfx.ensemble import ensemble_loss, member, member_names
 from ssnfx.training import train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,12 +80,12 @@ def shared(widths: list[int], budget: float, seed: int, epochs: int, train_loade
     model = ssnfx.share({f"w{w}": ResNetFM(w) for w in widths}, budget,
                         ssnfx.ShareConfig(seed=seed))
     start = time.process_time()
-    train(model, train_loader, ssnfx.ensemble_loss(F.cross_entropy), epochs=epochs, lr=LR,
+    train(model, train_loader, ensemble_loss(F.cross_entropy), epochs=epochs, lr=LR,
           progress=False)
     seconds = time.process_time() - start
     folded = ssnfx.fold(model.eval())
-    logits = {n: logits_of(ssnfx.member(folded, n), test_loader)
-              for n in ssnfx.member_names(folded)}
+    logits = {n: logits_of(member(folded, n), test_loader)
+              for n in member_names(folded)}
     return logits, seconds, params(model), folded
 
 
@@ -100,7 +102,7 @@ def plot(curves: dict[str, tuple[dict, dict[tuple, list[float]]]], costs: dict[s
         mean = {s: statistics.mean(v) for s, v in scores.items()}
         xs = [1000 * sum(cost[n] for n in s) for s in mean]
         ax.scatter(xs, [100 * a for a in mean.values()], color=color, s=18, alpha=0.6)
-        front = ssnfx.anytime_frontier(cost, mean)
+        front = anytime_frontier(cost, mean)
         ax.plot([1000 * c for _, c, _ in front], [100 * a for _, _, a in front], "-o",
                 color=color, label=label, markersize=4)
         for subset, c, a in front:
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> str:
         if test_images is None:
             test_images = next(iter(test_loader))[0][:256]
         for label, logits, sec, n, folded in runs:
-            scores = ssnfx.subset_accuracy(logits, targets)
+            scores = subset_accuracy(logits, targets)
             names, table = curves.setdefault(label, (list(logits), {}))
             for s, a in scores.items():
                 table.setdefault(s, []).append(a)
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> str:
                 # (the shared and independent members of one width are the same network).
                 model = folded if folded is not None else ssnfx.fold(ssnfx.share(
                     {k: ResNetFM(int(k[1:])) for k in logits}, 1.0))
-                costs[label] = ssnfx.member_costs(model, test_images, repeats=5 if args.quick
+                costs[label] = member_costs(model, test_images, repeats=5 if args.quick
                                                   else 30, clock=time.thread_time)
             print(f"seed {seed} {label}: " + ", ".join(
                 f"{'+'.join(s)} {100 * a:.2f}" for s, a in scores.items()
@@ -191,12 +193,12 @@ def main(argv: list[str] | None = None) -> str:
               "members' times: they run one after another; folded members, batch of 256, one "
               "thread, median of 30 runs of CPU time) and test accuracy. ✓ marks the frontier: "
               "more accurate than every cheaper subset. Without validation scores "
-              "`ssnfx.anytime_subset` runs the cheapest members first; with them, the best "
+              "`ssnfx.anytime.anytime_subset` runs the cheapest members first; with them, the best "
               "subset that fits.", ""]
     for label, (names, table) in curves.items():
         cost = costs[label]
         mean = {s: statistics.mean(v) for s, v in table.items()}
-        front = {s for s, _, _ in ssnfx.anytime_frontier(cost, mean)}
+        front = {s for s, _, _ in anytime_frontier(cost, mean)}
         lines += [f"**{label}**", "", "| subset | ms | accuracy % | frontier |",
                   "|---|---:|---:|:-:|"]
         for s in sorted(table, key=lambda s: sum(cost[n] for n in s)):

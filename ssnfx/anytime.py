@@ -14,7 +14,7 @@ here measure the costs (:func:`member_costs`), score every subset on validation 
   among all that fit, ties going to the cheaper.
 
 :func:`anytime_frontier` lists the subsets worth running at all: each more accurate than every
-cheaper one. Run the chosen subset with :func:`ssnfx.ensemble` on the folded model.
+cheaper one. Run the chosen subset with :func:`ssnfx.ensemble.ensemble` on the folded model.
 """
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ Subset = tuple[str, ...]
 def member_costs(model: fx.GraphModule, example_inputs: Any, names: Sequence[str] | None = None,
                  repeats: int = 10, warmup: int = 2,
                  clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Seconds one forward of each member takes on its own (:func:`ssnfx.member`), in eval mode
-    without gradients: the median of ``repeats`` runs after ``warmup``, the members interleaved
-    so that a busy machine slows them alike. Measure the folded model: what is deployed.
+    """Seconds one forward of each member takes on its own (:func:`ssnfx.ensemble.member`), in
+    eval mode without gradients: the median of ``repeats`` runs after ``warmup``, the members
+    interleaved so that a busy machine slows them alike. Measure the folded model: what is deployed.
 
     ``clock`` is wall time by default (the latency a caller sees); ``time.thread_time`` counts
     only this thread's CPU time, steadier on a machine shared with other jobs.
@@ -51,7 +51,7 @@ def member_costs(model: fx.GraphModule, example_inputs: Any, names: Sequence[str
     Example:
         >>> import torch, ssnfx
         >>> folded = ssnfx.fold(ssnfx.share([torch.nn.Linear(8, 2), torch.nn.Linear(8, 2)], 0.5))
-        >>> costs = ssnfx.member_costs(folded, torch.randn(4, 8), repeats=3)
+        >>> costs = ssnfx.anytime.member_costs(folded, torch.randn(4, 8), repeats=3)
         >>> sorted(costs), all(c > 0 for c in costs.values())
         (['0', '1'], True)
     """
@@ -156,7 +156,8 @@ def anytime_subset(costs: Mapping[str, float], budget: float,
                if frozenset(s) in known and sum(costs[n] for n in s) <= budget]
     if not fitting:
         raise EnsembleError(f"none of the scored subsets fits the budget {budget:g}; score the "
-                            f"single members too (ssnfx.subset_accuracy scores every subset)")
+                            f"single members too (ssnfx.anytime.subset_accuracy scores every "
+                            f"subset)")
     return max(fitting, key=lambda s: (known[frozenset(s)], -sum(costs[n] for n in s)))
 
 

@@ -32,14 +32,15 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     :mod:`ssnfx.grouping`). The input model is not modified.
 
     Several models (a list or dict) share one store (SWN Sec. 4): they are wrapped in
-    :class:`ssnfx.Members`, whose output is the tuple of the members' outputs; the budget is a
-    fraction of their total parameters, the search clusters slots across them, and ``loss_fn``
-    is applied to each member's output and summed (:func:`ssnfx.ensemble_loss`; a loss made by
-    it is used as it is). :func:`ssnfx.member` then extracts one member, shared or folded.
+    :class:`ssnfx.ensemble.Members`, whose output is the tuple of the members' outputs; the
+    budget is a fraction of their total parameters, the search clusters slots across them, and
+    ``loss_fn`` is applied to each member's output and summed
+    (:func:`ssnfx.ensemble.ensemble_loss`; a loss made by it is used as it is).
+    :func:`ssnfx.ensemble.member` then extracts one member, shared or folded.
 
     Args:
         model: any traceable ``nn.Module``, or several: a list, tuple or dict of them (or a
-            :class:`ssnfx.Members`).
+            :class:`ssnfx.ensemble.Members`).
         budget: a float is a fraction of the model's parameters (0.01 to 4.0 and beyond; above 1
             the model trains with more parameters than it deploys with, and fold removes them),
             an int an absolute parameter count.

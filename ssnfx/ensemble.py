@@ -12,14 +12,17 @@ Each member's output passes through :func:`member_output`, an identity that torc
 node naming the member. The graph itself thus says which output is whose, through rewrite, fold,
 checkpoints (which re-trace) and export, and the functions below need nothing else:
 
-* the member-extraction pass (:mod:`ssnfx.passes.members`): ``member`` extracts one member as
-  its own GraphModule, ``select_members`` keeps a subset;
+* the member-extraction pass (:mod:`ssnfx.passes.members`, re-exported here): ``member``
+  extracts one member as its own GraphModule, ``select_members`` keeps a subset,
+  ``member_names`` lists the members;
 * :func:`ensemble` averages the softmax probabilities of some members
   (:func:`average_probabilities`).
 * :func:`ensemble_loss` sums a per-member loss over the members' outputs, for training and search.
 """
 from __future__ import annotations
 
+import sys
+import types
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,7 +34,8 @@ from .errors import EnsembleError
 from .markers import STORE, Meta
 
 __all__ = ["Members", "member_output", "ensemble_loss", "EnsembleLoss",
-           "average_probabilities", "EnsembleAverage", "ensemble", "as_members"]
+           "average_probabilities", "EnsembleAverage", "ensemble", "as_members",
+           "member", "member_names", "select_members"]  # noqa: F822  (the pass's: __getattr__)
 
 
 def member_output(name: str, value: Any) -> Any:
@@ -78,7 +82,8 @@ class Members(nn.Module):
 
     Example:
         >>> import torch, ssnfx
-        >>> both = ssnfx.Members({"wide": torch.nn.Linear(4, 8), "narrow": torch.nn.Linear(4, 2)})
+        >>> from ssnfx.ensemble import Members
+        >>> both = Members({"wide": torch.nn.Linear(4, 8), "narrow": torch.nn.Linear(4, 2)})
         >>> [tuple(y.shape) for y in both(torch.randn(3, 4))]
         [(3, 8), (3, 2)]
     """
@@ -171,7 +176,7 @@ def ensemble_loss(loss_fn: Callable[..., torch.Tensor],
 
     Example:
         >>> import torch, ssnfx
-        >>> loss = ssnfx.ensemble_loss(torch.nn.functional.cross_entropy)
+        >>> loss = ssnfx.ensemble.ensemble_loss(torch.nn.functional.cross_entropy)
         >>> logits = (torch.zeros(2, 4), torch.zeros(2, 4))
         >>> round(float(loss(logits, torch.tensor([0, 1]))), 4)  # 2 * log(4)
         2.7726
@@ -208,12 +213,12 @@ class EnsembleAverage(nn.Module):
 def ensemble(model: fx.GraphModule, names: Sequence[str] | None = None) -> EnsembleAverage:
     """The ensemble of ``names`` (all members when None): a module that runs only those members
     and returns their averaged softmax probabilities. With a folded model it is what an anytime
-    subset deploys (:func:`ssnfx.anytime_subset`); it exports like any module.
+    subset deploys (:func:`ssnfx.anytime.anytime_subset`); it exports like any module.
 
     Example:
         >>> import torch, ssnfx
         >>> folded = ssnfx.fold(ssnfx.share([torch.nn.Linear(8, 3), torch.nn.Linear(8, 3)], 0.5))
-        >>> probs = ssnfx.ensemble(folded)(torch.randn(4, 8))
+        >>> probs = ssnfx.ensemble.ensemble(folded)(torch.randn(4, 8))
         >>> torch.allclose(probs.sum(1), torch.ones(4))
         True
     """
@@ -224,3 +229,28 @@ def ensemble(model: fx.GraphModule, names: Sequence[str] | None = None) -> Ensem
         check_members(model, [])
         return EnsembleAverage(model)
     return EnsembleAverage(select_members(model, names))
+
+
+_PASS = ("member", "member_names", "select_members")
+
+
+def __getattr__(name: str) -> Any:
+    # Member extraction is a pass (passes/members.py) that builds on this module's Members and
+    # markers, so it is imported when first asked for here, not at the top.
+    if name in _PASS:
+        from .passes import members
+
+        return getattr(members, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _EnsembleModule(types.ModuleType):
+    """This module, callable only to say where the function went: ``ssnfx.ensemble`` is the
+    module, ``ssnfx.ensemble.ensemble`` the function (once the same name at the top level)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("ssnfx.ensemble is the module: call ssnfx.ensemble.ensemble(model, "
+                        "names) (from ssnfx.ensemble import ensemble)")
+
+
+sys.modules[__name__].__class__ = _EnsembleModule

@@ -53,8 +53,8 @@ def register_export_format(fmt: ExportFormat) -> ExportFormat:
     """Make ``fmt`` known to :func:`export` and the command line (replacing one so named).
 
     Example:
-        >>> import ssnfx
-        >>> sorted(ssnfx.EXPORT_FORMATS)
+        >>> from ssnfx.export import EXPORT_FORMATS
+        >>> sorted(EXPORT_FORMATS)
         ['pt2', 'torchscript']
     """
     if not fmt.suffix.startswith("."):
@@ -128,7 +128,7 @@ def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:
     if name is not None:
         if name not in EXPORT_FORMATS:
             raise ExportError(f"unknown export format {name!r}; known: {sorted(EXPORT_FORMATS)} "
-                              f"(add one with ssnfx.register_export_format)")
+                              f"(add one: from ssnfx.export import register_export_format)")
         return EXPORT_FORMATS[name]
     suffix = Path(path).suffix
     found = [f for f in EXPORT_FORMATS.values() if f.suffix == suffix]
@@ -171,9 +171,10 @@ def export_torchscript(folded: nn.Module, example_inputs: Any, path: str | os.Pa
 
     Example:
         >>> import os, tempfile, torch, ssnfx
+        >>> from ssnfx.export import export_torchscript
         >>> folded = ssnfx.fold(ssnfx.share(torch.nn.Sequential(torch.nn.Linear(8, 4)), 0.9))
         >>> path = os.path.join(tempfile.mkdtemp(), "m.pt")
-        >>> ssnfx.export_torchscript(folded, torch.randn(2, 8), path)
+        >>> export_torchscript(folded, torch.randn(2, 8), path)
         >>> torch.jit.load(path)(torch.ones(1, 8)).shape
         torch.Size([1, 4])
     """
@@ -187,9 +188,10 @@ def export_pt2(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[s
 
     Example:
         >>> import os, tempfile, torch, ssnfx
+        >>> from ssnfx.export import export_pt2
         >>> folded = ssnfx.fold(ssnfx.share(torch.nn.Sequential(torch.nn.Linear(8, 4)), 0.9))
         >>> path = os.path.join(tempfile.mkdtemp(), "m.pt2")
-        >>> ssnfx.export_pt2(folded, torch.randn(2, 8), path)
+        >>> export_pt2(folded, torch.randn(2, 8), path)
         >>> torch.export.load(path).module()(torch.ones(2, 8)).shape
         torch.Size([2, 4])
     """

@@ -100,7 +100,7 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(3)])
         >>> cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True)
-        >>> lsm = ssnfx.layer_similarity(ssnfx.share(net, 0.5, cfg))
+        >>> lsm = ssnfx.lsm.layer_similarity(ssnfx.share(net, 0.5, cfg))
         >>> [(a, b, round(v, 4)) for a, b, v in lsm.near_identical()][:2]
         [('0.weight', '1.weight', 1.0), ('0.weight', '2.weight', 1.0)]
     """
@@ -154,7 +154,7 @@ def identical_weights(shared: nn.Module) -> list[list[str]]:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(3)])
         >>> cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True)
-        >>> ssnfx.identical_weights(ssnfx.share(net, 0.5, cfg))
+        >>> ssnfx.lsm.identical_weights(ssnfx.share(net, 0.5, cfg))
         [['0.weight', '1.weight', '2.weight']]
     """
     store = store_of(shared)

@@ -18,7 +18,7 @@ __all__ = ["plot_sharing", "coefficient_similarity"]
 
 def coefficient_similarity(shared: torch.nn.Module) -> tuple[list[str], torch.Tensor] | None:
     """The poster's layer similarity matrix as ``(names, matrix)`` for :func:`plot_sharing`, or
-    None (see :func:`ssnfx.layer_similarity`, which computes it)."""
+    None (see :func:`ssnfx.lsm.layer_similarity`, which computes it)."""
     lsm = layer_similarity(shared)
     return None if lsm is None else (lsm.names, lsm.matrix)
 

@@ -24,9 +24,9 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
 
     For a shared model (not a bare plan) it adds, for a model of several members, each member's
     slots and weights, and the layer similarity section (the soft-sharing poster): the most
-    similar layer pairs by ``|cos(alpha_i, alpha_j)|`` (:func:`ssnfx.layer_similarity`), how
+    similar layer pairs by ``|cos(alpha_i, alpha_j)|`` (:func:`ssnfx.lsm.layer_similarity`), how
     many pairs over the same templates are near-identical, and which weights are exactly equal,
-    so that :func:`ssnfx.fold` stores each of them once (:func:`ssnfx.identical_weights`).
+    so that :func:`ssnfx.fold` stores each of them once (:func:`ssnfx.lsm.identical_weights`).
 
     Example:
         >>> import torchvision, ssnfx

@@ -11,6 +11,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 import ssnfx
+from ssnfx.export import export_torchscript
 
 __all__ = ["check_pipeline", "check_members", "count_params", "outputs_close", "first_tensor"]
 
@@ -123,17 +124,17 @@ def check_members(shared: fx.GraphModule, folded: fx.GraphModule, inputs: tuple[
                   export: str | os.PathLike[str] | None = None) -> dict[str, fx.GraphModule]:
     """Check a model of several members (from ssnfx.share([...])) member by member.
 
-    * ``ssnfx.member`` of the shared model lints and reproduces that member's output;
-    * ``ssnfx.member`` of the folded model lints, keeps no member markers, reproduces the output,
-      and its state_dict loads strictly into ``fresh[name]`` (a new instance of the member's
-      class), which then reproduces it too;
+    * ``ssnfx.ensemble.member`` of the shared model lints and reproduces that member's output;
+    * ``ssnfx.ensemble.member`` of the folded model lints, keeps no member markers, reproduces
+      the output, and its state_dict loads strictly into ``fresh[name]`` (a new instance of the
+      member's class), which then reproduces it too;
     * with ``export`` (a folder): each folded member exports to TorchScript on its own, checked;
     * every member's output alone sends a finite, non-zero gradient to each store that
       generates one of its slots (last: train mode updates the shared model's norm statistics).
 
     Returns the folded members by name, in eval mode.
     """
-    names = ssnfx.member_names(shared)
+    names = ssnfx.ensemble.member_names(shared)
     assert names == list(fresh), (names, list(fresh))
     plan = shared.ssnfx.plan
     shared.eval()
@@ -142,21 +143,21 @@ def check_members(shared: fx.GraphModule, folded: fx.GraphModule, inputs: tuple[
         expected_folded = folded(*inputs)
     alone = {}
     for i, name in enumerate(names):
-        view = ssnfx.member(shared, name)
+        view = ssnfx.ensemble.member(shared, name)
         view.graph.lint()
         with torch.no_grad():
             outputs_close(view(*inputs), expected[i], atol=0, rtol=0)
 
-        m = ssnfx.member(folded, name).eval()
+        m = ssnfx.ensemble.member(folded, name).eval()
         m.graph.lint()
-        assert not ssnfx.member_names(m)
+        assert not ssnfx.ensemble.member_names(m)
         model = fresh[name].eval()
         model.load_state_dict(m.state_dict(), strict=True)
         with torch.no_grad():
             outputs_close(m(*inputs), expected_folded[i], atol=0, rtol=0)
             outputs_close(model(*inputs), expected_folded[i])
         if export is not None:
-            ssnfx.export_torchscript(m, inputs, os.path.join(export, f"{name}.pt"))
+            export_torchscript(m, inputs, os.path.join(export, f"{name}.pt"))
         alone[name] = m
     # Last: a training-mode forward updates the shared model's norm statistics.
     for i, name in enumerate(names):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
+from ssnfx.export import export_pt2, export_torchscript
 
 from helpers import check_pipeline, count_params
 from models import AttnNet, SmallCNN, ThreeBranches, conflict_data
@@ -189,8 +190,8 @@ def test_export_on_device(name, tmp_path):
     folded = ssnfx.fold(ssnfx.share(model, budget).eval())
     with torch.no_grad():
         expected = folded(x)
-    ssnfx.export_pt2(folded, (x,), tmp_path / "m.pt2", atol=ATOL, rtol=ATOL)
-    ssnfx.export_torchscript(folded, (x,), tmp_path / "m.pt", atol=ATOL, rtol=ATOL)
+    export_pt2(folded, (x,), tmp_path / "m.pt2", atol=ATOL, rtol=ATOL)
+    export_torchscript(folded, (x,), tmp_path / "m.pt", atol=ATOL, rtol=ATOL)
     with torch.no_grad():
         for out in (torch.export.load(str(tmp_path / "m.pt2")).module()(x),
                     torch.jit.load(str(tmp_path / "m.pt"))(x)):

@@ -8,6 +8,8 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import digits
+from ssnfx.ensemble import Members, ensemble, ensemble_loss, member, member_names, select_members
+from ssnfx.export import export_pt2, export_torchscript
 from ssnfx.training import accuracy, train
 
 from helpers import check_members, check_pipeline, count_params
@@ -57,7 +59,7 @@ X = torch.randn(3, 1, 8, 8)
 def test_members_of_different_widths_depths_and_families_share_one_store(tmp_path):
     models = family()
     fresh = copy.deepcopy(models)
-    members = ssnfx.Members(models)
+    members = Members(models)
     shared, folded = check_pipeline(members, (X,), budget=0.3, backward=True,
                                     checkpoint=tmp_path / "members.pt")
     plan = shared.ssnfx.plan
@@ -73,8 +75,8 @@ def test_members_of_different_widths_depths_and_families_share_one_store(tmp_pat
 
 def test_share_takes_a_list_and_names_members_by_position():
     shared = ssnfx.share([SmallCNN(4), mlp()], budget=0.5)
-    assert ssnfx.member_names(shared) == ["0", "1"]
-    assert ssnfx.member_names(ssnfx.fold(shared)) == ["0", "1"]
+    assert member_names(shared) == ["0", "1"]
+    assert member_names(ssnfx.fold(shared)) == ["0", "1"]
     assert {s.name.split(".")[0] for s in shared.ssnfx.plan.slots} == {"0", "1"}
 
 
@@ -82,12 +84,12 @@ def test_a_folded_member_exports_on_its_own(tmp_path):
     fresh = {"cnn": SmallCNN(4), "mlp": mlp()}
     shared = ssnfx.share(copy.deepcopy(fresh), budget=0.5).eval()
     check_members(shared, ssnfx.fold(shared), (X,), fresh, export=tmp_path)  # TorchScript
-    alone = ssnfx.member(ssnfx.fold(shared), "cnn")
-    ssnfx.export_pt2(alone, (X,), tmp_path / "cnn.pt2")
+    alone = member(ssnfx.fold(shared), "cnn")
+    export_pt2(alone, (X,), tmp_path / "cnn.pt2")
     program = torch.export.load(str(tmp_path / "cnn.pt2")).module()
     torch.testing.assert_close(program(X), shared(X)[0], rtol=1e-5, atol=1e-5)
     # An ensemble of the folded members exports as one module too.
-    ssnfx.export_torchscript(ssnfx.ensemble(ssnfx.fold(shared), ["mlp", "cnn"]), (X,),
+    export_torchscript(ensemble(ssnfx.fold(shared), ["mlp", "cnn"]), (X,),
                              tmp_path / "both.pt")
 
 
@@ -98,7 +100,7 @@ def test_members_with_a_training_branch_extract_in_both_modes():
     for mode in (True, False):
         shared.train(mode)
         folded.train(mode)
-        view, alone = ssnfx.member(shared, "branchy"), ssnfx.member(folded, "branchy")
+        view, alone = member(shared, "branchy"), member(folded, "branchy")
         assert view.training is mode and alone.training is mode
         with torch.no_grad():
             torch.testing.assert_close(view(X), shared(X)[0], rtol=0, atol=0)
@@ -109,8 +111,9 @@ def test_members_with_a_training_branch_extract_in_both_modes():
 def test_search_over_members_clusters_slots_across_members():
     train_loader, _ = digits()
     models = [SmallCNN(4), stack_cnn(8, 2), mlp()]
-    shared = ssnfx.share(models, 0.3, data=train_loader, loss_fn=F.cross_entropy,
-                         search_config=ssnfx.SearchConfig(steps=4, groups=2, progress=False))
+    shared = ssnfx.share(models, 0.3, ssnfx.ShareConfig(groups=2), data=train_loader,
+                         loss_fn=F.cross_entropy,
+                         search_config=ssnfx.SearchConfig(steps=4, progress=False))
     plan = shared.ssnfx.plan
     slots = plan.measured["slots"]
     assert {s.split(".")[0] for s in slots} == {"0", "1", "2"}
@@ -127,40 +130,40 @@ def test_training_members_trains_every_member():
     train_loader, test_loader = digits()
     batches = [b for _, b in zip(range(15), train_loader)]
     shared = ssnfx.share([SmallCNN(4), mlp()], budget=0.5)
-    losses = train(shared, batches, ssnfx.ensemble_loss(F.cross_entropy),
+    losses = train(shared, batches, ensemble_loss(F.cross_entropy),
                    epochs=3, lr=1e-2, progress=False)
     assert losses[-1] < losses[0]
     folded = ssnfx.fold(shared)
     for name in ("0", "1"):
-        assert accuracy(ssnfx.member(folded, name), test_loader) > 0.3
+        assert accuracy(member(folded, name), test_loader) > 0.3
 
 
 def test_ensemble_loss_sums_members_and_refuses_a_single_output():
     y = torch.tensor([0, 1])
     a, b = torch.randn(2, 3), torch.randn(2, 3)
-    loss = ssnfx.ensemble_loss(F.cross_entropy)
+    loss = ensemble_loss(F.cross_entropy)
     torch.testing.assert_close(loss((a, b), y), F.cross_entropy(a, y) + F.cross_entropy(b, y))
-    weighted = ssnfx.ensemble_loss(F.cross_entropy, weights=[2.0, 0.0])
+    weighted = ensemble_loss(F.cross_entropy, weights=[2.0, 0.0])
     torch.testing.assert_close(weighted((a, b), y), 2 * F.cross_entropy(a, y))
     with pytest.raises(ssnfx.EnsembleError, match="tuple of members' outputs"):
         loss(a, y)
     with pytest.raises(ssnfx.EnsembleError, match="2 loss weights for 3 members"):
         weighted((a, b, a), y)
     with pytest.raises(ssnfx.EnsembleError, match="only once"):
-        ssnfx.ensemble_loss(loss)
+        ensemble_loss(loss)
 
 
 def test_ensemble_averages_the_softmax_of_the_chosen_members_only():
     folded = ssnfx.fold(ssnfx.share(family(), budget=0.3)).eval()
     with torch.no_grad():
-        outs = dict(zip(ssnfx.member_names(folded), folded(X)))
-        probs = ssnfx.ensemble(folded, ["mlp", "narrow"])(X)
-        every = ssnfx.ensemble(folded)(X)
+        outs = dict(zip(member_names(folded), folded(X)))
+        probs = ensemble(folded, ["mlp", "narrow"])(X)
+        every = ensemble(folded)(X)
     expected = (outs["mlp"].softmax(1) + outs["narrow"].softmax(1)) / 2
     torch.testing.assert_close(probs, expected, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(every, torch.stack([o.softmax(1) for o in outs.values()]).mean(0))
-    subset = ssnfx.select_members(folded, ["mlp", "narrow"])
-    assert ssnfx.member_names(subset) == ["mlp", "narrow"]
+    subset = select_members(folded, ["mlp", "narrow"])
+    assert member_names(subset) == ["mlp", "narrow"]
     # Only what the two members read is kept.
     assert {k.split(".")[0] for k in subset.state_dict()} == {"mlp", "narrow"}
     assert count_params(subset) == count_params(folded.get_submodule("mlp")) + \
@@ -170,24 +173,24 @@ def test_ensemble_averages_the_softmax_of_the_chosen_members_only():
 def test_member_errors_name_the_members():
     shared = ssnfx.share({"cnn": SmallCNN(4), "mlp": mlp()}, budget=0.5)
     with pytest.raises(ssnfx.EnsembleError, match=r"no member 'cnm'; its members are \['cnn', "):
-        ssnfx.member(shared, "cnm")
+        member(shared, "cnm")
     with pytest.raises(ssnfx.EnsembleError, match="not a model of several members"):
-        ssnfx.member(ssnfx.fold(ssnfx.share(SmallCNN(4), 0.5)), "0")
+        member(ssnfx.fold(ssnfx.share(SmallCNN(4), 0.5)), "0")
     with pytest.raises(ssnfx.EnsembleError, match="list of member names"):
-        ssnfx.select_members(shared, "cnn")
+        select_members(shared, "cnn")
     with pytest.raises(ssnfx.EnsembleError, match="more than once"):
-        ssnfx.select_members(shared, ["cnn", "cnn"])
+        select_members(shared, ["cnn", "cnn"])
 
 
 def test_members_refuse_shared_parameters_and_bad_names():
     a = nn.Linear(4, 4)
     with pytest.raises(ssnfx.EnsembleError, match="members share a parameter"):
-        ssnfx.Members([a, nn.Sequential(a)])
+        Members([a, nn.Sequential(a)])
     with pytest.raises(ssnfx.EnsembleError, match="without '.'"):
-        ssnfx.Members({"a.b": nn.Linear(2, 2)})
+        Members({"a.b": nn.Linear(2, 2)})
     with pytest.raises(ssnfx.EnsembleError, match="'ssnfx'"):
-        ssnfx.Members({"ssnfx": nn.Linear(2, 2)})
+        Members({"ssnfx": nn.Linear(2, 2)})
     with pytest.raises(ssnfx.EnsembleError, match="at least one"):
-        ssnfx.Members([])
+        Members([])
     with pytest.raises(ssnfx.EnsembleError, match="not an nn.Module"):
-        ssnfx.Members([nn.Linear(2, 2), "model"])
+        Members([nn.Linear(2, 2), "model"])

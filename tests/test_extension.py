@@ -8,12 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ssnfx
+from ssnfx.export import EXPORT_FORMATS, ExportFormat, register_export_format
 
 from helpers import count_params
 from models import SmallCNN
 
 
-class Tempered(ssnfx.Combiner):
+class Tempered(ssnfx.combiners.Combiner):
     """A softmax of learned logits at temperature 0.5, plus one learned temperature offset per
     group: not one of the papers' combiners."""
 
@@ -43,8 +44,8 @@ def _write(model: nn.Module, inputs: tuple, path: str) -> None:
 
 
 def test_a_combiner_and_an_export_format_defined_here(tmp_path):
-    ssnfx.register_combiner(Tempered())
-    fmt = ssnfx.register_export_format(ssnfx.ExportFormat("weights", ".sd", _write, None))
+    ssnfx.combiners.register_combiner(Tempered())
+    fmt = register_export_format(ExportFormat("weights", ".sd", _write, None))
     try:
         model = SmallCNN()
         shared = ssnfx.share(model, 0.3, ssnfx.ShareConfig(combiner="tempered"))
@@ -71,7 +72,7 @@ def test_a_combiner_and_an_export_format_defined_here(tmp_path):
             again.load_state_dict(torch.load(path, weights_only=True))
             return again
 
-        ssnfx.register_export_format(ssnfx.ExportFormat("weights", ".sd", _write, load))
+        register_export_format(ExportFormat("weights", ".sd", _write, load))
         ssnfx.export(folded, x, tmp_path / "model.sd")
         SmallCNN().load_state_dict(torch.load(tmp_path / "model.sd", weights_only=True))
 
@@ -79,5 +80,5 @@ def test_a_combiner_and_an_export_format_defined_here(tmp_path):
         again = ssnfx.load(SmallCNN(), tmp_path / "c.pt").eval()
         torch.testing.assert_close(again(x), shared(x))
     finally:
-        ssnfx.COMBINER_REGISTRY.pop("tempered")
-        ssnfx.EXPORT_FORMATS.pop(fmt.name)
+        ssnfx.combiners.COMBINER_REGISTRY.pop("tempered")
+        EXPORT_FORMATS.pop(fmt.name)

@@ -33,7 +33,7 @@ def _ops(n: int, method: str, combiner: str) -> tuple[int, bool]:
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
 def test_generation_is_batched(method, combiner):
     """More alike layers cost no more ops: no loop per layer, on either generation path (one
     matmul while the store holds few blocks per candidate, else one gather per candidate)."""
@@ -47,7 +47,7 @@ def test_generation_is_batched(method, combiner):
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
 def test_generated_weights_keep_the_layers_init_scale(method, combiner):
     model = SmallCNN()
     shared = ssnfx.share(model, 0.2, ssnfx.ShareConfig(method=method, combiner=combiner))
@@ -62,7 +62,7 @@ def test_generated_weights_keep_the_layers_init_scale(method, combiner):
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
 def test_gradients_reach_store_and_coefficients(method, combiner):
     shared = ssnfx.share(SmallCNN(), 0.3, ssnfx.ShareConfig(method=method, combiner=combiner,
                                                            strategy="single"))

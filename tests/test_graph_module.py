@@ -33,7 +33,7 @@ def test_trace_keeps_a_graph_per_mode():
     out, aux = gm(x)
     torch.testing.assert_close(out, model(x)[0])
     assert isinstance(gm.eval()(x), torch.Tensor)
-    assert "aux.weight" in {s.name for s in ssnfx.slots_of(gm)}
+    assert "aux.weight" in {s.name for s in ssnfx.passes.slots_of(gm)}
 
 
 def test_shared_and_folded_switch_modes_like_the_model():

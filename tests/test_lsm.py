@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 import ssnfx
+from ssnfx.lsm import identical_weights, layer_similarity
 from ssnfx.plan import Tile
 from ssnfx.plot import coefficient_similarity
 
@@ -29,7 +30,7 @@ def test_hard_shared_layers_are_one_function_and_fold_stores_them_once(tmp_path)
     model = three_linears()  # each layer initialised at its own (random) scale
     shared, folded = check_pipeline(model, (X,), budget=0.5, config=SWN_HARD)
     same = ["0.weight", "1.weight", "2.weight"]
-    assert ssnfx.identical_weights(shared) == [same]
+    assert identical_weights(shared) == [same]
     assert stored_once(folded, same)
     params = dict(folded.named_parameters(remove_duplicate=False))
     assert params["0.weight"] is params["1.weight"] is params["2.weight"]
@@ -37,7 +38,7 @@ def test_hard_shared_layers_are_one_function_and_fold_stores_them_once(tmp_path)
     torch.save(folded.state_dict(), tmp_path / "folded.pt")
     torch.save(ssnfx.fold(ssnfx.share(model, 0.5)).state_dict(), tmp_path / "soft.pt")
     assert (tmp_path / "folded.pt").stat().st_size < (tmp_path / "soft.pt").stat().st_size
-    lsm = ssnfx.layer_similarity(shared)
+    lsm = layer_similarity(shared)
     assert {(a, b) for a, b, _ in lsm.near_identical()} == {
         ("0.weight", "1.weight"), ("0.weight", "2.weight"), ("1.weight", "2.weight")}
 
@@ -53,7 +54,7 @@ def test_a_plan_with_tied_coefficients_folds_the_tied_layers_into_one_weight():
                                                 group.layout["1.weight"])]
     shared = ssnfx.rewrite(gm, plan).eval()
     folded = ssnfx.fold(shared)
-    assert ssnfx.identical_weights(shared) == [["1.weight", "2.weight"]]
+    assert identical_weights(shared) == [["1.weight", "2.weight"]]
     assert stored_once(folded, ["1.weight", "2.weight"])
     assert not stored_once(folded, ["0.weight", "1.weight"])
     fresh = copy.deepcopy(model).eval()
@@ -63,7 +64,7 @@ def test_a_plan_with_tied_coefficients_folds_the_tied_layers_into_one_weight():
 
 def test_the_lsm_is_the_cosine_of_the_layers_coefficients():
     shared = ssnfx.share(three_linears(), 0.6, ssnfx.ShareConfig(method="swn"))
-    lsm = ssnfx.layer_similarity(shared)
+    lsm = layer_similarity(shared)
     assert lsm.names == ["0.weight", "1.weight", "2.weight", "3.weight"]
     m = lsm.matrix
     comparable = ~torch.isnan(m)
@@ -77,20 +78,20 @@ def test_the_lsm_is_the_cosine_of_the_layers_coefficients():
     with torch.no_grad():
         for t0, t1 in zip(layout["0.weight"], layout["1.weight"]):
             gen.alpha[t1.coefficients] = -2.0 * gen.alpha[t0.coefficients]
-    lsm = ssnfx.layer_similarity(shared)
+    lsm = layer_similarity(shared)
     assert lsm.near_identical()[0][:2] == ("0.weight", "1.weight")
     assert lsm.pairs()[0][2] == pytest.approx(1.0)
     # Proportional is not equal: fold still stores them apart.
-    assert ssnfx.identical_weights(shared) == []
+    assert identical_weights(shared) == []
     names, matrix = coefficient_similarity(shared)
     assert names == lsm.names and torch.equal(matrix.isnan(), lsm.matrix.isnan())
 
 
 def test_no_lsm_without_learned_coefficients():
-    assert ssnfx.layer_similarity(ssnfx.share(three_linears(), 0.5,
+    assert layer_similarity(ssnfx.share(three_linears(), 0.5,
                                               ssnfx.ShareConfig(combiner="rr"))) is None
-    assert ssnfx.layer_similarity(three_linears()) is None
-    assert ssnfx.identical_weights(three_linears()) == []
+    assert layer_similarity(three_linears()) is None
+    assert identical_weights(three_linears()) == []
 
 
 def test_the_report_shows_the_lsm_and_what_fold_stores_once():
@@ -118,7 +119,7 @@ def test_layers_that_mix_one_candidate_are_compared_only_over_the_same_templates
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 64), nn.Linear(64, 64),
                         nn.Linear(64, 48))
-    lsm = ssnfx.layer_similarity(ssnfx.share(net, 0.3))
+    lsm = layer_similarity(ssnfx.share(net, 0.3))
     assert lsm.names[3:] == ["3.weight", "4.weight"]
     assert bool(lsm.matrix[3, 4].isnan()) and bool(lsm.matrix[4, 3].isnan())
     assert float(lsm.matrix[3, 3]) == 1.0 and not bool(lsm.matrix[0, 1].isnan())

@@ -21,7 +21,7 @@ USAGE = f"pass a fraction of the model's {N:,} parameters as a float (0.1 keeps 
 @pytest.fixture(scope="module")
 def cnn():
     gm = ssnfx.trace(SmallCNN())
-    assert sum(s.numel for s in ssnfx.slots_of(gm)) == N
+    assert sum(s.numel for s in ssnfx.passes.slots_of(gm)) == N
     return gm
 
 

@@ -90,8 +90,8 @@ def net_specs(draw: st.DrawFn) -> NetSpec:
 
 configs = st.builds(
     ssnfx.ShareConfig,
-    method=st.sampled_from(ssnfx.METHODS),
-    combiner=st.sampled_from((None, *ssnfx.COMBINERS)),
+    method=st.sampled_from(sorted(ssnfx.config.METHODS)),
+    combiner=st.sampled_from((None, *sorted(ssnfx.config.COMBINERS))),
     strategy=st.sampled_from(["single", "depth", "shape", "random"]),
     groups=st.integers(1, 3),
     candidates=st.integers(1, 5),
@@ -112,7 +112,7 @@ def _check_refusal(gm: torch.fx.GraphModule, budget: float | int, config: ssnfx.
     if "no shareable parameters" in message:
         event("refused: nothing shareable")
         # Independently of the planner: no matrix, and no vector the config would share.
-        for s in ssnfx.slots_of(gm):
+        for s in ssnfx.passes.slots_of(gm):
             norm = "Norm" in s.kind
             assert len(s.shape) == 0 or (not config.share_norms if norm else
                                          (sum(d > 1 for d in s.shape) < 2

@@ -25,13 +25,13 @@ from models import (
 def test_inlined_layers_become_get_attr_slots():
     gm = ssnfx.trace(SmallCNN())
     gm.graph.lint()
-    slots = {s.name: s for s in ssnfx.slots_of(gm)}
+    slots = {s.name: s for s in ssnfx.passes.slots_of(gm)}
     assert slots["conv1.weight"].kind == "Conv2d" and not slots["conv1.weight"].leaf
     assert slots["fc.weight"].shape == (10, 128) and slots["fc.bias"].role == "bias"
     assert slots["bn1.weight"].leaf and slots["bn1.weight"].kind == "BatchNorm2d"
     reads = [n for n in gm.graph.nodes if n.op == "get_attr"]
     assert {n.target for n in reads} >= {"conv1.weight", "conv2.weight", "fc.weight"}
-    positions = [s.position for s in ssnfx.slots_of(gm)]
+    positions = [s.position for s in ssnfx.passes.slots_of(gm)]
     assert positions == sorted(positions)
 
 
@@ -43,14 +43,14 @@ def test_trace_is_exact():
 
 
 def test_tied_weights_are_one_slot_with_aliases():
-    slots = ssnfx.slots_of(ssnfx.trace(TiedLM()))
+    slots = ssnfx.passes.slots_of(ssnfx.trace(TiedLM()))
     tied = [s for s in slots if s.shape == (50, 16)]
     assert len(tied) == 1
     assert tied[0].name == "emb.weight" and tied[0].aliases == ("out.weight",)
 
 
 def test_functional_parameters_are_slots():
-    slots = {s.name: s for s in ssnfx.slots_of(ssnfx.trace(FunctionalNet()))}
+    slots = {s.name: s for s in ssnfx.passes.slots_of(ssnfx.trace(FunctionalNet()))}
     assert set(slots) == {"w1", "b1", "w2", "scale"}
     assert slots["w1"].kind == "Parameter" and slots["scale"].shape == ()
 
@@ -60,7 +60,7 @@ def test_functional_parameters_are_slots():
 def test_untraceable_layers_stay_leaves(net, leaf, kind):
     gm = ssnfx.trace(net())
     assert any(n.op == "call_module" and n.target == leaf for n in gm.graph.nodes)
-    leaf_slots = [s for s in ssnfx.slots_of(gm) if s.leaf and s.kind == kind]
+    leaf_slots = [s for s in ssnfx.passes.slots_of(gm) if s.leaf and s.kind == kind]
     assert leaf_slots and all(s.name.startswith(leaf + ".") for s in leaf_slots)
 
 
@@ -75,9 +75,9 @@ def test_untraceable_model_names_module_line_and_remedy():
 
 def test_leaf_modules_argument_and_register_leaf():
     gm = ssnfx.trace(DataDependent(), leaf_modules=["gate"])
-    assert [s.name for s in ssnfx.slots_of(gm) if s.leaf] == ["gate.w"]
+    assert [s.name for s in ssnfx.passes.slots_of(gm) if s.leaf] == ["gate.w"]
 
-    @ssnfx.register_leaf
+    @ssnfx.passes.register_leaf
     class Branchy(nn.Module):
         def __init__(self):
             super().__init__()
@@ -119,7 +119,7 @@ def test_module_under_two_names_is_a_leaf_by_either_name(leaves):
     # torch.fx knows a module by its first name; the second name used to be "not a submodule".
     gm = ssnfx.trace(TwoNames(), leaf_modules=leaves)
     assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["a", "a"]
-    slots = {s.name: s for s in ssnfx.slots_of(gm)}
+    slots = {s.name: s for s in ssnfx.passes.slots_of(gm)}
     assert slots["a.weight"].leaf and slots["a.weight"].aliases == ("b.weight",)
 
 
@@ -154,7 +154,7 @@ def test_untraceable_module_becomes_a_leaf_with_its_reason():
     assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["gate"]
     reason = gm.meta["ssnfx_trace"]["auto_leaves"]["gate"]
     assert "models.py" in reason and "if x.sum() > 0" in reason
-    assert [s.name for s in ssnfx.slots_of(gm) if s.leaf] == ["gate.w"]
+    assert [s.name for s in ssnfx.passes.slots_of(gm) if s.leaf] == ["gate.w"]
     for x in (torch.ones(3, 4), -torch.ones(3, 4)):  # both branches, as the model takes them
         torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)
 
@@ -167,7 +167,7 @@ def test_untraceable_forward_makes_the_model_one_leaf_call():
     tokens = torch.randint(0, 40, (2, 5))
     torch.testing.assert_close(gm(tokens), model(tokens), rtol=0, atol=0)
     # The model's own names, its tied weight one slot with both names.
-    slots = {s.name: s for s in ssnfx.slots_of(gm)}
+    slots = {s.name: s for s in ssnfx.passes.slots_of(gm)}
     assert slots["encoder.emb.weight"].aliases == ("head.weight",)
     assert set(gm.state_dict()) == set(model.state_dict())
 
@@ -176,7 +176,7 @@ def test_untraceable_forward_makes_the_model_one_leaf_call():
 def test_the_model_itself_as_a_leaf(leaves):
     if leaves is None:
         cls = type("Registered", (SmallCNN,), {})
-        ssnfx.register_leaf(cls)
+        ssnfx.passes.register_leaf(cls)
         model, leaves = cls(), []
     else:
         model = SmallCNN()
@@ -217,7 +217,7 @@ def test_a_graph_module_from_torch_fx_is_used_as_it_is():
     traced = torch.fx.symbolic_trace(model)
     gm = ssnfx.trace(traced)
     assert gm.code == traced.code  # not traced again: its Linear and Conv stay call_module
-    names = {s.name for s in ssnfx.slots_of(gm)}
+    names = {s.name for s in ssnfx.passes.slots_of(gm)}
     assert names == {n for n, _ in model.named_parameters()}
     x = torch.randn(2, 1, 8, 8)
     torch.testing.assert_close(gm(x), model(x), rtol=0, atol=0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import ssnfx
+from ssnfx.export import export_pt2
 
 from helpers import check_pipeline
 
@@ -71,4 +71,4 @@ def test_timm_shares_as_it_is(name, tmp_path):
     shared, folded = check_pipeline(model, (x,), 0.1, backward=True, atol=1e-4, fresh=fresh,
                                     checkpoint=tmp_path / "c.pt")
     if name in EXPORTED:
-        ssnfx.export_pt2(folded, x[:1], tmp_path / "m.pt2", atol=1e-4, rtol=1e-4)
+        export_pt2(folded, x[:1], tmp_path / "m.pt2", atol=1e-4, rtol=1e-4)
