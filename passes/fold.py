@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from ..errors import PlanError
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
+from ..layer_kinds import kind_of
 from ..leaf_call import call_leaf, call_root
 from ..markers import STORE, Meta, require_store
 from ..plan import SharingPlan
@@ -103,8 +104,7 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
                 mod = copy_value(fetch_attr(shared, target), memo)
                 for local, w in zip(names, weights):  # w: the get_attr that replaced a getitem
                     assign_attr(mod, local, params[w.target])
-                if hasattr(mod, "_init_flat_weights"):
-                    mod._init_flat_weights()
+                kind_of(mod).after_weights_change(mod)
                 root[target] = mod
             with graph.inserting_before(node):
                 new = graph.call_module(target, tuple(args), dict(node.kwargs))

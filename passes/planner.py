@@ -20,9 +20,10 @@ import torch.fx as fx
 from ..config import ShareConfig
 from ..errors import BudgetError, PlanError
 from ..grouping import group_slots
+from ..layer_kinds import kind_of
 from ..markers import Meta
-from ..plan import GroupPlan, SharingPlan, Slot
 from ..methods import get_method
+from ..plan import GroupPlan, SharingPlan, Slot
 from .trace import as_traced, check_traced_parameters, slots_of
 
 __all__ = ["make_plan", "resolve_budget", "original_param_count", "MAX_BUDGET_RATIO"]
@@ -81,7 +82,7 @@ def _is_shared(s: Slot, config: ShareConfig, frozen: set[str]) -> bool:
         return False
     if s.name in frozen or len(s.shape) == 0:
         return False
-    if "Norm" in s.kind:
+    if kind_of(s).is_norm:
         return config.share_norms
     # A matrix has two dimensions above one; anything else (biases, per-channel layer scales of
     # shape (C, 1, 1), class tokens of shape (1, 1, D)) is a vector and private like a bias.

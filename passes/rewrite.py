@@ -19,8 +19,9 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ..errors import PlanError
-from ..generator import ParameterStore, default_std, sample_std
+from ..generator import ParameterStore, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
+from ..layer_kinds import kind_of, uniform_std
 from ..leaf_call import call_leaf
 from ..markers import STORE, Meta
 from ..plan import SharingPlan, Slot
@@ -192,8 +193,7 @@ def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
             for n in drop:
                 owner, _, attr = n.rpartition(".")
                 del (mod.get_submodule(owner) if owner else mod)._parameters[attr]
-            if hasattr(mod, "_init_flat_weights"):  # RNNs cache their weights in a list
-                mod._init_flat_weights()
+            kind_of(mod).after_weights_change(mod)  # RNNs cache their weights in a list
             root[node.target] = mod
         else:
             root[node.target] = copy_value(obj, memo)
@@ -204,10 +204,10 @@ def _target_std(p: torch.Tensor, slot: Slot) -> float:
     """The standard deviation a generated weight should start with: that of the layer's own
     initialisation, or, for a layer initialised to a constant (a zeroed head), PyTorch's default
     fan-in init, so that it still receives gradient."""
+    kind = kind_of(slot)
     if p.is_meta:  # no values to measure: the default init of the layer's kind
-        return default_std(slot)
+        return kind.default_std(slot)
     std = sample_std(p)
     if std > 0:
         return std
-    fan_in = max(1, p.numel() // max(1, p.shape[0])) if p.dim() > 1 else p.numel()
-    return 1.0 / (3.0 * fan_in) ** 0.5
+    return uniform_std(kind.fan_in(slot.shape))

@@ -27,6 +27,7 @@ from torch.fx._symbolic_trace import _assert_is_none
 
 from ..errors import PlanError, TraceError
 from ..graph_module import build_graph_module, fetch_attr, graphs_of
+from ..layer_kinds import DEFAULT_KIND, kind_of
 from ..leaf_call import RootShell, call_root, root_call_graph
 from ..markers import ROOT, STORE, Meta, store_of
 from ..plan import Slot
@@ -331,8 +332,9 @@ def _annotate_slots(gm: fx.GraphModule, model: nn.Module) -> None:
                 obj = fetch_attr(model, node.target)
                 if isinstance(obj, nn.Parameter):
                     owner = modules.get(node.target.rpartition(".")[0])
-                    kind = type(owner).__name__ if isinstance(owner, INLINED_LAYERS) \
-                        else "Parameter"
+                    # A registered layer's (subclasses too); else the model's own Parameter.
+                    kind = "Parameter" if owner is None or kind_of(owner) is DEFAULT_KIND \
+                        else type(owner).__name__
                     node.meta[Meta.SLOTS] = [slot_for(obj, node.target, position, False, kind)]
             elif node.op == "call_module":
                 leaf_slots(node, f"{node.target}.", gm.get_submodule(node.target), position)

@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .combiners import get_combiner
+from .layer_kinds import kind_of
 from .plan import GroupPlan, SharingPlan, Slot
 from .selector import select_blocks, upsample_source
 
@@ -65,26 +66,14 @@ def sample_std(t: torch.Tensor) -> float:
 
 def default_std(slot: Slot) -> float:
     """The standard deviation PyTorch's default init gives ``slot``'s layer kind: what a weight
-    that holds no values (on the meta device) is generated at.
-
-    Embeddings ``N(0, 1)``; MultiheadAttention's input projection Xavier-uniform; RNN, GRU and
-    LSTM ``U(+-1/sqrt(hidden))``; every other layer (Linear, Conv*, ...) ``1 / sqrt(3 * fan_in)``.
+    that holds no values (on the meta device) is generated at. Each kind's own
+    :meth:`~ssnfx.layer_kinds.LayerKind.default_std` says which.
 
     Example:
         >>> round(default_std(Slot("fc.weight", (10, 48), "weight", "Linear", 0)), 4)
         0.0833
     """
-    shape = slot.shape
-    if "Embedding" in slot.kind:
-        return 1.0
-    if slot.kind == "MultiheadAttention" and slot.role in ("in_proj_weight", "q_proj_weight",
-                                                         "k_proj_weight", "v_proj_weight"):
-        return math.sqrt(2.0 / (shape[0] + shape[1]))
-    if slot.kind in ("RNN", "GRU", "LSTM"):
-        hidden = shape[0] // {"RNN": 1, "GRU": 3, "LSTM": 4}[slot.kind]
-        return 1.0 / math.sqrt(3.0 * max(1, hidden))
-    fan_in = shape[1] if slot.kind == "Bilinear" else math.prod(shape[1:])
-    return 1.0 / math.sqrt(3.0 * max(1, fan_in))
+    return kind_of(slot).default_std(slot)
 
 
 def _block_view(store: torch.Tensor, m: int) -> torch.Tensor:

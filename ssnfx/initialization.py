@@ -13,14 +13,12 @@ either (the store and coefficients are created on the meta device, the gains lef
   running statistics; leaves whose weights are not shared): their own method;
 * the other private parameters of PyTorch's layers (biases of Linear and Conv*, the biases of
   MultiheadAttention, RNN/GRU/LSTM biases, unshared weights): PyTorch's default init for that
-  layer kind.
+  layer kind (:meth:`ssnfx.layer_kinds.LayerKind.init_private`).
 
 What it cannot know (a Parameter the model uses directly, such as a class token; a tensor
 constant the trace recorded) it leaves alone and names in its return value.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.fx as fx
@@ -28,13 +26,11 @@ import torch.nn as nn
 
 from .errors import PlanError
 from .graph_module import fetch_attr
+from .layer_kinds import kind_of
 from .markers import STORE, require_store
 from .plan import Slot
 
 __all__ = ["initialize"]
-
-_RNN_KINDS = {"RNN", "GRU", "LSTM"}
-_MHA_INPUT_WEIGHTS = {"in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"}
 
 
 @torch.no_grad()
@@ -85,7 +81,7 @@ def initialize(shared: fx.GraphModule) -> list[str]:
         tensor = _tensor_of(shared, s)
         if s.shared or tensor is None or id(tensor) in done:
             continue
-        if _default_init(shared, s, tensor, slots):
+        if kind_of(s).init_private(tensor, s, shared, slots):
             done.add(id(tensor))
     named = [*shared.named_parameters(), *shared.named_buffers()]
     return sorted(name for name, t in named if id(t) not in done)
@@ -99,47 +95,3 @@ def _tensor_of(shared: nn.Module, slot: Slot) -> torch.Tensor | None:
         except AttributeError:
             continue
     return None
-
-
-def _default_init(shared: nn.Module, slot: Slot, t: torch.Tensor, slots: dict[str, Slot]) -> bool:
-    """PyTorch's default init of ``slot``'s layer kind, in place; False if the kind has none."""
-    role, kind = slot.role, slot.kind
-    if kind == "Parameter":  # used directly by the model: its init is the model's own
-        return False
-    if kind in _RNN_KINDS:  # RNNBase.reset_parameters: U(-1/sqrt(hidden), 1/sqrt(hidden))
-        owner = fetch_attr(shared, slot.name.rpartition(".")[0])
-        bound = 1 / math.sqrt(owner.hidden_size) if owner.hidden_size > 0 else 0.0
-        t.uniform_(-bound, bound)
-        return True
-    if kind == "MultiheadAttention":  # MultiheadAttention._reset_parameters
-        if role in _MHA_INPUT_WEIGHTS:
-            nn.init.xavier_uniform_(t)
-        elif role in ("bias_k", "bias_v"):
-            nn.init.xavier_normal_(t)
-        elif role == "weight":  # out_proj keeps Linear's default
-            bound = 1 / math.sqrt(_fan_in(t.shape, kind))
-            t.uniform_(-bound, bound)
-        else:  # in_proj_bias, out_proj.bias
-            t.zero_()
-        return True
-    if "Embedding" in kind and role == "weight":
-        nn.init.normal_(t)
-        return True
-    if role == "weight" and t.dim() >= 2:  # Linear, Conv*, ConvTranspose*, Bilinear
-        bound = 1 / math.sqrt(_fan_in(t.shape, kind))
-        t.uniform_(-bound, bound)
-        return True
-    if role == "bias":
-        weight = slots.get(slot.name.rpartition(".")[0] + ".weight")
-        if weight is not None and len(weight.shape) >= 2:
-            bound = 1 / math.sqrt(_fan_in(weight.shape, weight.kind))
-            t.uniform_(-bound, bound)
-            return True
-    return False
-
-
-def _fan_in(shape: tuple[int, ...], kind: str) -> int:
-    """The fan-in PyTorch's layers initialise from (Bilinear: its first input's size)."""
-    if kind == "Bilinear":
-        return max(1, shape[1])
-    return max(1, math.prod(shape[1:]))

@@ -17,6 +17,7 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
+from .layer_kinds import kind_of
 from .markers import ROOT
 
 __all__ = ["call_leaf", "call_root", "RootShell", "root_call_graph"]
@@ -31,11 +32,10 @@ def call_leaf(module: nn.Module, names: tuple[str, ...], weights: tuple[torch.Te
     try:
         return functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
     finally:
-        if isinstance(module, nn.RNNBase):
-            # RNNs cache their weights in a list, which functional_call leaves pointing at the
-            # generated tensors: that keeps the step's autograd graph alive and makes deepcopy
-            # (and fold, which copies) fail on non-leaf tensors.
-            module._init_flat_weights()
+        # RNNs cache their weights in a list, which functional_call leaves pointing at the
+        # generated tensors: that keeps the step's autograd graph alive and makes deepcopy (and
+        # fold, which copies) fail on non-leaf tensors.
+        kind_of(module).after_weights_change(module)
 
 
 class RootShell:
