@@ -17,8 +17,7 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import fashion_mnist
-from ssnfx.passes.rewrite import apply_store, target_stds
-from ssnfx.passes.search import _WindowGenerator, _WindowStore
+from ssnfx.passes.search import provisional_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import data_note, fashion_data, mean_std, write  # noqa: E402
@@ -39,12 +38,8 @@ def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
     """Median step time of the provisional search model over the unshared one (interleaved)."""
     x, y = next(iter(loader))
     plain = ResNetFM(width)
-    gm = ssnfx.trace(ResNetFM(width))
-    plan = ssnfx.make_plan(gm, 0.1, ssnfx.ShareConfig(combiner="emb", strategy="single"))
-    slots = [s for s in plan.slots if s.shared]
-    gen = _WindowGenerator(slots, plan.groups[0].numel, plan.groups[0].candidates,
-                                      24, target_stds(gm, plan), 0)
-    provisional = apply_store(gm, _WindowStore(plan, gen))
+    provisional = provisional_model(ssnfx.trace(ResNetFM(width)), 0.1, ssnfx.ShareConfig(),
+                                    ssnfx.SearchConfig())
     times: dict[str, list[float]] = {"plain": [], "provisional": []}
     for _ in range(repeats):
         for name, model in (("plain", plain), ("provisional", provisional)):

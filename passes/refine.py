@@ -25,8 +25,8 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batches import cycle, run_batch
-from ..errors import PlanError, SearchError
+from ..batches import losses
+from ..errors import PlanError
 from ..markers import require_store
 from ..plan import SharingPlan, Tile
 from .search import pair_graph, superweight_clusters
@@ -106,15 +106,9 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
         gen.hook = lambda i, g, name=name: grads.__setitem__((name, i), g.detach())
     totals: dict[tuple[str, int], torch.Tensor] = {}
     params = [p for p in store.parameters() if p.requires_grad]
-    batches = cycle(data, "refine")
     buffers = {name: b.detach().clone() for name, b in shared.named_buffers()}
     try:
-        for step in range(steps):
-            out, target = run_batch(shared, next(batches), step, "refine")
-            loss = loss_fn(out, target)
-            if not torch.isfinite(loss):
-                raise SearchError(f"the loss is {float(loss.detach())}: refine stopped and "
-                                  f"changed nothing")
+        for _, loss in losses(shared, data, loss_fn, steps, "refine"):
             torch.autograd.grad(loss, params, allow_unused=True)  # fills grads via the hooks
             with torch.no_grad():
                 for key, uses in rows.items():

@@ -255,6 +255,7 @@ def test_search_takes_keyword_batches():
     ({"max_groups": 2.5}, "SearchConfig.max_groups must be a positive int, got 2.5"),
     ({"lr": float("nan")}, "SearchConfig.lr must be a positive number, got nan"),
     ({"tau": 2}, "SearchConfig.tau is compared with cosines or silhouette scores"),
+    ({"combiner": "rr"}, "SearchConfig.combiner must be a registered combiner that learns"),
 ])
 def test_search_config_is_validated(kwargs, message):
     with pytest.raises(ssnfx.SearchError, match=re.escape(message)):
@@ -264,3 +265,38 @@ def test_search_config_is_validated(kwargs, message):
     # What the search shares with the final model is ShareConfig's: one place, one meaning.
     with pytest.raises(ssnfx.SearchError, match=r"\['candidates', 'groups'\] are ShareConfig's"):
         ssnfx.SearchConfig.from_json('{"groups": 2, "candidates": 4}')
+
+
+@pytest.mark.parametrize("combiner", ["wavg", "linear"])
+def test_search_learns_with_any_learned_combiner(combiner):
+    torch.manual_seed(0)
+    plan = _search(ThreeBranches(), combiner=combiner, steps=10)
+    m = plan.measured
+    assert m["combiner"] == combiner
+    moved = torch.tensor(m["embeddings"])
+    assert moved.shape[0] == len(m["slots"]) and torch.isfinite(moved).all()
+    assert plan.shared_params <= plan.budget
+
+
+def test_search_runs_wherever_the_final_plan_fits():
+    """Below Emb's least budget (its embeddings and projection), the search learns with the
+    final plan's own combiner instead of refusing a budget that share accepts."""
+    model = SmallCNN()
+    gm = ssnfx.trace(model)
+    data = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(3)]
+    least = {c: _least(gm, c) for c in ("emb", "wavg")}
+    assert least["wavg"] < least["emb"]
+    budget = least["wavg"]
+    plan = ssnfx.search(gm, budget, data, F.cross_entropy, ssnfx.ShareConfig(),
+                        ssnfx.SearchConfig(steps=3, progress=False))
+    assert plan.measured["combiner"] == "wavg" and plan.shared_params <= budget
+    with pytest.raises(ssnfx.BudgetError):  # asked for by name, Emb is still refused there
+        ssnfx.search(gm, budget, data, F.cross_entropy, ssnfx.ShareConfig(),
+                     ssnfx.SearchConfig(steps=3, combiner="emb", progress=False))
+
+
+def _least(gm, combiner: str) -> int:
+    """The least budget one group with ``combiner`` fits (from the planner's own error)."""
+    with pytest.raises(ssnfx.BudgetError) as e:
+        ssnfx.make_plan(gm, 1, ssnfx.ShareConfig(combiner=combiner))
+    return int(str(e.value).split("shared with: ")[1].split(" (")[0].replace(",", ""))
