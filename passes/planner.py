@@ -146,7 +146,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         slots=slots, groups=[],
         hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
-               "hard_sharing": config.hard_sharing},
+               "hard_sharing": config.hard_sharing, "split": config.split},
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
     method = get_method(config.method)
@@ -195,13 +195,17 @@ def _apportion(total: int, weights: dict[str, int]) -> dict[str, int]:
 
 
 def _split(available: int, plan: SharingPlan) -> dict[str, int]:
-    """Store sizes summing to ``available`` (at least one parameter per group).
+    """Store sizes summing to ``available`` (at least one parameter per group), by the plan's
+    ``hyper["split"]`` (:data:`ssnfx.config.SPLITS`):
 
-    Each group first gets its largest SuperWeight, the least store that spares it any upsampling
-    (SSN Table 3(c) sizes groups by their largest layer), and what remains is split in proportion
-    to the weights the groups' slots represent (SSN Sec. 3.2). When even the largest SuperWeights
-    do not fit, they share the budget in proportion to their sizes, so that every group is
-    upsampled by the same factor instead of one group being starved.
+    * ``"largest-first"`` (SWN's reference code): each group first gets its largest SuperWeight,
+      the least store that spares it any upsampling (SSN Table 3(c) sizes groups by their
+      largest layer), and what remains is split in proportion to the weights the groups' slots
+      represent. When even the largest SuperWeights do not fit, they share the budget in
+      proportion to their sizes, so that every group is upsampled by the same factor instead of
+      one group being starved.
+    * ``"proportional"`` (SSN Sec. 3.2): in proportion to the weights the groups' slots
+      represent, whatever that leaves a group.
     """
     slots = {s.name: s for s in plan.slots}
     weight = {g.name: sum(slots[n].numel for n in g.slots) for g in plan.groups}
@@ -210,6 +214,10 @@ def _split(available: int, plan: SharingPlan) -> dict[str, int]:
     # The split is exact, not floored per group: flooring lost up to one parameter per group,
     # which a small model's budget (a few dozen parameters, several groups) cannot spare and
     # still land within 95% of it.
+    if plan.hyper.get("split", "largest-first") == "proportional":
+        # One parameter per group first: flooring each share could leave a group none.
+        extra = _apportion(available - len(weight), weight)
+        return {k: 1 + extra[k] for k in weight}
     if available < need:
         # One parameter per group first: flooring each share could leave a group none.
         extra = _apportion(available - len(demand), demand)

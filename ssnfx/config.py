@@ -9,7 +9,7 @@ from .combiners import COMBINER_REGISTRY
 from .errors import PlanError
 from .methods import METHOD_REGISTRY, get_method
 
-__all__ = ["ShareConfig", "METHODS", "COMBINERS"]
+__all__ = ["ShareConfig", "METHODS", "COMBINERS", "SPLITS", "DEFAULT_GROUPS"]
 
 #: The names of the registered methods (a live view of :data:`ssnfx.methods.METHOD_REGISTRY`:
 #: Shapeshifter Networks, SuperWeight Networks, and any method registered since).
@@ -17,6 +17,10 @@ METHODS = METHOD_REGISTRY.keys()
 #: Groups of the ``depth`` and ``random`` strategies when ``ShareConfig.groups`` is None (SSN
 #: Sec. 3.2 found three learned groups best for classification).
 DEFAULT_GROUPS = 3
+#: How the planner splits a budget between groups (see :func:`ssnfx.passes.planner._split`):
+#: each group's largest SuperWeight first, then in proportion to the weights its slots
+#: represent (SWN's reference code), or all in proportion (SSN Sec. 3.2).
+SPLITS = ("largest-first", "proportional")
 #: The names of the registered combiners (a live view of :data:`ssnfx.COMBINER_REGISTRY`: round
 #: robin, average, weighted average, layer embeddings, SWN's linear combination, and any
 #: combiner registered since; see :mod:`ssnfx.combiners`).
@@ -43,6 +47,10 @@ class ShareConfig:
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).
+        split: how several groups share the budget: ``"largest-first"`` (each group's largest
+            SuperWeight first, then in proportion to the weights its slots represent; SWN's
+            reference code) or ``"proportional"`` (all in proportion; SSN Sec. 3.2). Recorded
+            in the plan's ``hyper``.
         share_biases: also generate 1-d parameters (biases) from the store.
         share_norms: also generate the parameters of normalisation layers.
         private: ``fnmatch`` patterns of parameter names that always stay private.
@@ -69,6 +77,7 @@ class ShareConfig:
     candidates: int = 4
     emb_dim: int = 24
     hard_sharing: bool = False
+    split: str = "largest-first"
     share_biases: bool = False
     share_norms: bool = False
     private: tuple[str, ...] = ()
@@ -96,6 +105,8 @@ class ShareConfig:
         if self.method not in METHODS:
             raise PlanError(f"ShareConfig.method must be one of {tuple(METHODS)}, got "
                             f"{self.method!r}")
+        if self.split not in SPLITS:
+            raise PlanError(f"ShareConfig.split must be one of {SPLITS}, got {self.split!r}")
         if self.combiner is not None and self.combiner not in COMBINERS:
             raise PlanError(f"ShareConfig.combiner must be one of {tuple(COMBINERS)} or None, "
                             f"got {self.combiner!r}")

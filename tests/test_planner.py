@@ -178,3 +178,31 @@ def test_rr_is_round_robin():
     w = torch.stack([folded.get_parameter(f"{i}.weight").flatten() for i in range(4)])
     cos = nn.functional.cosine_similarity(w[:, None], w[None], dim=-1)
     assert (cos - torch.eye(4)).abs().max() < 0.2  # four different weights
+
+
+def test_budget_split_is_a_plan_setting():
+    """Largest-first (SWN's code) gives each group its largest SuperWeight before splitting the
+    rest by weight; proportional (SSN Sec. 3.2) splits all by weight. Both are exact and
+    recorded in the plan."""
+    net = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 64),
+                        nn.Linear(64, 8))
+    gm = ssnfx.trace(net)
+    groups = [["0.weight", "1.weight", "2.weight"], ["3.weight"]]
+    stores = {}
+    for split in ("largest-first", "proportional"):
+        plan = ssnfx.make_plan(gm, 0.5, ssnfx.ShareConfig(combiner="avg", split=split),
+                               groups=groups)
+        assert plan.hyper["split"] == split
+        assert plan.shared_params == plan.budget  # avg has no coefficients: every unit spent
+        stores[split] = [g.numel for g in plan.groups]
+        assert ssnfx.SharingPlan.from_json(plan.to_json()).hyper["split"] == split
+    weights = [3 * 64 * 64, 64 * 8]
+    total = sum(stores["proportional"])
+    # Proportional: shares within one parameter of the weights' proportion...
+    for numel, w in zip(stores["proportional"], weights):
+        assert abs(numel - total * w / sum(weights)) <= 1
+    # ... largest-first: the small group gets its whole 512-parameter layer first.
+    assert stores["largest-first"][1] >= 512 > stores["proportional"][1]
+    assert sum(stores["largest-first"]) == total
+    with pytest.raises(ssnfx.PlanError, match="ShareConfig.split must be one of"):
+        ssnfx.ShareConfig(split="even")
