@@ -36,7 +36,7 @@ def member_names(model: nn.Module) -> list[str]:
     Example:
         >>> import torch, ssnfx
         >>> shared = ssnfx.share([torch.nn.Linear(8, 8), torch.nn.Linear(8, 2)], budget=0.5)
-        >>> ssnfx.member_names(shared)
+        >>> ssnfx.ensemble.member_names(shared)
         ['0', '1']
     """
     if isinstance(model, Members):
@@ -145,10 +145,10 @@ def member(model: fx.GraphModule, name: str) -> fx.GraphModule:
 
     From a folded model (``ssnfx.fold(shared)``) the member's parameters carry its own names
     (``"conv1.weight"``, not ``"0.conv1.weight"``): its state_dict loads strictly into a fresh
-    instance of the member's class, and it exports on its own (:func:`ssnfx.export_pt2`). From a
+    instance of the member's class, and it exports on its own (:func:`ssnfx.export.export_pt2`). From a
     shared model it keeps the qualified names and reads the ensemble's store (the same
     parameters: training it trains the store of all members); to deploy a member, fold first:
-    ``ssnfx.member(ssnfx.fold(shared), name)``. The result holds the input's tensors, not copies.
+    ``ssnfx.ensemble.member(ssnfx.fold(shared), name)``. The result holds the input's tensors, not copies.
 
     Raises:
         EnsembleError: ``model`` has no members, or none named ``name``.
@@ -158,7 +158,7 @@ def member(model: fx.GraphModule, name: str) -> fx.GraphModule:
         >>> small, large = torch.nn.Linear(8, 2), torch.nn.Sequential(torch.nn.Linear(8, 16),
         ...                                                            torch.nn.Linear(16, 2))
         >>> shared = ssnfx.share({"small": small, "large": large}, budget=0.5)
-        >>> alone = ssnfx.member(ssnfx.fold(shared), "large")
+        >>> alone = ssnfx.ensemble.member(ssnfx.fold(shared), "large")
         >>> _ = large.load_state_dict(alone.state_dict(), strict=True)
         >>> x = torch.randn(3, 8)
         >>> torch.equal(alone(x), shared(x)[1])
@@ -177,14 +177,14 @@ def select_members(model: fx.GraphModule, names: Sequence[str]) -> fx.GraphModul
     Example:
         >>> import torch, ssnfx
         >>> shared = ssnfx.share([torch.nn.Linear(8, 4) for _ in range(3)], budget=0.5)
-        >>> pair = ssnfx.select_members(shared, ["2", "0"])
+        >>> pair = ssnfx.ensemble.select_members(shared, ["2", "0"])
         >>> x = torch.randn(2, 8)
         >>> [torch.equal(a, b) for a, b in zip(pair(x), (shared(x)[2], shared(x)[0]))]
         [True, True]
     """
     if isinstance(names, str):
         raise EnsembleError(f"select_members expects a list of member names, got the string "
-                            f"{names!r}; write [{names!r}], or use ssnfx.member for one member")
+                            f"{names!r}; write [{names!r}], or use ssnfx.ensemble.member for one member")
     if not names:
         raise EnsembleError("select_members needs at least one member name")
     return _extract(model, list(names), single=False)

@@ -59,7 +59,7 @@ def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
 
     Example:
         >>> import torch, ssnfx
-        >>> @ssnfx.register_leaf
+        >>> @ssnfx.passes.register_leaf
         ... class Gate(torch.nn.Module):
         ...     def __init__(self):
         ...         super().__init__()
@@ -135,7 +135,7 @@ class _Untraceable(Exception):
         return TraceError(
             f"torch.fx cannot trace {what} at {self.reason}\n"
             f"Remedies: let ssnfx make it a leaf (ShareConfig(auto_leaves=True), the default), "
-            f"mark it as one yourself with ssnfx.register_leaf({cls}) or "
+            f"mark it as one yourself with ssnfx.passes.register_leaf({cls}) or "
             f"leaf_modules=[{self.where!r}] (its parameters are still shared), or pass "
             f"concrete_args to fix the inputs its control flow depends on.")
 
@@ -174,7 +174,7 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     Example:
         >>> import torch, torchvision, ssnfx
         >>> gm = ssnfx.trace(torchvision.models.resnet18())
-        >>> [s.name for s in ssnfx.slots_of(gm)][:3]
+        >>> [s.name for s in ssnfx.passes.slots_of(gm)][:3]
         ['conv1.weight', 'bn1.weight', 'bn1.bias']
     """
     if not isinstance(model, nn.Module):
@@ -416,7 +416,7 @@ def slots_of(gm: fx.GraphModule) -> list[Slot]:
     Example:
         >>> import torch, ssnfx
         >>> gm = ssnfx.trace(torch.nn.Linear(3, 2))
-        >>> [(s.name, s.shape, s.kind) for s in ssnfx.slots_of(gm)]
+        >>> [(s.name, s.shape, s.kind) for s in ssnfx.passes.slots_of(gm)]
         [('weight', (2, 3), 'Linear'), ('bias', (2,), 'Linear')]
     """
     return list(graph_slots(gm).values())

@@ -40,7 +40,7 @@ class Combiner:
     Attributes:
         name: what ``ShareConfig(combiner=...)`` names.
         learned: its coefficients are trained, so layers' rows can be compared
-            (:func:`ssnfx.layer_similarity`).
+            (:func:`ssnfx.lsm.layer_similarity`).
         candidates: the P it always selects (RR: 1), or None for the configured P.
         row_parameters: names of its parameters with one row per coefficient row, which refine
             copies when it unties a row.
@@ -79,8 +79,8 @@ def register_combiner(combiner: Combiner) -> Combiner:
     """Make ``combiner`` known to ShareConfig, the planner, the generators and the reports.
 
     Example:
-        >>> import ssnfx
-        >>> sorted(ssnfx.COMBINER_REGISTRY)
+        >>> from ssnfx.combiners import COMBINER_REGISTRY
+        >>> sorted(COMBINER_REGISTRY)
         ['avg', 'emb', 'linear', 'rr', 'wavg']
     """
     if not combiner.name:
@@ -95,7 +95,7 @@ def get_combiner(name: str) -> Combiner:
         return COMBINER_REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown combiner {name!r}; known: {sorted(COMBINER_REGISTRY)} (add "
-                         f"one with ssnfx.register_combiner)") from None
+                         f"one with ssnfx.combiners.register_combiner)") from None
 
 
 class RoundRobin(Combiner):
