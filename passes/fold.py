@@ -51,7 +51,7 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
     store = require_store(shared, "fold", PlanError)
     plan = store.plan
     with torch.no_grad():
-        values = _dedupe(store.generate())
+        values = store.generate(merge_equal=True)
     memo: dict[int, Any] = {}
     params: dict[str, nn.Parameter] = {}
     for name, w in values.items():
@@ -131,19 +131,3 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
         if node.op == "call_module" and node.target in by_group:
             graph.erase_node(node)
     return graph
-
-
-def _dedupe(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Map slots whose generated weights are exactly equal to one tensor (hard sharing)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: dict[tuple, list[torch.Tensor]] = {}
-    for name, w in values.items():
-        # A cheap fingerprint first, so that only likely twins are compared in full.
-        flat = w.reshape(-1)
-        key = (tuple(w.shape), w.dtype, float(flat[:64].sum()), float(flat.sum()))
-        same = next((u for u in seen.get(key, ()) if torch.equal(u, w)), None)
-        if same is None:
-            seen.setdefault(key, []).append(w)
-            same = w
-        out[name] = same
-    return out

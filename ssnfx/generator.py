@@ -527,11 +527,16 @@ class GroupGenerator(nn.Module):
         return [(getattr(self, f"b{k}_coef"), max(b.count, 1))
                 for k, b in enumerate(self._buckets)]
 
-    def _mixing(self, k: int, b: _Bucket) -> torch.Tensor:
-        """Bucket ``k``'s instances' weights over the candidates they combine: ``(instances,
-        count)`` (one column for RR and upsampled buckets)."""
-        _, row, n, used, *_ = self._specs[k]
-        return self._all_mixing()[row:row + n, :used]
+    def mixing_rows(self) -> dict[tuple[int, int], torch.Tensor]:
+        """The mixing weights of every SuperWeight instance ``(superweight, coefficients)`` over
+        the candidates it combines, as generation computes them (SSN Eq. 1-2, SWN Eq. 1; one
+        column for RR and upsampled instances); a row may carry its slot's gain, a positive
+        scale that no cosine sees."""
+        mix = self._all_mixing()
+        rows = {}
+        for b, (_, row, n, used, *_) in zip(self._buckets, self._specs):
+            rows.update(zip(b.instances, mix[row:row + n, :used]))
+        return rows
 
     def _store_blocks(self, m: int) -> torch.Tensor:
         """The store viewed as whole blocks of ``m`` parameters (a view, no copy)."""
@@ -641,9 +646,27 @@ class ParameterStore(nn.Module):
         for g in self.children():
             g.reset_parameters()
 
-    def generate(self) -> dict[str, torch.Tensor]:
-        """Every shared weight by slot name (used by fold)."""
+    def generate(self, *, merge_equal: bool = False) -> dict[str, torch.Tensor]:
+        """Every shared weight by slot name (used by fold); with ``merge_equal``, slots whose
+        weights are exactly equal (hard sharing) map to one tensor."""
         out: dict[str, torch.Tensor] = {}
         for g in self.plan.groups:
             out.update(zip(g.slots, getattr(self, g.name)()))
-        return out
+        return _merge_equal(out) if merge_equal else out
+
+
+def _merge_equal(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map slots whose generated weights are exactly equal to one tensor (hard sharing)."""
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[tuple, list[torch.Tensor]] = {}
+    for name, w in values.items():
+        # A cheap fingerprint first, so that only likely twins are compared in full.
+        flat = w.reshape(-1)
+        key = (tuple(w.shape), w.dtype, float(flat[:64].sum()), float(flat.sum()))
+        same = next((u for u in seen.get(key, ()) if torch.equal(u, w)), None)
+        if same is None:
+            seen.setdefault(key, []).append(w)
+            same = w
+        out[name] = same
+    return out
+

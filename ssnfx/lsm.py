@@ -23,7 +23,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .markers import store_of
-from .passes.fold import _dedupe
 from .selector import select_blocks
 
 __all__ = ["LayerSimilarity", "layer_similarity", "identical_weights"]
@@ -71,19 +70,6 @@ class LayerSimilarity:
 
 
 
-@torch.no_grad()
-def _mixing_rows(gen: nn.Module) -> dict[tuple[int, int], torch.Tensor]:
-    """The mixing weights of every SuperWeight instance ``(superweight, coefficients)`` over the
-    candidates it combines, as the generator computes them (SSN Eq. 1-2, SWN Eq. 1); a row may
-    carry its slot's gain, a positive scale that no cosine sees."""
-    rows = {}
-    for k, bucket in enumerate(gen._buckets):
-        mix = gen._mixing(k, bucket).float()
-        for inst, row in zip(bucket.instances, mix):
-            rows[inst] = row
-    return rows
-
-
 def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
     """The LSM of a shared model: ``|cos|`` between the layers' mixing coefficients. A layer's
     row is the weights its tiles give the candidates they combine (the softmax of WAvg's logits,
@@ -115,7 +101,8 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
         gen = getattr(store, g.name)
         if not getattr(getattr(gen, "combiner", None), "learned", False):  # RR, Avg: all alike
             continue
-        mixing = _mixing_rows(gen)
+        with torch.no_grad():
+            mixing = {k: v.float() for k, v in gen.mixing_rows().items()}
         picks = select_blocks(g.numel, g.superweights, g.candidates)
         for name in g.slots:
             tiles = g.layout[name]
@@ -161,6 +148,6 @@ def identical_weights(shared: nn.Module) -> list[list[str]]:
     if store is None or not hasattr(store, "generate"):  # the search's provisional store
         return []
     sets: dict[int, list[str]] = {}
-    for name, w in _dedupe(store.generate()).items():
+    for name, w in store.generate(merge_equal=True).items():
         sets.setdefault(id(w), []).append(name)
     return [names for names in sets.values() if len(names) > 1]
