@@ -66,9 +66,18 @@ def run_at(revision: str | None) -> dict[str, Any]:
             source = Path(tmp) / "tree"
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
                             str(source), revision], check=True)
+            inside = source / "ssnfx" / "passes"
+            if (source / "passes").is_dir() and not inside.exists() \
+                    and not (source / "ssnfx" / "_checkout.py").exists():
+                # A revision whose top-level passes/ only an install maps to ssnfx.passes.
+                inside.symlink_to(source / "passes", target_is_directory=True)
         try:
             env = {**os.environ, "PYTHONPATH": str(source)}
-            code = (f"import json, runpy; m = runpy.run_path({str(Path(__file__))!r}); "
+            # An editable install maps ssnfx.passes to this checkout's passes/ whatever
+            # PYTHONPATH says: its finder is dropped, so the revision imports its own.
+            code = ("import json, runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if "
+                    "not getattr(f, '__module__', '').startswith('__editable__')]; "
+                    f"m = runpy.run_path({str(Path(__file__))!r}); "
                     f"print(json.dumps(m['measure']()))")
             done = subprocess.run([sys.executable, "-c", code], cwd=source, env=env,
                                   capture_output=True, text=True, check=False)
