@@ -3,7 +3,11 @@ dataset-fashion-mnist, or $SSNFX_FASHION_MNIST), with a ResNet-style network, at
 and 10%; plus what the search costs.
 
     python benchmarks/bench_search.py [--quick] [--jobs 2] [--epochs 3] [--seeds 2] [--limit 20000]
-        [--cached]
+        [--cached] [--table groups]
+
+``--table groups`` is the SSN Table 2 analogue instead: at budgets 100% and 10%, with a fixed
+number of groups K in {2, 4}, learned groups (the search) against random, depth and shape
+groupings, and one group (results/search_groups.md).
 """
 from __future__ import annotations
 
@@ -34,6 +38,17 @@ STRATEGIES = {
 }
 
 
+def groups_table(ks: list[int]) -> dict[str, Run]:
+    """The SSN Table 2 analogue's rows: one group, shape groups, and for each K learned, random
+    and depth groupings (WAvg, SSN's default combiner)."""
+    rows = {"single": Run("ssnfx", combiner="wavg"),
+            "shape": Run("ssnfx", combiner="wavg", strategy="shape")}
+    for k in ks:
+        for label, strategy in (("learned", "search"), ("random", "random"), ("depth", "depth")):
+            rows[f"{label}, K={k}"] = Run("ssnfx", combiner="wavg", strategy=strategy, groups=k)
+    return rows
+
+
 def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
     """Median step time of the provisional search model over the unshared one (interleaved)."""
     x, y = next(iter(loader))
@@ -60,12 +75,16 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cached", action="store_true",
                         help="train nothing: tabulate the runs the cache holds")
+    parser.add_argument("--table", choices=("strategies", "groups"), default="strategies",
+                        help="groups: the SSN Table 2 analogue (fixed K, budgets 100%% and 10%%)")
     args = parser.parse_args(argv)
     args.limit = args.limit or None
     budgets, strategies = [0.01, 0.05, 0.1], STRATEGIES
+    if args.table == "groups":
+        budgets, strategies = [1.0, 0.1], groups_table([2, 4])
     if args.quick:
         args.limit, args.epochs, args.seeds, args.width = 600, 1, 1, 8
-        budgets, strategies = [0.1], dict(list(STRATEGIES.items())[::2])
+        budgets, strategies = [0.1], dict(list(strategies.items())[::2])
     common = dict(width=args.width, epochs=args.epochs, limit=args.limit)
     full = seeds_of(Run("full", **common), args.seeds)
     table = {(label, b): seeds_of(replace(run, budget=b, **common), args.seeds)
@@ -103,7 +122,12 @@ def main(argv: list[str] | None = None) -> str:
         f"steps: a fifth of an epoch's batches, 20 to 200). Step time of the provisional search "
         f"model over the unshared model (batch 128, forward + backward, median of interleaved "
         f"runs): {ratio:.2f}x.", "", data_note(data)])
-    if not args.quick:
+    if not args.quick and args.table == "groups":
+        write("search_groups", "Parameter groups at a fixed K (SSN Table 2 analogue): "
+              "Fashion-MNIST", body, f"python benchmarks/bench_search.py --table groups "
+              f"--width {args.width} --epochs {args.epochs} --limit {args.limit or 0} "
+              f"--seeds {args.seeds} --jobs {args.jobs}")
+    elif not args.quick:
         write("search", "Learned sharing vs data-free strategies: Fashion-MNIST", body,
               "python benchmarks/bench_search.py --jobs 2")
     print(body)
