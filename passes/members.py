@@ -61,7 +61,7 @@ def check_members(model: nn.Module, names: Sequence[str]) -> None:
     if not known:
         raise EnsembleError(
             f"{type(model).__name__} is not a model of several members: make one with "
-            f"ssnfx.share([m1, m2, ...]) (or trace ssnfx.Members([...])), then fold it if needed")
+            f"ssnfx.share([m1, m2, ...]) (or trace ssnfx.ensemble.Members([...])), then fold it if needed")
     missing = [n for n in names if n not in known]
     if missing:
         raise EnsembleError(f"the model has no member {missing[0]!r}; its members are {known}")
