@@ -64,7 +64,7 @@ from .rewrite import apply_store, target_stds
 from .trace import as_traced
 
 __all__ = ["SearchConfig", "search", "provisional_model", "similarity_graph",
-           "superweight_clusters", "kmeans_groups", "pair_graph"]
+           "superweight_clusters", "fitting_clusters", "kmeans_groups", "pair_graph"]
 
 
 @dataclass
@@ -401,13 +401,57 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     features = np.array([graph.nodes[n]["embedding"] for n in names])
     groups, scores, fitting = kmeans_groups(features, names, config.groups, sc.max_groups,
                                             sc.min_silhouette, config.seed, fits)
-    clusters = superweight_clusters(graph, sc.tau)
+    def holds_largest(candidate: list[list[str]]) -> bool:
+        # The final plan with these clusters as groups gives every group at least its largest
+        # SuperWeight (else the planner shrinks all of them alike: upsampled, starved).
+        try:
+            plan = make_plan(gm, budget, config, groups=candidate)
+        except BudgetError:  # more groups than the coefficients' budget allows
+            return False
+        return all(g.numel >= max(r * c for r, c in g.superweights) for g in plan.groups)
+
+    clusters, tau = fitting_clusters(graph, sc.tau, holds_largest)
     measured.update({
         "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
-        "superweight_clusters": clusters, "tau": sc.tau, "search_config": asdict(sc)})
+        "superweight_clusters": clusters, "tau": sc.tau, "tau_used": tau,
+        "search_config": asdict(sc)})
     chosen = {"groups": groups, "clusters": clusters}[get_method(config.method).shares_by]
     plan = make_plan(gm, budget, config, groups=chosen, measured=measured)
     return plan
+
+
+def fitting_clusters(graph: nx.Graph, tau: float, fits: Callable[[list[list[str]]], bool],
+                     weight: str = "gradient") -> tuple[list[list[str]], float | None]:
+    """:func:`superweight_clusters` at ``tau`` if ``fits`` accepts them, else at the highest
+    lower threshold whose clusters it accepts, and one cluster if none does; returns the
+    clusters and the threshold used (None for the one cluster).
+
+    Lowering the threshold only merges clusters (they are the connected components of the
+    edges above it), and a merged cluster needs no more store than its parts did, so the
+    thresholds are searched by bisection over the edges' similarities below ``tau``.
+
+    Example:
+        >>> g = pair_graph(["a", "b", "c"], [[1, .9, -.5], [.9, 1, -.4], [-.5, -.4, 1]])
+        >>> fitting_clusters(g, 0.95, lambda c: len(c) <= 2)
+        ([['a', 'b'], ['c']], 0.8999999999999999)
+    """
+    clusters = superweight_clusters(graph, tau, weight)
+    if fits(clusters):
+        return clusters, tau
+    # Just below each lower similarity: the threshold that merges that edge too.
+    lower = sorted({math.nextafter(float(d[weight]), -math.inf)
+                    for _, _, d in graph.edges(data=True) if float(d[weight]) <= tau},
+                   reverse=True)
+    best: tuple[list[list[str]], float | None] = ([list(graph.nodes)], None)
+    lo, hi = 0, len(lower) - 1
+    while lo <= hi:  # the first (highest) threshold whose clusters fit
+        mid = (lo + hi) // 2
+        candidate = superweight_clusters(graph, lower[mid], weight)
+        if fits(candidate):
+            best, hi = (candidate, lower[mid]), mid - 1
+        else:
+            lo = mid + 1
+    return best
 
 
 def _epoch_fraction(steps: int, data: Iterable[Any]) -> float | None:

@@ -300,3 +300,22 @@ def _least(gm, combiner: str) -> int:
     with pytest.raises(ssnfx.BudgetError) as e:
         ssnfx.make_plan(gm, 1, ssnfx.ShareConfig(combiner=combiner))
     return int(str(e.value).split("shared with: ")[1].split(" (")[0].replace(",", ""))
+
+
+def test_swn_clusters_always_hold_their_largest_superweight():
+    """SWN Sec. 2.2.1's clusters at a threshold that keeps every layer apart would starve
+    them at a small budget: tau is lowered until every cluster's store holds its largest
+    SuperWeight, and the plan records the threshold used."""
+    torch.manual_seed(0)
+    plan = _search(ThreeBranches(), method="swn", budget=0.3, tau=0.999, steps=5)
+    m = plan.measured
+    assert m["tau"] == 0.999 and (m["tau_used"] is None or m["tau_used"] < 0.999)
+    # ... where the clusters at tau itself were more (each layer alone) than the budget holds.
+    at_tau = superweight_clusters(ssnfx.passes.similarity_graph(plan), 0.999)
+    assert len(at_tau) > len(plan.groups)
+    for g in plan.groups:
+        assert g.numel >= max(r * c for r, c in g.superweights)
+    # With room for every layer's own store, the threshold stands.
+    roomy = _search(ThreeBranches(), method="swn", budget=3.0, tau=0.999, steps=5)
+    assert roomy.measured["tau_used"] == 0.999
+    assert len(roomy.groups) == len(roomy.measured["superweight_clusters"])
