@@ -61,7 +61,8 @@ def check_members(model: nn.Module, names: Sequence[str]) -> None:
     if not known:
         raise EnsembleError(
             f"{type(model).__name__} is not a model of several members: make one with "
-            f"ssnfx.share([m1, m2, ...]) (or trace ssnfx.ensemble.Members([...])), then fold it if needed")
+            f"ssnfx.share([m1, m2, ...]) (or trace ssnfx.ensemble.Members([...])), then fold it "
+            f"if needed")
     missing = [n for n in names if n not in known]
     if missing:
         raise EnsembleError(f"the model has no member {missing[0]!r}; its members are {known}")
@@ -145,10 +146,12 @@ def member(model: fx.GraphModule, name: str) -> fx.GraphModule:
 
     From a folded model (``ssnfx.fold(shared)``) the member's parameters carry its own names
     (``"conv1.weight"``, not ``"0.conv1.weight"``): its state_dict loads strictly into a fresh
-    instance of the member's class, and it exports on its own (:func:`ssnfx.export.export_pt2`). From a
+    instance of the member's class, and it exports on its own
+    (:func:`ssnfx.export.export_pt2`). From a
     shared model it keeps the qualified names and reads the ensemble's store (the same
     parameters: training it trains the store of all members); to deploy a member, fold first:
-    ``ssnfx.ensemble.member(ssnfx.fold(shared), name)``. The result holds the input's tensors, not copies.
+    ``ssnfx.ensemble.member(ssnfx.fold(shared), name)``. The result holds the input's tensors,
+    not copies.
 
     Raises:
         EnsembleError: ``model`` has no members, or none named ``name``.
@@ -184,7 +187,8 @@ def select_members(model: fx.GraphModule, names: Sequence[str]) -> fx.GraphModul
     """
     if isinstance(names, str):
         raise EnsembleError(f"select_members expects a list of member names, got the string "
-                            f"{names!r}; write [{names!r}], or use ssnfx.ensemble.member for one member")
+                            f"{names!r}; write [{names!r}], or use ssnfx.ensemble.member for "
+                            f"one member")
     if not names:
         raise EnsembleError("select_members needs at least one member name")
     return _extract(model, list(names), single=False)

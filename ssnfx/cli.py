@@ -250,8 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", parents=[quiet], help="share a model's parameters",
                        description="Trace the model in FILE, share its parameters under the "
                        "budget (searching where to share when the file defines train_loader "
-                       "and loss_fn), optionally train it briefly, and write shared.pt (the plan and "
-                       "the weights) and report.txt. FILE is path.py or path.py:NAME; without NAME the first "
+                       "and loss_fn), optionally train it briefly, and write shared.pt (the plan "
+                       "and the weights) and report.txt. FILE is path.py or path.py:NAME; without "
+                       "NAME the first "
                        f"of {', '.join(MODEL_NAMES)} is used (an nn.Module or a function "
                        "returning one). Training uses train_loader, loss_fn (and test_loader "
                        "for accuracy) from the same file.")

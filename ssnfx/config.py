@@ -21,9 +21,9 @@ DEFAULT_GROUPS = 3
 #: each group's largest SuperWeight first, then in proportion to the weights its slots
 #: represent (SWN's reference code), or all in proportion (SSN Sec. 3.2).
 SPLITS = ("largest-first", "proportional")
-#: The names of the registered combiners (a live view of :data:`ssnfx.combiners.COMBINER_REGISTRY`: round
-#: robin, average, weighted average, layer embeddings, SWN's linear combination, and any
-#: combiner registered since; see :mod:`ssnfx.combiners`).
+#: The names of the registered combiners (a live view of
+#: :data:`ssnfx.combiners.COMBINER_REGISTRY`: round robin, average, weighted average, layer
+#: embeddings, SWN's linear combination, and any combiner registered since).
 COMBINERS = COMBINER_REGISTRY.keys()
 
 

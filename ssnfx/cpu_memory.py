@@ -26,7 +26,7 @@ __all__ = ["retain_freed_memory"]
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-#: The largest value mallopt takes (a C int): free memory at the top of the heap is kept up to 2 GiB.
+#: The largest value mallopt takes (a C int): free memory at the heap's top is kept up to 2 GiB.
 _INT_MAX = 2**31 - 1
 
 

@@ -131,7 +131,8 @@ def _lerp_weights(n_in: int, n_out: int, dtype: torch.dtype = torch.float32
         >>> idx.tolist(), w.view(2, 4).tolist()
         ([[0, 0, 0, 1], [1, 1, 1, 1]], [[1.0, 0.75, 0.25, 1.0], [0.0, 0.25, 0.75, 0.0]])
     """
-    src = ((torch.arange(n_out, dtype=torch.float32, device="cpu") + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
+    out = torch.arange(n_out, dtype=torch.float32, device="cpu")
+    src = ((out + 0.5) * (n_in / n_out) - 0.5).clamp_min(0)
     i0 = src.floor().long().clamp_max(n_in - 1)
     i1 = i0 + (i0 < n_in - 1).long()
     parity = torch.arange(n_in, device="cpu") % 2
@@ -485,7 +486,8 @@ class GroupGenerator(nn.Module):
         self.register_buffer("mix_owner", torch.cat([getattr(self, f"b{k}_owner") for k in
                                                      range(len(self._buckets))]),
                              persistent=False)
-        kept = torch.arange(p, device="cpu").unsqueeze(0) < torch.tensor(keep, device="cpu").unsqueeze(1)
+        kept = torch.arange(p, device="cpu").unsqueeze(0) \
+            < torch.tensor(keep, device="cpu").unsqueeze(1)
         self.register_buffer("mix_kept", kept.to(device=device, dtype=torch.long),
                              persistent=False)
         sbs: dict[tuple, _SlotBucket] = {}
