@@ -7,7 +7,7 @@ interpreter's own footprint (torch imported, no model), and what the parameters,
 gradients and Adam's two moments account for; the rest is activations and, for the shared
 model, the generated weights and their gradients, which live only during the step.
 
-    python benchmarks/bench_memory.py [--quick]
+    python benchmarks/bench_memory.py [--quick] [--generation batched|jit|both]
 """
 from __future__ import annotations
 
@@ -38,14 +38,15 @@ def _rss_kib(field: str) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith(field))
 
 
-def measure(name: str, budget: float | None, batch: int, size: int) -> dict[str, float]:
+def measure(name: str, budget: float | None, batch: int, size: int,
+            generation: str = "batched") -> dict[str, float]:
     """Peak memory of one training step (run in a fresh process: see :func:`main`)."""
     torch.manual_seed(0)
     base = _rss_kib("VmRSS")
     model = torchvision.models.get_model(name, num_classes=10)
     generated = 0
     if budget is not None:
-        shared = ssnfx.share(model, budget)
+        shared = ssnfx.share(model, budget, ssnfx.ShareConfig(generation=generation))
         generated = sum(s.numel for s in shared.ssnfx.plan.slots if s.shared)
         del model
         model = shared
@@ -94,29 +95,33 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small model for the tests")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--generation", choices=("batched", "jit", "both"), default="both",
+                        help="the shared models' generation mode(s) (ShareConfig.generation)")
     args = parser.parse_args(argv)
     if args.child:
-        name, budget, batch, size = json.loads(args.child)
-        print(json.dumps(measure(name, budget, batch, size)))
+        print(json.dumps(measure(*json.loads(args.child))))
         return ""
+    generations = ("batched", "jit") if args.generation == "both" else (args.generation,)
     if args.quick:
         configs, budgets, ckpt = [("resnet18", 2, 64)], [0.1], ["resnet18"]
     else:
         configs = [("vit_b_16", 8, 224), ("vit_l_16", 2, 224)]
         budgets, ckpt = [0.1, 0.01], ["resnet50", "vit_b_16"]
-    lines = ["| model | batch | budget | parameters | Adam state (p+g+m+v) MiB | "
+    lines = ["| model | batch | budget | generation | parameters | Adam state (p+g+m+v) MiB | "
              "generated weights MiB | resident between steps MiB | peak of a step MiB | "
-             "peak vs unshared |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "peak vs unshared |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
+    runs = [(None, "batched"), *((b, g) for b in budgets for g in generations)]
     for name, batch, size in configs:
         base = None
-        for budget in [None, *budgets]:
-            spec = json.dumps([name, budget, batch, size])
+        for budget, generation in runs:
+            spec = json.dumps([name, budget, batch, size, generation])
             out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
                                  capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             base = base or r["peak_mib"]
             lines.append(f"| {name} | {batch} | {'unshared' if budget is None else f'{budget:.0%}'}"
-                         f" | {r['params']:,} | {r['state_mib']:.0f} | {r['generated_mib']:.0f} | "
+                         f" | {'' if budget is None else generation} | {r['params']:,} | "
+                         f"{r['state_mib']:.0f} | {r['generated_mib']:.0f} | "
                          f"{r['rest_mib']:.0f} | {r['peak_mib']:.0f} | "
                          f"{r['peak_mib'] / base:.2f} |")
             print(lines[-1], flush=True)
@@ -128,8 +133,10 @@ def main(argv: list[str] | None = None) -> str:
                       "and the RSS between steps (parameters and Adam's moments), "
                       "each configuration in a fresh process. 'Adam state' is 16 bytes per "
                       "trainable parameter (value, gradient, two moments); 'generated weights' "
-                      "is the fp32 size of the weights the store generates each step (they and "
-                      "their gradients exist only during the step).", "",
+                      "is the fp32 size of the weights the store generates each step. In the "
+                      "batched mode they and their gradients all exist during the step; in the "
+                      "just-in-time mode (ShareConfig(generation='jit'), ssnfx.jit) each is made "
+                      "before its layer and again in backward, and freed after.", "",
                       "Checkpoint size (the plan plus the shared state_dict, against the "
                       "unshared state_dict):", "", *sizes])
     if not args.quick:

@@ -146,7 +146,8 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         slots=slots, groups=[],
         hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
-               "hard_sharing": config.hard_sharing, "split": config.split},
+               "hard_sharing": config.hard_sharing, "split": config.split,
+               "generation": config.generation},
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
     method = get_method(config.method)

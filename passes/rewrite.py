@@ -22,6 +22,9 @@ from ..errors import PlanError
 from ..generator import ParameterStore, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
 from ..layer_kinds import kind_of, uniform_std
+from ..jit import begin as jit_begin
+from ..jit import regenerating
+from ..jit import weight as jit_weight
 from ..leaf_call import call_leaf
 from ..markers import STORE, Meta
 from ..plan import SharingPlan, Slot
@@ -132,12 +135,20 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
     """A copy of ``source`` whose shared parameter reads come from the generators."""
     graph = copy.deepcopy(source)
     anchor = next((n for n in graph.nodes if n.op != "placeholder"), None)
+    jit = plan.hyper.get("generation", "batched") == "jit"
     generated: dict[str, fx.Node] = {}
+    started: dict[str, tuple[fx.Node, int]] = {}  # jit: slot -> (its group's step, index)
     with graph.inserting_before(anchor):
         for g in plan.groups:
+            if jit:  # a token and the mixing weights; each weight is made where it is read
+                step = graph.call_function(jit_begin, (graph.get_attr(f"{STORE}.{g.name}"),))
+                started.update((name, (step, i)) for i, name in enumerate(g.slots))
+                continue
             call = graph.call_module(f"{STORE}.{g.name}", ())
             for i, name in enumerate(g.slots):
                 generated[name] = graph.call_function(operator.getitem, (call, i))
+    if jit:
+        _generate_where_read(graph, started, shared)
     for node in list(graph.nodes):
         mine = [s for s in node.meta.get(Meta.SLOTS, ()) if s.name in shared]
         if not mine:
@@ -148,7 +159,9 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
             continue
         # A leaf, or the model's own forward: its shared parameters go in by every local name
         # (a tied weight once per name), through functional_call.
-        local = {n: generated[s] for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
+        made = node.meta.pop(Meta.JIT_MADE, None)  # jit: made right before this call
+        local = {n: generated[s] if made is None else made[n]
+                 for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
         names, weights = tuple(local), tuple(local.values())
         if node.op == "call_function":  # call_root: the names and weights are its arguments
             root, modules, tensors, _, _, *rest = node.args
@@ -167,7 +180,40 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
         if node.op in ("call_function", "call_module") and not node.users and (
                 node.target is operator.getitem or str(node.target).startswith(f"{STORE}.")):
             graph.erase_node(node)
+    if jit:
+        _regenerate_in_backward(graph)
     return graph
+
+
+def _generate_where_read(graph: fx.Graph, started: dict[str, tuple[fx.Node, int]],
+                         shared: set[str]) -> None:
+    """Just-in-time mode: each read of a shared weight becomes its generation, in place; a leaf
+    call gets its weights made right before it."""
+    for node in list(graph.nodes):
+        mine = [s for s in node.meta.get(Meta.SLOTS, ()) if s.name in shared]
+        if not mine:
+            continue
+        if node.op == "get_attr":
+            with graph.inserting_before(node):
+                made = graph.call_function(jit_weight, started[mine[0].name])
+            node.replace_all_uses_with(made)
+            graph.erase_node(node)
+            continue
+        local = {n: s for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
+        with graph.inserting_before(node):
+            made = {n: graph.call_function(jit_weight, started[s]) for n, s in local.items()}
+        # The leaf branch of _rewrite_graph reads these through LEAF_PARAMS' slot names.
+        node.meta[Meta.JIT_MADE] = made
+
+
+def _regenerate_in_backward(graph: fx.Graph) -> None:
+    """Run every call that reads a just-in-time weight under the hooks that save how to make
+    it again instead of the weight (ssnfx.jit.regenerating)."""
+    for node in graph.nodes:
+        if node.op == "call_function" and node.target not in (jit_begin, jit_weight) and any(
+                a.op == "call_function" and a.target is jit_weight
+                for a in node.all_input_nodes):
+            node.target = regenerating(node.target)
 
 
 def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],

@@ -7,6 +7,7 @@ from typing import Any
 
 from .combiners import COMBINER_REGISTRY
 from .errors import PlanError
+from .jit import GENERATIONS
 from .methods import METHOD_REGISTRY, get_method
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS", "SPLITS", "DEFAULT_GROUPS"]
@@ -47,6 +48,10 @@ class ShareConfig:
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).
+        generation: ``"batched"`` (every weight of a group at the start of the forward, in a
+            few batched ops) or ``"jit"`` (each weight right before the layer that reads it,
+            made again in backward instead of kept: the step's peak memory no longer holds every
+            generated weight and gradient; see :mod:`ssnfx.jit`). Recorded in the plan.
         split: how several groups share the budget: ``"largest-first"`` (each group's largest
             SuperWeight first, then in proportion to the weights its slots represent; SWN's
             reference code) or ``"proportional"`` (all in proportion; SSN Sec. 3.2). Recorded
@@ -78,6 +83,7 @@ class ShareConfig:
     emb_dim: int = 24
     hard_sharing: bool = False
     split: str = "largest-first"
+    generation: str = "batched"
     share_biases: bool = False
     share_norms: bool = False
     private: tuple[str, ...] = ()
@@ -105,6 +111,9 @@ class ShareConfig:
         if self.method not in METHODS:
             raise PlanError(f"ShareConfig.method must be one of {tuple(METHODS)}, got "
                             f"{self.method!r}")
+        if self.generation not in GENERATIONS:
+            raise PlanError(f"ShareConfig.generation must be one of {GENERATIONS}, got "
+                            f"{self.generation!r}")
         if self.split not in SPLITS:
             raise PlanError(f"ShareConfig.split must be one of {SPLITS}, got {self.split!r}")
         if self.combiner is not None and self.combiner not in COMBINERS:

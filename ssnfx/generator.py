@@ -497,6 +497,11 @@ class GroupGenerator(nn.Module):
                                             for t in tiles))
             sbs.setdefault(sig, _SlotBucket(slots[name].shape, [])).slots.append(i)
         self._slot_buckets = list(sbs.values())
+        # Per slot, its tiles' instances (bucket, row in the bucket) and places: what
+        # generating one slot alone (the just-in-time mode, ssnfx.jit) reads.
+        self._slot_tiles = [[(*where[(t.superweight, t.coefficients)], t.row, t.col,
+                              *group.superweights[t.superweight]) for t in group.layout[name]]
+                            for name in self.names]
         for k, sb in enumerate(self._slot_buckets):
             tiles0 = group.layout[self.names[sb.slots[0]]]
             for j, t0 in enumerate(tiles0):
@@ -522,6 +527,69 @@ class GroupGenerator(nn.Module):
         if self._gain_in_mix:
             mix = mix * self.gain.index_select(0, self.mix_owner).unsqueeze(1)
         return mix
+
+    def mixing(self) -> torch.Tensor:
+        """Every SuperWeight instance's weights over the P candidates, bucket after bucket
+        (gains folded in where one slot owns the instance): what :meth:`slot_weight` reads."""
+        return self._all_mixing()
+
+    def _instance_blocks(self, k: int, r: int) -> torch.Tensor:
+        """The store blocks instance ``r`` of gathered or windowed bucket ``k`` combines."""
+        kind, _, _, _, _, _, a, _ = self._specs[k]
+        idx = getattr(self, f"b{k}_read")[r]
+        return idx + a if kind == _WINDOW else idx
+
+    @torch.no_grad()
+    def slot_weight(self, i: int, mix: torch.Tensor) -> torch.Tensor:
+        """Slot ``i``'s weight alone, from the store and the mixing weights ``mix``
+        (:meth:`mixing`): the same function as :meth:`forward`'s, one slot at a time. A fresh
+        tensor of the slot's shape, no view (ssnfx.jit recognises a saved view of it by its
+        base)."""
+        slot = self._slots[self.names[i]]
+        rows, cols = slot.matrix
+        out = self.store.new_empty(slot.shape)
+        matrix = out.view(rows, cols)
+        for k, r, r0, c0, h, w in self._slot_tiles[i]:
+            kind, row, _, used, _, _, a, b = self._specs[k]
+            coef = mix[row + r]
+            place = matrix[r0:r0 + h, c0:c0 + w]
+            if kind == _UPSAMPLE:
+                place.copy_(_upsample(self.store[:a * b].view(a, b) * coef[0], h, w))
+                continue
+            blocks = _block_view(self.store, h * w).index_select(0, self._instance_blocks(k, r))
+            if place.is_contiguous():  # the whole slot, or a band of whole rows
+                torch.mm(coef[None, :used], blocks, out=place.view(1, h * w))
+            else:
+                place.copy_((coef[:used] @ blocks).view(h, w))
+        if not self._gain_in_mix:
+            out.mul_(self.gain[i])
+        return out
+
+    @torch.no_grad()
+    def slot_backward(self, i: int, grad: torch.Tensor, mix: torch.Tensor,
+                      grad_store: torch.Tensor, grad_mix: torch.Tensor) -> None:
+        """Add what slot ``i``'s weight gradient ``grad`` gives the store into ``grad_store``
+        and the mixing weights into ``grad_mix`` (in place): :meth:`slot_weight`'s backward."""
+        rows, cols = self._slots[self.names[i]].matrix
+        g = grad.reshape(rows, cols)
+        if not self._gain_in_mix:
+            g = g * self.gain[i]
+        for k, r, r0, c0, h, w in self._slot_tiles[i]:
+            kind, row, _, used, _, _, a, b = self._specs[k]
+            coef, tile = mix[row + r], g[r0:r0 + h, c0:c0 + w]
+            if kind == _UPSAMPLE:
+                # <g, up(c * src)>: d/dc = <up^T(g), src>, d/dsrc = c * up^T(g)
+                idx, lam = getattr(self, f"b{k}_up_idx"), self._lerp(k)
+                back = _upsample_backward(tile.contiguous(), idx, lam, a, b)
+                src = self.store[:a * b].view(a, b)
+                grad_mix[row + r, 0] += torch.dot(back.reshape(-1), src.reshape(-1))
+                grad_store[:a * b].view(a, b).add_(back * coef[0])
+                continue
+            flat = tile.reshape(1, h * w)
+            blocks = self._instance_blocks(k, r)
+            view = _block_view(self.store, h * w)
+            grad_mix[row + r, :used] += (view.index_select(0, blocks) @ flat.t()).view(-1)
+            _block_view(grad_store, h * w).index_add_(0, blocks, coef[:used, None] * flat)
 
     def coefficient_rows(self) -> list[tuple[torch.Tensor, int]]:
         """Per bucket: the coefficient rows its instances use and how many candidates each

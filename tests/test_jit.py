@@ -1,0 +1,144 @@
+"""Just-in-time generation (ssnfx.jit): the same function and gradients as the batched mode,
+weights not kept between their layer's forward and backward, the store's gradient once a step."""
+from __future__ import annotations
+
+import gc
+import weakref
+
+import pytest
+import torch
+import torch.nn as nn
+
+import ssnfx
+import ssnfx.jit
+from ssnfx.generator import GroupGenerator
+
+from models import AttnNet, GRUNet, SmallCNN, TiedAcrossLeaf, TiedInsideLeaf, TiedLM
+
+
+def _tokens(*shape: int) -> torch.Tensor:
+    return torch.randint(0, 40, shape, generator=torch.Generator().manual_seed(1))
+
+
+def _float(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+
+def _mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10))
+
+
+CASES = {
+    # name: (model, input, budget, config)
+    "cnn ssn": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {}),
+    "cnn swn soft": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.2, {"method": "swn"}),
+    "cnn swn hard": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.2,
+                     {"method": "swn", "hard_sharing": True}),
+    "cnn rr": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {"combiner": "rr"}),
+    "cnn emb": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3, {"combiner": "emb"}),
+    "upsampled": (_mlp, lambda: _float(3, 64), 0.05, {"combiner": "avg"}),
+    "tied": (TiedLM, lambda: _tokens(2, 5), 0.5, {}),
+    "attention leaf": (AttnNet, lambda: _float(2, 5, 8), 0.3, {}),
+    "gru leaf": (GRUNet, lambda: _float(2, 7, 8), 0.3, {}),
+    "tied across a leaf": (TiedAcrossLeaf, lambda: _tokens(2, 6), 0.5, {}),
+    "model is one leaf": (TiedInsideLeaf, lambda: _tokens(2, 6), 0.5, {}),
+}
+
+
+def _step(make, x, budget, config, generation):
+    torch.manual_seed(0)
+    shared = ssnfx.share(make().double(), budget,
+                         ssnfx.ShareConfig(generation=generation, **config))
+    out = shared(x)
+    out.square().mean().backward()
+    return shared, out, {n: p.grad for n, p in shared.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_jit_computes_what_the_batched_mode_computes(case):
+    make, inputs, budget, config = CASES[case]
+    x = inputs()
+    batched, out, grads = _step(make, x, budget, config, "batched")
+    jit, out_jit, grads_jit = _step(make, x, budget, config, "jit")
+    assert jit.ssnfx.plan.hyper["generation"] == "jit"
+    assert any(n.target is ssnfx.jit.weight for n in jit.graph.nodes)
+    # float64: the two modes sum in other orders, so they agree to rounding, not bitwise.
+    torch.testing.assert_close(out_jit, out, rtol=1e-10, atol=1e-12)
+    assert grads_jit.keys() == grads.keys() and any(k.startswith("ssnfx.") for k in grads)
+    for name, g in grads.items():
+        torch.testing.assert_close(grads_jit[name], g, rtol=1e-9, atol=1e-12, msg=name)
+    if case == "upsampled":  # the store is smaller than a SuperWeight: upsampled, not gathered
+        assert any(b.count == 0 for b in jit.ssnfx.g0._buckets)
+    # Deployment is the same: fold generates every weight at once.
+    torch.testing.assert_close(ssnfx.fold(jit)(x), ssnfx.fold(batched)(x))
+
+
+def _made_weights(monkeypatch) -> list[weakref.ref]:
+    made: list[weakref.ref] = []
+    slot_weight = GroupGenerator.slot_weight
+
+    def recording(self, i, mix):
+        w = slot_weight(self, i, mix)
+        # The storage, not the tensor: a saved view (linear saves weight.t()) keeps it alive.
+        made.append(weakref.ref(w.untyped_storage()))
+        return w
+
+    monkeypatch.setattr(GroupGenerator, "slot_weight", recording)
+    return made
+
+
+@pytest.mark.parametrize("regenerate", [True, False])
+def test_weights_are_not_kept_between_forward_and_backward(monkeypatch, regenerate):
+    made = _made_weights(monkeypatch)
+    if not regenerate:  # the control: layers keep the weights they read, as in batched mode
+        monkeypatch.setattr(ssnfx.jit, "_pack", lambda t: t)
+    torch.manual_seed(0)
+    shared = ssnfx.share(AttnNet(), 0.3, ssnfx.ShareConfig(generation="jit"))
+    out = shared(torch.randn(2, 5, 8))
+    gc.collect()
+    alive = [r for r in made if r() is not None]
+    assert len(made) == 4  # input layer, attention's two projections (a leaf), head: once each
+    # The control keeps three: the input layer saves no weight (its input needs no gradient);
+    # attention saves views of its projections, the head weight.t().
+    assert len(alive) == (0 if regenerate else 3)
+    out.sum().backward()  # made again, one at a time, where backward needs them
+    assert len(made) == (7 if regenerate else 4)
+    assert shared.ssnfx.g0.store.grad is not None
+
+
+def test_store_gradient_arrives_once_per_step():
+    torch.manual_seed(0)
+    counts = {}
+    for generation in ("batched", "jit"):
+        shared = ssnfx.share(SmallCNN(), 0.1, ssnfx.ShareConfig(generation=generation))
+        store = shared.ssnfx.g0.store
+        calls = []
+        store.register_post_accumulate_grad_hook(lambda p: calls.append(1))
+        shared(torch.randn(4, 1, 8, 8)).sum().backward()
+        counts[generation] = len(calls)
+    assert counts == {"batched": 1, "jit": 1}
+
+
+def test_jit_trains_saves_loads_and_runs_without_grad(tmp_path):
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    losses = {}
+    for generation in ("batched", "jit"):
+        torch.manual_seed(0)
+        shared = ssnfx.share(SmallCNN(), 0.1, ssnfx.ShareConfig(generation=generation))
+        opt = torch.optim.SGD(shared.parameters(), lr=0.02)
+        losses[generation] = []
+        for _ in range(5):
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(shared(x), y)
+            loss.backward()
+            opt.step()
+            losses[generation].append(float(loss))
+    assert losses["jit"][-1] < losses["jit"][0]
+    assert losses["jit"] == pytest.approx(losses["batched"], rel=1e-4)
+    ssnfx.save(shared, tmp_path / "jit.pt")
+    loaded = ssnfx.load(SmallCNN(), tmp_path / "jit.pt").eval()
+    assert loaded.ssnfx.plan.hyper["generation"] == "jit"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), shared.eval()(x))
+    with pytest.raises(ssnfx.PlanError, match="generation must be one of"):
+        ssnfx.ShareConfig(generation="lazy")
