@@ -15,8 +15,12 @@ models and each shared model's generation alone take turns, order alternating be
 and generation's share of the step beside it. A budget below a network's private parameters is
 refused; the table then shows its least budget.
 
-    python benchmarks/bench_speed.py [--quick] [--repeats 11] [--rounds 31] [--only main|short]
+    python benchmarks/bench_speed.py [--quick] [--repeats 11] [--rounds 31]
+                                     [--only main|short|generation]
                                      [--retain-freed-memory]
+
+``--only generation``: the batched and just-in-time generation modes (ShareConfig.generation)
+against the unshared step, WRN-16-4 and vit_b_16 at 10% and 100%, interleaved (printed).
 
 ``--retain-freed-memory`` runs the process with glibc keeping freed memory for reuse
 (:func:`ssnfx.cpu_memory.retain_freed_memory`, what the ``ssnfx`` command does): large tensors
@@ -317,6 +321,40 @@ def main_table(args: argparse.Namespace) -> str:
     return body
 
 
+def generation_modes(args: argparse.Namespace) -> str:
+    """The batched and just-in-time generation modes against the unshared step (Adam), at 10%
+    and 100%, all models of a network interleaved in one process."""
+    if args.quick:
+        cases = {"WRN-16-1, batch 8": (lambda: WideResNet(16, 1), torch.randn(8, 3, 32, 32))}
+    else:
+        cases = {
+            "WRN-16-4, batch 128": (lambda: WideResNet(16, 4), torch.randn(128, 3, 32, 32)),
+            f"vit_b_16, batch {args.vit_batch}": (
+                lambda: torchvision.models.vit_b_16(num_classes=10),
+                torch.randn(args.vit_batch, 3, 224, 224)),
+        }
+    lines = ["| model | budget | generation | step ms | step vs unshared |",
+             "|---|---:|---|---:|---:|"]
+    for label, (make, x) in cases.items():
+        torch.manual_seed(0)
+        y = torch.randint(0, 10, (x.shape[0],))
+        models = {("unshared", ""): make()}
+        for b in (0.1, 1.0):
+            for mode in ("batched", "jit"):
+                models[(f"{b:.0%}", mode)] = ssnfx.share(
+                    make(), b, ssnfx.ShareConfig(generation=mode))
+        fns = {}
+        for key, model in models.items():
+            opt = torch.optim.Adam(model.train().parameters(), lr=1e-4)
+            fns[key] = lambda m=model, o=opt: _step(m, o, x, y)
+        times, ratios = interleaved_ratios(fns, args.repeats, ("unshared", ""))
+        for (budget, mode), seconds in times.items():
+            lines.append(f"| {label} | {budget} | {mode} | {seconds * 1e3:.0f} | "
+                         f"{ratios[(budget, mode)]:.2f}x |")
+        print("\n".join(lines[-len(times):]), flush=True)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny models for the tests")
@@ -325,7 +363,7 @@ def main(argv: list[str] | None = None) -> str:
                         help="interleaved rounds of the short-steps table")
     parser.add_argument("--vit-batch", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", choices=("main", "short"), default=None,
+    parser.add_argument("--only", choices=("main", "short", "generation"), default=None,
                         help="run one table and print it (results/speed.md is written only by "
                              "a run of both)")
     parser.add_argument("--retain-freed-memory", action="store_true",
@@ -336,6 +374,10 @@ def main(argv: list[str] | None = None) -> str:
         raise SystemExit("error: --retain-freed-memory needs glibc (Linux)")
     if args.quick:
         args.repeats, args.rounds = 2, 2
+    if args.only == "generation":  # printed only: results/speed.md records it by hand
+        body = generation_modes(args)
+        print(body)
+        return body
     parts = []
     if args.only != "short":
         parts.append(main_table(args))

@@ -544,7 +544,11 @@ class GroupGenerator(nn.Module):
         """Slot ``i``'s weight alone, from the store and the mixing weights ``mix``
         (:meth:`mixing`): the same function as :meth:`forward`'s, one slot at a time. A fresh
         tensor of the slot's shape, no view (ssnfx.jit recognises a saved view of it by its
-        base)."""
+        base). In the store's dtype whatever autocast says, as :meth:`forward`."""
+        with _without_autocast(self.store.device.type):
+            return self._slot_weight(i, mix)
+
+    def _slot_weight(self, i: int, mix: torch.Tensor) -> torch.Tensor:
         slot = self._slots[self.names[i]]
         rows, cols = slot.matrix
         out = self.store.new_empty(slot.shape)
@@ -570,6 +574,11 @@ class GroupGenerator(nn.Module):
                       grad_store: torch.Tensor, grad_mix: torch.Tensor) -> None:
         """Add what slot ``i``'s weight gradient ``grad`` gives the store into ``grad_store``
         and the mixing weights into ``grad_mix`` (in place): :meth:`slot_weight`'s backward."""
+        with _without_autocast(self.store.device.type):
+            self._slot_backward(i, grad, mix, grad_store, grad_mix)
+
+    def _slot_backward(self, i: int, grad: torch.Tensor, mix: torch.Tensor,
+                       grad_store: torch.Tensor, grad_mix: torch.Tensor) -> None:
         rows, cols = self._slots[self.names[i]].matrix
         g = grad.reshape(rows, cols)
         if not self._gain_in_mix:

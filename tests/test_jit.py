@@ -142,3 +142,18 @@ def test_jit_trains_saves_loads_and_runs_without_grad(tmp_path):
         torch.testing.assert_close(loaded(x), shared.eval()(x))
     with pytest.raises(ssnfx.PlanError, match="generation must be one of"):
         ssnfx.ShareConfig(generation="lazy")
+
+
+def test_jit_under_bf16_autocast_matches_the_batched_mode():
+    x = torch.randn(4, 1, 8, 8)
+    grads = {}
+    for generation in ("batched", "jit"):
+        torch.manual_seed(0)
+        shared = ssnfx.share(SmallCNN(), 0.1, ssnfx.ShareConfig(generation=generation))
+        with torch.autocast("cpu", torch.bfloat16):
+            out = shared(x)
+        out.float().square().mean().backward()
+        store = shared.ssnfx.g0.store
+        assert out.dtype == torch.bfloat16 and store.grad.dtype == torch.float32
+        grads[generation] = store.grad.flatten()
+    assert torch.cosine_similarity(grads["jit"], grads["batched"], dim=0) > 0.99
