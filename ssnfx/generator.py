@@ -502,6 +502,9 @@ class GroupGenerator(nn.Module):
         self._slot_tiles = [[(*where[(t.superweight, t.coefficients)], t.row, t.col,
                               *group.superweights[t.superweight]) for t in group.layout[name]]
                             for name in self.names]
+        #: Per bucket and instance, the store blocks it combines, as ints (no device sync).
+        self._blocks = [[self._instance_blocks(k, r) for r in range(len(b.instances))]
+                        if b.count else [] for k, b in enumerate(self._buckets)]
         for k, sb in enumerate(self._slot_buckets):
             tiles0 = group.layout[self.names[sb.slots[0]]]
             for j, t0 in enumerate(tiles0):
@@ -533,11 +536,11 @@ class GroupGenerator(nn.Module):
         (gains folded in where one slot owns the instance): what :meth:`slot_weight` reads."""
         return self._all_mixing()
 
-    def _instance_blocks(self, k: int, r: int) -> torch.Tensor:
+    def _instance_blocks(self, k: int, r: int) -> list[int]:
         """The store blocks instance ``r`` of gathered or windowed bucket ``k`` combines."""
         kind, _, _, _, _, _, a, _ = self._specs[k]
-        idx = getattr(self, f"b{k}_read")[r]
-        return idx + a if kind == _WINDOW else idx
+        idx = getattr(self, f"b{k}_read")[r].tolist()
+        return [i + a for i in idx] if kind == _WINDOW else idx
 
     @torch.no_grad()
     def slot_weight(self, i: int, mix: torch.Tensor) -> torch.Tensor:
@@ -553,6 +556,7 @@ class GroupGenerator(nn.Module):
         rows, cols = slot.matrix
         out = self.store.new_empty(slot.shape)
         matrix = out.view(rows, cols)
+        blocks = self._blocks
         for k, r, r0, c0, h, w in self._slot_tiles[i]:
             kind, row, _, used, _, _, a, b = self._specs[k]
             coef = mix[row + r]
@@ -560,11 +564,15 @@ class GroupGenerator(nn.Module):
             if kind == _UPSAMPLE:
                 place.copy_(_upsample(self.store[:a * b].view(a, b) * coef[0], h, w))
                 continue
-            blocks = _block_view(self.store, h * w).index_select(0, self._instance_blocks(k, r))
-            if place.is_contiguous():  # the whole slot, or a band of whole rows
-                torch.mm(coef[None, :used], blocks, out=place.view(1, h * w))
-            else:
-                place.copy_((coef[:used] @ blocks).view(h, w))
+            # One candidate at a time, read in place: no copy of the P candidates (at most a
+            # weight's size of memory in flight, the point of this mode).
+            view = _block_view(self.store, h * w)
+            for j, block in enumerate(blocks[k][r]):
+                candidate = view[block].view(h, w)
+                if j == 0:
+                    torch.mul(candidate, coef[0], out=place)
+                else:
+                    place.addcmul_(candidate, coef[j])
         if not self._gain_in_mix:
             out.mul_(self.gain[i])
         return out
@@ -594,11 +602,11 @@ class GroupGenerator(nn.Module):
                 grad_mix[row + r, 0] += torch.dot(back.reshape(-1), src.reshape(-1))
                 grad_store[:a * b].view(a, b).add_(back * coef[0])
                 continue
-            flat = tile.reshape(1, h * w)
-            blocks = self._instance_blocks(k, r)
-            view = _block_view(self.store, h * w)
-            grad_mix[row + r, :used] += (view.index_select(0, blocks) @ flat.t()).view(-1)
-            _block_view(grad_store, h * w).index_add_(0, blocks, coef[:used, None] * flat)
+            view, grad_view = _block_view(self.store, h * w), _block_view(grad_store, h * w)
+            for j, block in enumerate(self._blocks[k][r]):
+                # <tile, candidate> and candidate += c_j * tile, one candidate at a time
+                grad_mix[row + r, j] += torch.tensordot(tile, view[block].view(h, w))
+                grad_view[block].view(h, w).addcmul_(tile, coef[j])
 
     def coefficient_rows(self) -> list[tuple[torch.Tensor, int]]:
         """Per bucket: the coefficient rows its instances use and how many candidates each
