@@ -52,8 +52,11 @@ def measure(name: str, budget: float | None, batch: int, size: int,
         model = shared
     gc.collect()
     params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
+    if generation == "activations":  # the floor's other part: what the backward needs saved
+        model.requires_grad_(False)
+        x.requires_grad_(True)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad] or [x], lr=1e-4)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -110,7 +113,11 @@ def main(argv: list[str] | None = None) -> str:
     lines = ["| model | batch | budget | generation | parameters | Adam state (p+g+m+v) MiB | "
              "generated weights MiB | resident between steps MiB | peak of a step MiB | "
              "peak vs unshared |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-    runs = [(None, "batched"), *((b, g) for b in budgets for g in generations)]
+    activations: dict[str, float] = {}
+    peaks: dict[str, float] = {}
+    state: dict[str, float] = {}
+    runs = [(None, "batched"), *((b, g) for b in budgets for g in generations),
+            (None, "activations")]
     for name, batch, size in configs:
         base = None
         for budget, generation in runs:
@@ -119,12 +126,24 @@ def main(argv: list[str] | None = None) -> str:
                                  capture_output=True, text=True)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             base = base or r["peak_mib"]
+            if budget is None and generation == "batched":
+                peaks[name], state[name] = r["peak_mib"], r["state_mib"]
+            if generation == "activations":
+                activations[name] = r["peak_mib"] - r["rest_mib"]
+                continue
             lines.append(f"| {name} | {batch} | {'unshared' if budget is None else f'{budget:.0%}'}"
                          f" | {'' if budget is None else generation} | {r['params']:,} | "
                          f"{r['state_mib']:.0f} | {r['generated_mib']:.0f} | "
                          f"{r['rest_mib']:.0f} | {r['peak_mib']:.0f} | "
                          f"{r['peak_mib'] / base:.2f} |")
             print(lines[-1], flush=True)
+    floors = [f"- {name}: its activations (the peak of a forward and backward of the unshared "
+              f"model with frozen parameters, above what it holds between steps) are "
+              f"{mib:.0f} MiB, so the physical floor of a step at budget b is about b x its Adam "
+              f"state + {mib:.0f} MiB: "
+              + ", ".join(f"{(b * state[name] + mib) / peaks[name]:.2f}x of unshared at {b:.0%}"
+                          for b in budgets) + "."
+              for name, mib in activations.items()]
     sizes = ["| model | file | MiB | vs unshared |", "|---|---|---:|---:|"]
     for name in ckpt:
         sizes += checkpoint_sizes(name, [1.0, *budgets])
@@ -137,6 +156,7 @@ def main(argv: list[str] | None = None) -> str:
                       "batched mode they and their gradients all exist during the step; in the "
                       "just-in-time mode (ShareConfig(generation='jit'), ssnfx.jit) each is made "
                       "before its layer and again in backward, and freed after.", "",
+                      *floors, "",
                       "Checkpoint size (the plan plus the shared state_dict, against the "
                       "unshared state_dict):", "", *sizes])
     if not args.quick:
