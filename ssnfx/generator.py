@@ -444,6 +444,9 @@ class GroupGenerator(nn.Module):
         self._gain_in_mix = all(len(o) == 1 for o in owners.values())
         p = group.candidates
         specs, row = [], 0
+        #: Per bucket and instance, the store blocks it combines, as ints (what the
+        #: just-in-time mode reads, without a device sync; empty for an upsampled bucket).
+        self._blocks: list[list[list[int]]] = []
         keep = []  # per instance, the candidates its mixing row combines
         for k, b in enumerate(self._buckets):
             coef = torch.tensor([c for _, c in b.instances], dtype=torch.long, device=device)
@@ -463,6 +466,7 @@ class GroupGenerator(nn.Module):
                                      persistent=False)
                 # One matrix product over the blocks the bucket reads, while that window holds
                 # few blocks per candidate, else a gather (see _DENSE_BLOCKS_PER_CANDIDATE).
+                self._blocks.append([row_[:used] for row_ in idx])
                 read = [i for row_ in idx for i in row_[:used]]
                 first, width = min(read), max(read) - min(read) + 1
                 b.dense = width <= used * min(_DENSE_BLOCKS_PER_CANDIDATE,
@@ -474,6 +478,7 @@ class GroupGenerator(nn.Module):
                 kind = _WINDOW if b.dense else _GATHER
                 specs.append((kind, row, n, used, b.rows, b.cols, *b.window))
             else:
+                self._blocks.append([])
                 idx, _ = _lerp_weights(b.source[0], b.rows)
                 self.register_buffer(f"b{k}_up_idx", idx.to(device), persistent=False)
                 specs.append((_UPSAMPLE, row, n, 1, b.rows, b.cols, *b.source))
@@ -502,9 +507,7 @@ class GroupGenerator(nn.Module):
         self._slot_tiles = [[(*where[(t.superweight, t.coefficients)], t.row, t.col,
                               *group.superweights[t.superweight]) for t in group.layout[name]]
                             for name in self.names]
-        #: Per bucket and instance, the store blocks it combines, as ints (no device sync).
-        self._blocks = [[self._instance_blocks(k, r) for r in range(len(b.instances))]
-                        if b.count else [] for k, b in enumerate(self._buckets)]
+
         for k, sb in enumerate(self._slot_buckets):
             tiles0 = group.layout[self.names[sb.slots[0]]]
             for j, t0 in enumerate(tiles0):
@@ -535,12 +538,6 @@ class GroupGenerator(nn.Module):
         """Every SuperWeight instance's weights over the P candidates, bucket after bucket
         (gains folded in where one slot owns the instance): what :meth:`slot_weight` reads."""
         return self._all_mixing()
-
-    def _instance_blocks(self, k: int, r: int) -> list[int]:
-        """The store blocks instance ``r`` of gathered or windowed bucket ``k`` combines."""
-        kind, _, _, _, _, _, a, _ = self._specs[k]
-        idx = getattr(self, f"b{k}_read")[r].tolist()
-        return [i + a for i in idx] if kind == _WINDOW else idx
 
     @torch.no_grad()
     def slot_weight(self, i: int, mix: torch.Tensor) -> torch.Tensor:

@@ -157,3 +157,17 @@ def test_jit_under_bf16_autocast_matches_the_batched_mode():
         assert out.dtype == torch.bfloat16 and store.grad.dtype == torch.float32
         grads[generation] = store.grad.flatten()
     assert torch.cosine_similarity(grads["jit"], grads["batched"], dim=0) > 0.99
+
+
+def test_jit_from_the_meta_device():
+    """A model shared on the meta device (nothing allocated) is generated just in time once
+    materialised: the block indices the mode reads are kept as ints, never read off meta."""
+    from ssnfx.initialization import initialize
+
+    with torch.device("meta"):
+        net = nn.Sequential(*[nn.Linear(64, 64) for _ in range(4)])
+    shared = ssnfx.share(net, 0.9, ssnfx.ShareConfig(generation="jit"))
+    assert shared.ssnfx.g0.store.is_meta and shared.ssnfx.g0._buckets[0].count > 0
+    assert initialize(shared.to_empty(device="cpu")) == []
+    shared(torch.randn(2, 64)).sum().backward()
+    assert torch.isfinite(shared.ssnfx.g0.store.grad).all()
