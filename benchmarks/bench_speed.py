@@ -270,17 +270,22 @@ def _plot(curves: dict[str, dict[float, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def _main_cases(args: argparse.Namespace
+                ) -> dict[str, tuple[Callable[[], nn.Module], torch.Tensor]]:
+    """The main table's networks and inputs: WRN-16-4 and vit_b_16 (a tiny WRN when quick)."""
+    if args.quick:
+        return {"WRN-16-1, batch 8": (lambda: WideResNet(16, 1), torch.randn(8, 3, 32, 32))}
+    return {
+        "WRN-16-4, batch 128": (lambda: WideResNet(16, 4), torch.randn(128, 3, 32, 32)),
+        f"vit_b_16, batch {args.vit_batch}": (
+            lambda: torchvision.models.vit_b_16(num_classes=10),
+            torch.randn(args.vit_batch, 3, 224, 224)),
+    }
+
+
 def main_table(args: argparse.Namespace) -> str:
     """The WRN-16-4 and vit_b_16 table (Adam), inference and the profile."""
-    if args.quick:
-        cases = {"WRN-16-1, batch 8": (lambda: WideResNet(16, 1), torch.randn(8, 3, 32, 32))}
-    else:
-        cases = {
-            "WRN-16-4, batch 128": (lambda: WideResNet(16, 4), torch.randn(128, 3, 32, 32)),
-            f"vit_b_16, batch {args.vit_batch}": (
-                lambda: torchvision.models.vit_b_16(num_classes=10),
-                torch.randn(args.vit_batch, 3, 224, 224)),
-        }
+    cases = _main_cases(args)
     lines = ["| model | budget | parameters | step ms | step vs unshared |",
              "|---|---:|---:|---:|---:|"]
     curves: dict[str, dict[float, float]] = {}
@@ -324,15 +329,7 @@ def main_table(args: argparse.Namespace) -> str:
 def generation_modes(args: argparse.Namespace) -> str:
     """The batched and just-in-time generation modes against the unshared step (Adam), at 10%
     and 100%, all models of a network interleaved in one process."""
-    if args.quick:
-        cases = {"WRN-16-1, batch 8": (lambda: WideResNet(16, 1), torch.randn(8, 3, 32, 32))}
-    else:
-        cases = {
-            "WRN-16-4, batch 128": (lambda: WideResNet(16, 4), torch.randn(128, 3, 32, 32)),
-            f"vit_b_16, batch {args.vit_batch}": (
-                lambda: torchvision.models.vit_b_16(num_classes=10),
-                torch.randn(args.vit_batch, 3, 224, 224)),
-        }
+    cases = _main_cases(args)
     lines = ["| model | budget | generation | step ms | step vs unshared |",
              "|---|---:|---|---:|---:|"]
     for label, (make, x) in cases.items():

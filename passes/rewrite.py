@@ -21,10 +21,10 @@ import torch.nn as nn
 from ..errors import PlanError
 from ..generator import ParameterStore, sample_std
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
-from ..layer_kinds import kind_of, uniform_std
 from ..jit import begin as jit_begin
 from ..jit import regenerating
 from ..jit import weight as jit_weight
+from ..layer_kinds import kind_of, uniform_std
 from ..leaf_call import call_leaf
 from ..markers import STORE, Meta
 from ..plan import SharingPlan, Slot
