@@ -32,11 +32,10 @@ GENERATIONS = ("batched", "jit")
 
 
 class _Step:
-    """One forward's state of a group: the mixing weights and the store's gradient so far."""
+    """One forward's state of a group: its generator and the store's gradient so far."""
 
-    def __init__(self, gen: nn.Module, mix: torch.Tensor) -> None:
+    def __init__(self, gen: nn.Module) -> None:
         self.gen = gen
-        self.mix = mix
         self.grad: torch.Tensor | None = None
 
 
@@ -80,9 +79,18 @@ class _Weight(torch.autograd.Function):
 
 def begin(gen: nn.Module) -> tuple[torch.Tensor, torch.Tensor, _Step]:
     """A group's step: its token, its mixing weights (computed once, through autograd) and the
-    state its weights share. The first call of the group in a just-in-time graph."""
+    state its weights share. The first call of the group in a just-in-time graph, followed by
+    one :func:`weight` per read and the reading layers wrapped by :func:`regenerating`.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> shared = ssnfx.share(torch.nn.Sequential(torch.nn.Linear(64, 64)), 0.5,
+        ...                      ssnfx.ShareConfig(generation="jit"))
+        >>> [n.target.__name__ for n in shared.graph.nodes if n.op == "call_function"]
+        ['begin', 'weight', 'regenerating_linear']
+    """
     mix = gen.mixing().to(gen.store.dtype)
-    step = _Step(gen, mix)
+    step = _Step(gen)
     token = _Token.apply(gen.store, step) if torch.is_grad_enabled() else gen.store.new_empty(0)
     return token, mix, step
 
