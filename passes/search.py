@@ -410,12 +410,16 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
             return False
         return all(g.numel >= max(r * c for r, c in g.superweights) for g in plan.groups)
 
-    clusters, tau = fitting_clusters(graph, sc.tau, holds_largest)
+    method = get_method(config.method)
+    if method.shares_by == "clusters":
+        clusters, tau = fitting_clusters(graph, sc.tau, holds_largest)
+    else:  # recorded for inspection only: the plan shares by groups
+        clusters, tau = superweight_clusters(graph, sc.tau), sc.tau
     measured.update({
         "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
         "superweight_clusters": clusters, "tau": sc.tau, "tau_used": tau,
         "search_config": asdict(sc)})
-    chosen = {"groups": groups, "clusters": clusters}[get_method(config.method).shares_by]
+    chosen = {"groups": groups, "clusters": clusters}[method.shares_by]
     plan = make_plan(gm, budget, config, groups=chosen, measured=measured)
     return plan
 

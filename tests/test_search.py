@@ -87,7 +87,7 @@ def test_similarity_graph():
     assert set(edge) == {"embedding", "gradient"}
     # The decision replays from the graph alone: clusters from its edges, groups from its nodes.
     m = plan.measured
-    assert superweight_clusters(graph, m["tau"]) == m["superweight_clusters"]
+    assert superweight_clusters(graph, m["tau_used"]) == m["superweight_clusters"]
     features = [graph.nodes[n]["embedding"] for n in m["slots"]]
     assert kmeans_groups(features, m["slots"], len(m["groups"]), 8, 0.2, 0)[0] == m["groups"]
     assert {graph.nodes[n]["group"] for n in m["slots"]} == {g.name for g in plan.groups}
