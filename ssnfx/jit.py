@@ -70,6 +70,8 @@ class _Weight(torch.autograd.Function):
                  ) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         mix, = ctx.saved_tensors
         step = ctx.step
+        if step.gen.hook is not None:  # refine's measurement, as the batched weights call it
+            step.gen.hook(ctx.i, grad)
         if step.grad is None:
             step.grad = torch.zeros_like(step.gen.store)
         grad_mix = torch.zeros_like(mix)

@@ -171,3 +171,21 @@ def test_jit_from_the_meta_device():
     assert initialize(shared.to_empty(device="cpu")) == []
     shared(torch.randn(2, 64)).sum().backward()
     assert torch.isfinite(shared.ssnfx.g0.store.grad).all()
+
+
+def test_refine_measures_just_in_time_weights_too():
+    """Refine (SWN Eq. 3) reads each weight's gradient through the generator's hook: the
+    just-in-time mode calls it as the batched one does, so both untie the same rows."""
+    results = {}
+    for generation in ("batched", "jit"):
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
+                            nn.Linear(8, 8))
+        cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True, generation=generation)
+        shared = ssnfx.share(net, 0.9, cfg)
+        data = [(torch.randn(16, 8), torch.randn(16, 8)) for _ in range(4)]
+        result = ssnfx.refine(shared, data, nn.functional.mse_loss, steps=4, beta=0.99)
+        results[generation] = result.similarity
+    assert results["jit"] and results["jit"].keys() == results["batched"].keys()
+    for key, sim in results["batched"].items():
+        assert torch.allclose(torch.tensor(results["jit"][key]), torch.tensor(sim), atol=1e-3)
