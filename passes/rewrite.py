@@ -147,21 +147,28 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
             call = graph.call_module(f"{STORE}.{g.name}", ())
             for i, name in enumerate(g.slots):
                 generated[name] = graph.call_function(operator.getitem, (call, i))
-    if jit:
-        _generate_where_read(graph, started, shared)
+
+    def weight_of(slot: str, reader: fx.Node) -> fx.Node:
+        """The node that gives ``reader`` slot ``slot``'s weight: its group's output, or (just
+        in time) its generation, put right before the reader."""
+        if not jit:
+            return generated[slot]
+        with graph.inserting_before(reader):
+            return graph.call_function(jit_weight, started[slot])
+
     for node in list(graph.nodes):
         mine = [s for s in node.meta.get(Meta.SLOTS, ()) if s.name in shared]
         if not mine:
             continue
         if node.op == "get_attr":
-            node.replace_all_uses_with(generated[mine[0].name])
+            node.replace_all_uses_with(weight_of(mine[0].name, node))
             graph.erase_node(node)
             continue
         # A leaf, or the model's own forward: its shared parameters go in by every local name
-        # (a tied weight once per name), through functional_call.
-        made = node.meta.pop(Meta.JIT_MADE, None)  # jit: made right before this call
-        local = {n: generated[s] if made is None else made[n]
-                 for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
+        # (a tied weight once per name, one weight for all its names), through functional_call.
+        weights_of = {s: weight_of(s, node) for s in dict.fromkeys(
+            s for s in node.meta[Meta.LEAF_PARAMS].values() if s in shared)}
+        local = {n: weights_of[s] for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
         names, weights = tuple(local), tuple(local.values())
         if node.op == "call_function":  # call_root: the names and weights are its arguments
             root, modules, tensors, _, _, *rest = node.args
@@ -183,27 +190,6 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
     if jit:
         _regenerate_in_backward(graph)
     return graph
-
-
-def _generate_where_read(graph: fx.Graph, started: dict[str, tuple[fx.Node, int]],
-                         shared: set[str]) -> None:
-    """Just-in-time mode: each read of a shared weight becomes its generation, in place; a leaf
-    call gets its weights made right before it."""
-    for node in list(graph.nodes):
-        mine = [s for s in node.meta.get(Meta.SLOTS, ()) if s.name in shared]
-        if not mine:
-            continue
-        if node.op == "get_attr":
-            with graph.inserting_before(node):
-                made = graph.call_function(jit_weight, started[mine[0].name])
-            node.replace_all_uses_with(made)
-            graph.erase_node(node)
-            continue
-        local = {n: s for n, s in node.meta[Meta.LEAF_PARAMS].items() if s in shared}
-        with graph.inserting_before(node):
-            made = {n: graph.call_function(jit_weight, started[s]) for n, s in local.items()}
-        # The leaf branch of _rewrite_graph reads these through LEAF_PARAMS' slot names.
-        node.meta[Meta.JIT_MADE] = made
 
 
 def _regenerate_in_backward(graph: fx.Graph) -> None:

@@ -525,7 +525,7 @@ class GroupGenerator(nn.Module):
                                  persistent=False)
 
     # ---- generation -----------------------------------------------------------------------------
-    def _all_mixing(self) -> torch.Tensor:
+    def mixing(self) -> torch.Tensor:
         """Every instance's weights over the P candidates, bucket after bucket: ``(instances,
         P)``, zero past the candidates it combines, scaled by the owning slot's gain where that
         is folded in. A handful of ops for the whole group, whatever the number of buckets."""
@@ -533,11 +533,6 @@ class GroupGenerator(nn.Module):
         if self._gain_in_mix:
             mix = mix * self.gain.index_select(0, self.mix_owner).unsqueeze(1)
         return mix
-
-    def mixing(self) -> torch.Tensor:
-        """Every SuperWeight instance's weights over the P candidates, bucket after bucket
-        (gains folded in where one slot owns the instance): what :meth:`slot_weight` reads."""
-        return self._all_mixing()
 
     @torch.no_grad()
     def slot_weight(self, i: int, mix: torch.Tensor) -> torch.Tensor:
@@ -616,7 +611,7 @@ class GroupGenerator(nn.Module):
         the candidates it combines, as generation computes them (SSN Eq. 1-2, SWN Eq. 1; one
         column for RR and upsampled instances); a row may carry its slot's gain, a positive
         scale that no cosine sees."""
-        mix = self._all_mixing()
+        mix = self.mixing()
         rows = {}
         for b, (_, row, n, used, *_) in zip(self._buckets, self._specs):
             rows.update(zip(b.instances, mix[row:row + n, :used]))
@@ -654,7 +649,7 @@ class GroupGenerator(nn.Module):
         for k, b in enumerate(self._buckets):
             tensors += [getattr(self, f"b{k}_read")] if b.count else \
                 [getattr(self, f"b{k}_up_idx"), self._lerp(k)]
-        mix = self._all_mixing().to(self.store.dtype)  # (autocast may compute it in bfloat16)
+        mix = self.mixing().to(self.store.dtype)  # (autocast may compute it in bfloat16)
         return list(_Generate.apply(self.store, mix, self._specs, *tensors))
 
     def candidates_of(self, superweight: int, coefficients: int) -> torch.Tensor:

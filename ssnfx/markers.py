@@ -26,9 +26,6 @@ class Meta:
     SLOTS = "ssnfx_slots"
     #: node of a leaf call: its local parameter names -> slot names (trace).
     LEAF_PARAMS = "ssnfx_leaf_params"
-    #: node of a leaf call, during a just-in-time rewrite: its local names -> the nodes that
-    #: make those weights right before it (rewrite).
-    JIT_MADE = "ssnfx_jit_made"
     #: node marking a member's output: the member's class name (Members).
     MEMBER = "ssnfx_member_class"
     #: model: how it was traced (leaves, automatic leaves and why, concrete_args).
