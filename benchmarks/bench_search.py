@@ -3,19 +3,24 @@ dataset-fashion-mnist, or $SSNFX_FASHION_MNIST), with a ResNet-style network, at
 and 10%; plus what the search costs.
 
     python benchmarks/bench_search.py [--quick] [--jobs 2] [--epochs 3] [--seeds 2] [--limit 20000]
-        [--cached] [--table groups]
+        [--cached] [--table {strategies,groups,swn,settings}]
 
 ``--table groups`` is the SSN Table 2 analogue instead: at budgets 100% and 10%, with a fixed
 number of groups K in {2, 4}, learned groups (the search) against random, depth and shape
-groupings, and one group (results/search_groups.md).
+groupings, and one group (results/search_groups.md). ``--table swn`` is the SWN ablation
+(results/search_swn.md) and ``--table settings`` SSN's settings against each other and the
+reduced baseline at equal parameters (results/search_settings.md).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import torch.nn.functional as F
 
@@ -37,16 +42,104 @@ STRATEGIES = {
     "random (3 groups)": Run("ssnfx", combiner="wavg", strategy="random"),
 }
 
+#: A table: (label, budget) -> the run (the seed is filled in).
+Table = dict[tuple[str, float], Run]
 
-def groups_table(ks: list[int]) -> dict[str, Run]:
-    """The SSN Table 2 analogue's rows: one group, shape groups, and for each K learned, random
-    and depth groupings (WAvg, SSN's default combiner)."""
+
+def strategies_table() -> Table:
+    return {(label, b): replace(run, budget=b)
+            for b in (0.01, 0.05, 0.1) for label, run in STRATEGIES.items()}
+
+
+def groups_table(ks: list[int] = [2, 4]) -> Table:  # noqa: B006 (never mutated)
+    """The SSN Table 2 analogue's rows at 100% and 10%: one group, shape groups, and for each K
+    learned, random and depth groupings (WAvg, SSN's default combiner)."""
     rows = {"single": Run("ssnfx", combiner="wavg"),
             "shape": Run("ssnfx", combiner="wavg", strategy="shape")}
     for k in ks:
         for label, strategy in (("learned", "search"), ("random", "random"), ("depth", "depth")):
             rows[f"{label}, K={k}"] = Run("ssnfx", combiner="wavg", strategy=strategy, groups=k)
-    return rows
+    return {(label, b): replace(run, budget=b) for b in (1.0, 0.1) for label, run in rows.items()}
+
+
+def swn_table() -> Table:
+    """The SWN ablation (SWN Table 1(b)): one cluster against learned clusters (by the
+    coefficient statistic and by Eq. 2), soft against hard sharing, and hard sharing refined
+    after the first epoch at beta 0, 0.5 and 0.9, at 1% and 10%; at 50%, where several clusters
+    can each hold their largest SuperWeight, the clusterings alone."""
+    swn = Run("ssnfx", method="swn")
+    learned = replace(swn, strategy="search", statistic="superweights")
+    rows = {"one cluster, soft": swn,
+            "learned (coefficients), soft": replace(learned, statistic="coefficients"),
+            "learned (Eq. 2), soft": learned,
+            "one cluster, hard": replace(swn, hard=True),
+            "learned (Eq. 2), hard": replace(learned, hard=True)}
+    for beta in (0.0, 0.5, 0.9):
+        rows[f"learned (Eq. 2), hard, refine beta={beta:g}"] = replace(
+            learned, hard=True, refine_after=1, beta=beta)
+    table = {(label, b): replace(run, budget=b) for b in (0.01, 0.1) for label, run in rows.items()}
+    for label in list(rows)[:3]:
+        table[(label, 0.5)] = replace(rows[label], budget=0.5)
+    return table
+
+
+def settings_table(epoch_steps: int) -> Table:
+    """SSN's settings at 1% and 10%: WAvg's softmax against the reference code's linear
+    coefficients (one group); the budget split of two groups (largest SuperWeight first, or in
+    proportion); the search's length (its default against one epoch, ``epoch_steps``
+    batches); and the reduced baseline one channel above the widest that fits, for the
+    interpolation at equal parameters."""
+    wavg = Run("ssnfx", combiner="wavg")
+    rows = {"one group, WAvg (softmax)": wavg,
+            "one group, linear": replace(wavg, combiner="linear")}
+    for label, strategy in (("depth", "depth"), ("learned", "search")):
+        for split in ("largest-first", "proportional"):
+            rows[f"{label}, K=2, {split}"] = replace(wavg, strategy=strategy, groups=2,
+                                                     split=split)
+    rows["learned, K=2, search of one epoch"] = replace(wavg, strategy="search", groups=2,
+                                                        search_steps=epoch_steps)
+    rows["reduced, whole channels"] = Run("reduced")
+    rows["reduced, one channel wider"] = Run("reduced", wider=1)
+    return {(label, b): replace(run, budget=b) for b in (0.01, 0.1) for label, run in rows.items()}
+
+
+#: --table -> its cells, given the batches of one epoch.
+TABLES: dict[str, Callable[[int], Table]] = {
+    "strategies": lambda _: strategies_table(), "groups": lambda _: groups_table(),
+    "swn": lambda _: swn_table(), "settings": settings_table}
+#: --table -> the results file and its title.
+OUTPUTS = {"strategies": ("search", "Learned sharing vs data-free strategies"),
+           "groups": ("search_groups", "Parameter groups at a fixed K (SSN Table 2 analogue)"),
+           "swn": ("search_swn", "SuperWeight clusters, hard sharing and refine (SWN ablation)"),
+           "settings": ("search_settings", "SSN's settings and the reduced baseline")}
+
+
+def _structure(res: list[dict[str, Any]]) -> str:
+    """The groups column: the group counts the seeds gave (and the rows refine untied), or
+    the reduced baseline's width."""
+    if "reduced_width" in res[0]:
+        return f"({res[0]['reduced_width']})"
+    text = "/".join(str(g) for g in sorted({r["groups"] for r in res}))
+    if "untied_rows" in res[0]:
+        text += f", {statistics.mean(r['untied_rows'] for r in res):.1f} rows untied"
+    return text
+
+
+def _interpolated(table: dict[tuple[str, float], list[Run]], results: dict[Run, Any],
+                  budget: float, original: int, seeds: int) -> str:
+    """The reduced baseline at exactly the budget's parameters: per seed, the accuracy
+    interpolated linearly in log-parameters between the widest width that fits and the next."""
+    below = table.get(("reduced, whole channels", budget), [])
+    above = {r.seed: r for r in table.get(("reduced, one channel wider", budget), [])}
+    target, accs = math.log(budget * original), []
+    for run in below:
+        if run.seed in above:
+            lo, hi = results[run], results[above[run.seed]]
+            low, high = math.log(lo["params"]), math.log(hi["params"])
+            t = (target - low) / (high - low)
+            accs.append(lo["accuracy"] + t * (hi["accuracy"] - lo["accuracy"]))
+    cell = mean_std(accs) + seed_note(below[:len(accs)], seeds) if accs else "-"
+    return f"| {budget:.0%} | reduced, interpolated at equal parameters | - | {cell} | - | - |"
 
 
 def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
@@ -75,25 +168,28 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--cached", action="store_true",
                         help="train nothing: tabulate the runs the cache holds")
-    parser.add_argument("--table", choices=("strategies", "groups"), default="strategies",
-                        help="groups: the SSN Table 2 analogue (fixed K, budgets 100%% and 10%%)")
+    parser.add_argument("--table", choices=tuple(TABLES), default="strategies",
+                        help="groups: the SSN Table 2 analogue (fixed K, budgets 100%% and "
+                             "10%%); swn: the SWN ablation; settings: SSN's combiner, budget "
+                             "split, search length and the reduced baseline at equal parameters")
     args = parser.parse_args(argv)
     args.limit = args.limit or None
-    budgets, strategies = [0.01, 0.05, 0.1], STRATEGIES
-    if args.table == "groups":
-        budgets, strategies = [1.0, 0.1], groups_table([2, 4])
     if args.quick:
         args.limit, args.epochs, args.seeds, args.width = 600, 1, 1, 8
-        budgets, strategies = [0.1], dict(list(strategies.items())[::2])
+    data = fashion_data(args.quick)
+    train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit, root=data)
+    cells = TABLES[args.table](len(train_loader))
+    if args.quick:
+        cells = {k: run for k, run in list(cells.items()) if k[1] == 0.1}
+        cells = dict(list(cells.items())[::2])
     common = dict(width=args.width, epochs=args.epochs, limit=args.limit)
     full = seeds_of(Run("full", **common), args.seeds)
-    table = {(label, b): seeds_of(replace(run, budget=b, **common), args.seeds)
-             for b in budgets for label, run in strategies.items()}
-    data = fashion_data(args.quick)
+    table = {key: seeds_of(replace(run, **common), args.seeds) for key, run in cells.items()}
     results = run_all([*full, *(r for rs in table.values() for r in rs)], args.jobs,
                       args.threads, cache=not args.quick, train=not args.cached, data=data)
     full, table = completed(results, full, table)
-    rows = ["| budget | strategy | groups | test accuracy % | setup s | train s |",
+    original = results[full[0]]["original"]
+    rows = ["| budget | strategy | groups (width) | test accuracy % | setup s | train s |",
             "|---|---|---:|---:|---:|---:|"]
     fractions = []
     for (label, budget), runs in table.items():
@@ -103,14 +199,13 @@ def main(argv: list[str] | None = None) -> str:
             continue
         if runs[0].strategy == "search":
             fractions += [r["setup_s"] / r["train_s"] for r in res]
-        groups = "/".join(str(g) for g in sorted({r["groups"] for r in res}))
-        rows.append(f"| {budget:.0%} | {label} | {groups} | "
+        rows.append(f"| {budget:.0%} | {label} | {_structure(res)} | "
                     f"{mean_std([r['accuracy'] for r in res])}{seed_note(runs, args.seeds)} | "
                     f"{statistics.mean(r['setup_s'] for r in res):.1f} | "
                     f"{statistics.mean(r['train_s'] for r in res):.0f} |")
-    train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit, root=data)
+        if label == "reduced, one channel wider":
+            rows.append(_interpolated(table, results, budget, original, args.seeds))
     ratio = step_time_ratio(args.width, train_loader)
-    original = results[full[0]]["original"]
     body = "\n".join([
         f"ResNetFM(width={args.width}), {original:,} parameters; full model "
         f"{mean_std([results[r]['accuracy'] for r in full])}% test accuracy.", "", *rows, "",
@@ -122,14 +217,12 @@ def main(argv: list[str] | None = None) -> str:
         f"steps: a fifth of an epoch's batches, 20 to 200). Step time of the provisional search "
         f"model over the unshared model (batch 128, forward + backward, median of interleaved "
         f"runs): {ratio:.2f}x.", "", data_note(data)])
-    if not args.quick and args.table == "groups":
-        write("search_groups", "Parameter groups at a fixed K (SSN Table 2 analogue): "
-              "Fashion-MNIST", body, f"python benchmarks/bench_search.py --table groups "
-              f"--width {args.width} --epochs {args.epochs} --limit {args.limit or 0} "
-              f"--seeds {args.seeds} --jobs {args.jobs}")
-    elif not args.quick:
-        write("search", "Learned sharing vs data-free strategies: Fashion-MNIST", body,
-              "python benchmarks/bench_search.py --jobs 2")
+    if not args.quick:
+        name, title = OUTPUTS[args.table]
+        write(name, f"{title}: Fashion-MNIST", body,
+              f"python benchmarks/bench_search.py --table {args.table} --width {args.width} "
+              f"--epochs {args.epochs} --limit {args.limit or 0} --seeds {args.seeds} "
+              f"--jobs {args.jobs}")
     print(body)
     return body
 

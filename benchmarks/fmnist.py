@@ -53,10 +53,26 @@ class Run:
     limit: int | None = None     # training images (None: all 60,000)
     lr: float = 3e-3
     batch: int = 128
+    # Added later: a key leaves them out at their defaults, so cached runs keep their keys.
+    split: str = "largest-first"
+    hard: bool = False               # SWN hard sharing
+    statistic: str | None = None     # SearchConfig.statistic (None: its default)
+    search_steps: int | None = None  # SearchConfig.steps (None: its default)
+    refine_after: int | None = None  # epochs of training before ssnfx.refine (SWN Sec. 2.2.2)
+    beta: float = 0.9                # refine's threshold
+    wider: int = 0                   # reduced baseline: this many channels above the widest fit
 
     @property
     def key(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        for name, default in _ADDED.items():
+            if d[name] == default:
+                del d[name]
+        return json.dumps(d, sort_keys=True)
+
+
+_ADDED = {"split": "largest-first", "hard": False, "statistic": None, "search_steps": None,
+          "refine_after": None, "beta": 0.9, "wider": 0}
 
 
 def params(model: nn.Module) -> int:
@@ -93,14 +109,17 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
     if run.variant == "full":
         model: nn.Module = ResNetFM(run.width)
     elif run.variant == "reduced":
-        width = reduced_width(ResNetFM, int(run.budget * original), run.width)
+        width = reduced_width(ResNetFM, int(run.budget * original), run.width) + run.wider
         model, out["reduced_width"] = ResNetFM(width), width
     else:
         config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
                                    strategy="single" if run.strategy == "search"
-                                   else run.strategy, groups=run.groups)
+                                   else run.strategy, groups=run.groups, split=run.split,
+                                   hard_sharing=run.hard)
         if run.strategy == "search":
-            search = ssnfx.SearchConfig(progress=False)
+            search = ssnfx.SearchConfig(progress=False, steps=run.search_steps,
+                                        **({"statistic": run.statistic} if run.statistic
+                                           else {}))
             model = ssnfx.share(ResNetFM(run.width), run.budget, config, data=train_loader,
                                 loss_fn=F.cross_entropy, search_config=search)
             out["search_steps"] = model.ssnfx.plan.measured["steps"]
@@ -109,9 +128,17 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
         out["groups"] = len(model.ssnfx.plan.groups)
     out["setup_s"] = time.process_time() - start
     out["params"] = params(model)
+
+    def refine(epoch: int) -> None:
+        # SWN Sec. 2.2.2: after E epochs of hard sharing, untie the rows whose uses diverge.
+        if epoch + 1 == run.refine_after:
+            result = ssnfx.refine(model, train_loader, F.cross_entropy, steps=20, beta=run.beta)
+            out["untied_rows"] = len(result.untied)
+            out["params_after_refine"] = params(model)
+
     start = time.process_time()
     losses = train(model, train_loader, F.cross_entropy, epochs=run.epochs, lr=run.lr,
-                   progress=False)
+                   progress=False, on_epoch=refine if run.refine_after else None)
     out["train_s"] = time.process_time() - start
     out["loss"] = losses[-1]
     out["accuracy"] = accuracy(model, test_loader)

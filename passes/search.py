@@ -40,7 +40,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import networkx as nx
@@ -58,13 +58,16 @@ from ..config import ShareConfig
 from ..errors import BudgetError, SearchError
 from ..generator import fitted_gain, store_std
 from ..methods import get_method
-from ..plan import SharingPlan, Slot
+from ..plan import GroupPlan, SharingPlan, Slot
 from .planner import make_plan
-from .rewrite import apply_store, target_stds
+from .rewrite import apply_store, rewrite, target_stds
 from .trace import as_traced
 
-__all__ = ["SearchConfig", "search", "provisional_model", "similarity_graph",
+__all__ = ["SearchConfig", "STATISTICS", "search", "provisional_model", "similarity_graph",
            "superweight_clusters", "fitting_clusters", "kmeans_groups", "pair_graph"]
+
+#: The gradient statistics SuperWeight clusters can be found by (see :class:`SearchConfig`).
+STATISTICS = ("coefficients", "superweights")
 
 
 @dataclass
@@ -83,6 +86,12 @@ class SearchConfig:
             ``"linear"`` or any registered one that learns); ``None``: Emb where its
             coefficients fit the budget, else the final plan's combiner if it learns, else WAvg
             (SSN Sec. 3.2 learns groups with either Emb or WAvg).
+        statistic: how SuperWeight clusters (SWN) measure gradient similarity:
+            ``"coefficients"``, the gradient each slot sends to mixing coefficients over the
+            common candidates of the provisional model that also learns the groups (see top),
+            or ``"superweights"``, SWN Eq. 2: a hard-shared SWN model in one cluster is
+            trained, and slots are compared by the gradients they send to the SuperWeights they
+            share (it learns no groups: SSN plans ignore it).
         progress: show a progress bar (on a terminal).
 
     What the search shares with the final model comes from its :class:`ShareConfig`: the
@@ -99,6 +108,7 @@ class SearchConfig:
     min_silhouette: float = 0.2
     tau: float = 0.1
     combiner: str | None = None
+    statistic: str = "coefficients"
     progress: bool = True
     version: int = field(default=2)
 
@@ -118,6 +128,9 @@ class SearchConfig:
             raise SearchError(f"SearchConfig.combiner must be a registered combiner that "
                               f"learns ({learned}) or None, got {self.combiner!r}: the search "
                               f"compares what the layers' coefficients learn")
+        if self.statistic not in STATISTICS:
+            raise SearchError(f"SearchConfig.statistic must be one of {STATISTICS}, got "
+                              f"{self.statistic!r}")
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise SearchError(f"SearchConfig.lr must be a positive number, got {self.lr!r}")
         for name in ("tau", "min_silhouette"):
@@ -332,17 +345,57 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     config = config or ShareConfig()
     sc = search_config or SearchConfig()
     gm = as_traced(gm)
-    model = provisional_model(gm, budget, config, sc)
-    generator = model.ssnfx.g0
-    combiner = generator.combiner.name
-    slots = [s for s in model.ssnfx.plan.slots if s.shared]
-    names = [s.name for s in slots]
-    group = model.ssnfx.plan.groups[0]
-    model.train()
     steps = sc.steps if sc.steps is not None else _default_steps(data)
-    stats = _CoefficientGradients(generator)
-    generator.hook = stats.record
-    trained = model
+    method = get_method(config.method)
+    if method.shares_by == "clusters" and sc.statistic == "superweights":
+        measured, graph = _superweight_search(gm, budget, data, loss_fn, config, sc, steps)
+        groups: list[list[str]] | None = None
+        scores: dict[str, float] = {}
+        fitting: list[int] = []
+    else:
+        measured, graph, store = _coefficient_search(gm, budget, data, loss_fn, config, sc,
+                                                     steps)
+        names = measured["slots"]
+        features = np.array([graph.nodes[n]["embedding"] for n in names])
+        size = {n: graph.nodes[n]["numel"] for n in names}
+
+        def fits(candidate: list[list[str]]) -> bool:
+            # Groups split the store; a split is worth it only if each group can still hold its
+            # largest layer (SSN Table 3(c) sizes groups so): otherwise every group's largest
+            # layer is upsampled more than in one group, and the smallest groups starve.
+            return sum(max(size[n] for n in g) for g in candidate) <= store
+
+        groups, scores, fitting = kmeans_groups(features, names, config.groups, sc.max_groups,
+                                                sc.min_silhouette, config.seed, fits)
+
+    def holds_largest(candidate: list[list[str]]) -> bool:
+        # The final plan with these clusters as groups gives every group at least its largest
+        # SuperWeight (else the planner shrinks all of them alike: upsampled, starved).
+        try:
+            plan = make_plan(gm, budget, config, groups=candidate)
+        except BudgetError:  # more groups than the coefficients' budget allows
+            return False
+        return all(g.numel >= max(r * c for r, c in g.superweights) for g in plan.groups)
+
+    if method.shares_by == "clusters":
+        clusters, tau = fitting_clusters(graph, sc.tau, holds_largest)
+    else:  # recorded for inspection only: the plan shares by groups
+        clusters, tau = superweight_clusters(graph, sc.tau), sc.tau
+    measured.update({
+        "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
+        "superweight_clusters": clusters, "tau": sc.tau, "tau_used": tau,
+        "search_config": asdict(sc)})
+    chosen = {"groups": groups, "clusters": clusters}[method.shares_by]
+    return make_plan(gm, budget, config, groups=chosen, measured=measured)
+
+
+def _train(model: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
+           steps: int, sc: SearchConfig, after_backward: Callable[[], list[str]]
+           ) -> dict[str, Any]:
+    """Train a provisional model for ``steps`` batches with Adam; ``after_backward`` records the
+    step's statistics and returns the slots whose gradients were not finite."""
+    model.train()
+    trained: nn.Module = model
     if dist.is_available() and dist.is_initialized():
         trained = nn.parallel.DistributedDataParallel(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=sc.lr)
@@ -352,10 +405,9 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     for step, loss in losses(trained, data, loss_fn, steps, "search"):
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        stats.step()
         # Checked every step, not only at the end: a plan is never built from NaN statistics,
         # and a non-finite gradient would poison the store at optimizer.step() anyway.
-        bad = stats.non_finite(names)
+        bad = after_backward()
         if bad:
             raise SearchError(f"the gradients of {bad[:3]}{'...' if len(bad) > 3 else ''} "
                               f"are not finite at search step {step} although the loss is; the "
@@ -368,60 +420,77 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     if bar is not None:
         bar.close()
-    seconds = time.perf_counter() - start
-    generator.hook = None
+    return {"steps": steps, "seconds": round(time.perf_counter() - start, 3),
+            "epoch_fraction": _epoch_fraction(steps, data),
+            "loss_first": history[0], "loss_last": history[-1]}
 
+
+def _non_finite_error() -> SearchError:
+    return SearchError("the search measured non-finite layer statistics; it stopped and returns "
+                       "no plan (lower SearchConfig.lr, or check the data and loss_fn)")
+
+
+def _coefficient_search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
+                        loss_fn: Callable[..., torch.Tensor], config: ShareConfig,
+                        sc: SearchConfig, steps: int) -> tuple[dict[str, Any], nx.Graph, int]:
+    """Train the common-candidates model; measure layer embeddings and coefficient gradients.
+    Returns what was measured, the layer-similarity graph, and the size of the one store."""
+    model = provisional_model(gm, budget, config, sc)
+    generator = model.ssnfx.g0
+    slots = [s for s in model.ssnfx.plan.slots if s.shared]
+    names = [s.name for s in slots]
+    stats = _CoefficientGradients(generator)
+    generator.hook = stats.record
+
+    def after_backward() -> list[str]:
+        stats.step()
+        return stats.non_finite(names)
+
+    measured = _train(model, data, loss_fn, steps, sc, after_backward)
+    generator.hook = None
     gradient = stats.similarity()
     # What the search learned (see top): how far each slot's coefficient row moved.
     moved = generator.representation().detach() - generator.representation_start
     if not (torch.isfinite(gradient).all() and torch.isfinite(moved).all()):
-        raise SearchError("the search measured non-finite layer statistics; it stopped and "
-                          "returns no plan (lower SearchConfig.lr, or check the data and loss_fn)")
+        raise _non_finite_error()
     unit = F.normalize(moved, dim=1)
-    measured: dict[str, Any] = {
-        "steps": steps, "seconds": round(seconds, 3), "combiner": combiner,
-        "epoch_fraction": _epoch_fraction(steps, data),
-        "loss_first": history[0], "loss_last": history[-1],
-        "slots": names,
-        "embeddings": _rounded(unit),
-        "embedding_similarity": _rounded(unit @ unit.T),
-        "gradient_similarity": _rounded(gradient),
-    }
+    measured.update({
+        "statistic": "coefficients", "combiner": generator.combiner.name, "slots": names,
+        "embeddings": _rounded(unit), "embedding_similarity": _rounded(unit @ unit.T),
+        "gradient_similarity": _rounded(gradient)})
     # Groups and clusters are derived from the layer-similarity graph, the same graph that
     # similarity_graph(plan) rebuilds from the plan: a replay sees what the search saw.
-    graph = _layer_graph({s.name: s for s in slots}, measured)
-    size = {s.name: s.numel for s in slots}
+    return (measured, _layer_graph({s.name: s for s in slots}, measured),
+            model.ssnfx.plan.groups[0].numel)
 
-    def fits(candidate: list[list[str]]) -> bool:
-        # Groups split the store; a split is worth it only if each group can still hold its
-        # largest layer (SSN Table 3(c) sizes groups so): otherwise every group's largest layer
-        # is upsampled more than in one group, and the smallest groups starve.
-        return sum(max(size[n] for n in g) for g in candidate) <= group.numel
 
-    features = np.array([graph.nodes[n]["embedding"] for n in names])
-    groups, scores, fitting = kmeans_groups(features, names, config.groups, sc.max_groups,
-                                            sc.min_silhouette, config.seed, fits)
-    def holds_largest(candidate: list[list[str]]) -> bool:
-        # The final plan with these clusters as groups gives every group at least its largest
-        # SuperWeight (else the planner shrinks all of them alike: upsampled, starved).
-        try:
-            plan = make_plan(gm, budget, config, groups=candidate)
-        except BudgetError:  # more groups than the coefficients' budget allows
-            return False
-        return all(g.numel >= max(r * c for r, c in g.superweights) for g in plan.groups)
-
-    method = get_method(config.method)
-    if method.shares_by == "clusters":
-        clusters, tau = fitting_clusters(graph, sc.tau, holds_largest)
-    else:  # recorded for inspection only: the plan shares by groups
-        clusters, tau = superweight_clusters(graph, sc.tau), sc.tau
-    measured.update({
-        "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
-        "superweight_clusters": clusters, "tau": sc.tau, "tau_used": tau,
-        "search_config": asdict(sc)})
-    chosen = {"groups": groups, "clusters": clusters}[method.shares_by]
-    plan = make_plan(gm, budget, config, groups=chosen, measured=measured)
-    return plan
+def _superweight_search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
+                        loss_fn: Callable[..., torch.Tensor], config: ShareConfig,
+                        sc: SearchConfig, steps: int) -> tuple[dict[str, Any], nx.Graph]:
+    """SWN Sec. 2.2.1: train the model as SWN builds it, every slot in one SuperWeight cluster
+    with hard sharing, and compare the gradients slots send to the SuperWeights they share
+    (Eq. 2), summed over the steps."""
+    combiner = sc.combiner or (config.resolved_combiner
+                               if COMBINER_REGISTRY[config.resolved_combiner].learned
+                               else "linear")
+    plan = make_plan(gm, budget, replace(config, strategy="single", groups=None,
+                                         hard_sharing=True, combiner=combiner,
+                                         generation="batched"))
+    model = rewrite(gm, plan)
+    group = plan.groups[0]
+    slots = {s.name: s for s in plan.slots if s.shared}
+    names = [s.name for s in plan.slots if s.shared]
+    stats = _SuperWeightGradients(group, slots)
+    generator = getattr(model.ssnfx, group.name)
+    generator.hook = stats.record
+    measured = _train(model, data, loss_fn, steps, sc, stats.step)
+    generator.hook = None
+    gradient = stats.similarity(names)
+    if not torch.isfinite(gradient).all():
+        raise _non_finite_error()
+    measured.update({"statistic": "superweights", "combiner": combiner, "slots": names,
+                     "gradient_similarity": _rounded(gradient)})
+    return measured, _layer_graph(slots, measured)
 
 
 def fitting_clusters(graph: nx.Graph, tau: float, fits: Callable[[list[list[str]]], bool],
@@ -608,11 +677,13 @@ def _layer_graph(slots: dict[str, Slot], measured: dict[str, Any]) -> nx.Graph:
     count, learned embedding), edges carry ``embedding`` and ``gradient`` similarity."""
     names = measured["slots"]
     graph = pair_graph(names, measured["gradient_similarity"])
-    for i, j in itertools.combinations(range(len(names)), 2):
-        graph.edges[names[i], names[j]]["embedding"] = measured["embedding_similarity"][i][j]
-    for name, embedding in zip(names, measured["embeddings"]):
-        s = slots[name]
-        graph.nodes[name].update(shape=s.shape, numel=s.numel, embedding=embedding)
+    for name in names:
+        graph.nodes[name].update(shape=slots[name].shape, numel=slots[name].numel)
+    if "embeddings" in measured:  # the superweights statistic learns no embeddings
+        for i, j in itertools.combinations(range(len(names)), 2):
+            graph.edges[names[i], names[j]]["embedding"] = measured["embedding_similarity"][i][j]
+        for name, embedding in zip(names, measured["embeddings"]):
+            graph.nodes[name]["embedding"] = embedding
     return graph
 
 
@@ -633,7 +704,7 @@ def similarity_graph(plan: SharingPlan) -> nx.Graph:
         >>> sorted(g.nodes), g.number_of_edges()
         (['1.weight', '2.weight'], 1)
     """
-    if "embeddings" not in plan.measured:
+    if "gradient_similarity" not in plan.measured:
         raise SearchError("this plan was not made by a search: it has no measured similarities")
     graph = _layer_graph({s.name: s for s in plan.slots}, plan.measured)
     for g in plan.groups:
@@ -641,3 +712,62 @@ def similarity_graph(plan: SharingPlan) -> nx.Graph:
             if name in graph:
                 graph.nodes[name]["group"] = g.name
     return graph
+
+
+class _SuperWeightGradients:
+    """Per slot, the gradient of its weight (its matrix view) summed over the search steps; the
+    gradient a slot sends to a SuperWeight is the region of its tiles of that SuperWeight."""
+
+    def __init__(self, group: GroupPlan, slots: dict[str, Slot]) -> None:
+        self.group = group
+        self.totals = [torch.zeros(slots[n].matrix, dtype=torch.float64) for n in group.slots]
+        self.grads: dict[int, torch.Tensor] = {}
+
+    def record(self, i: int, grad: torch.Tensor) -> None:
+        self.grads[i] = grad.detach()
+
+    def step(self) -> list[str]:
+        """Add the step's gradients; returns the slots whose gradient was not finite."""
+        bad = []
+        with torch.no_grad():
+            for i, g in self.grads.items():
+                g = g.reshape(self.totals[i].shape)
+                if not torch.isfinite(g).all():
+                    bad.append(self.group.slots[i])
+                self.totals[i] += g
+        self.grads.clear()
+        return bad
+
+    def similarity(self, names: list[str]) -> torch.Tensor:
+        """Eq. 2 for every pair of ``names``: the cosine between the two slots' summed gradients
+        over the SuperWeights both use (0 where they share none)."""
+        if dist.is_available() and dist.is_initialized():
+            for t in self.totals:  # the sums of every rank's gradients
+                dist.all_reduce(t)
+        index = {n: i for i, n in enumerate(names)}
+        n, k = len(names), len(self.group.superweights)
+        dot = torch.zeros(n, n, dtype=torch.float64)
+        sq = torch.zeros(k, n, dtype=torch.float64)   # |gradient over SuperWeight k|^2 per slot
+        uses = torch.zeros(k, n, dtype=torch.float64)
+        for sw, (rows, cols) in enumerate(self.group.superweights):
+            regions: dict[int, torch.Tensor] = {}
+            for slot, total in zip(self.group.slots, self.totals):
+                for t in self.group.layout[slot]:
+                    if t.superweight == sw:  # several uses in one slot add up (dW/dv sums)
+                        r = total[t.row: t.row + rows, t.col: t.col + cols].reshape(-1)
+                        i = index[slot]
+                        regions[i] = regions[i] + r if i in regions else r
+            if not regions:
+                continue
+            who = torch.tensor(list(regions))
+            stacked = torch.stack(list(regions.values()))
+            gram = stacked @ stacked.T
+            dot[who[:, None], who[None, :]] += gram
+            sq[sw, who] = gram.diagonal()
+            uses[sw, who] = 1.0
+        # Per pair, each slot's norm over the SuperWeights the two share.
+        norm_i = (uses * sq).T @ uses
+        denominator = (norm_i * norm_i.T).sqrt()
+        cos = torch.where(denominator > 0, dot / denominator.clamp_min(1e-300),
+                          torch.zeros_like(dot))
+        return cos.fill_diagonal_(1.0).float()

@@ -15,10 +15,12 @@ __all__ = ["train", "accuracy", "predict"]
 
 def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
           epochs: int = 1, lr: float = 1e-2, optimizer: torch.optim.Optimizer | None = None,
-          progress: bool = True) -> list[float]:
+          progress: bool = True, on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` for ``epochs`` over ``(inputs, targets)`` batches; returns the epoch losses.
 
-    The default optimizer is Adam with a cosine schedule over all steps.
+    The default optimizer is Adam with a cosine schedule over all steps. ``on_epoch(epoch)`` is
+    called after each epoch (0-based), in the middle of one optimizer's schedule: for example to
+    :func:`ssnfx.refine` a hard-shared model after E epochs (SWN Sec. 2.2.2).
 
     Example:
         >>> import torch, ssnfx
@@ -49,6 +51,9 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
             total += float(loss.detach()) * len(y)
             count += len(y)
         losses.append(total / max(count, 1))
+        if on_epoch is not None:
+            on_epoch(epoch)
+            model.train()  # the callback may have measured in eval mode
     return losses
 
 

@@ -9,7 +9,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
-from ssnfx.passes.search import kmeans_groups, pair_graph, superweight_clusters
+from ssnfx.passes.search import (
+    _SuperWeightGradients,
+    kmeans_groups,
+    pair_graph,
+    superweight_clusters,
+)
+from ssnfx.plan import GroupPlan, Slot
+from ssnfx.selector import swn_layout
 
 from models import KeywordModel, SmallCNN, ThreeBranches
 from models import conflict_data as _conflict_data
@@ -256,6 +263,7 @@ def test_search_takes_keyword_batches():
     ({"lr": float("nan")}, "SearchConfig.lr must be a positive number, got nan"),
     ({"tau": 2}, "SearchConfig.tau is compared with cosines or silhouette scores"),
     ({"combiner": "rr"}, "SearchConfig.combiner must be a registered combiner that learns"),
+    ({"statistic": "weights"}, "SearchConfig.statistic must be one of ('coefficients', "),
 ])
 def test_search_config_is_validated(kwargs, message):
     with pytest.raises(ssnfx.SearchError, match=re.escape(message)):
@@ -319,3 +327,55 @@ def test_swn_clusters_always_hold_their_largest_superweight():
     roomy = _search(ThreeBranches(), method="swn", budget=3.0, tau=0.999, steps=5)
     assert roomy.measured["tau_used"] == 0.999
     assert len(roomy.groups) == len(roomy.measured["superweight_clusters"])
+
+
+def test_eq2_statistic_splits_conflicting_layers():
+    """SWN Eq. 2 on a hard-shared SWN model: the three branches share every SuperWeight, and
+    branch b, pulled towards the opposite target, sends them the opposite gradients."""
+    torch.manual_seed(0)
+    plan = _search(ThreeBranches(), method="swn", budget=0.9, statistic="superweights")
+    m = plan.measured
+    sim = dict(zip(m["slots"], m["gradient_similarity"]))
+    idx = {n: i for i, n in enumerate(m["slots"])}
+    assert sim["a1.weight"][idx["c1.weight"]] > 0.9 > -0.9 > sim["a1.weight"][idx["b1.weight"]]
+    assert m["statistic"] == "superweights" and "embeddings" not in m and m["groups"] is None
+    assert [g.slots for g in plan.groups] == [["a1.weight", "a2.weight", "c1.weight",
+                                               "c2.weight"], ["b1.weight", "b2.weight"]]
+    graph = ssnfx.passes.similarity_graph(plan)  # the graph needs no embeddings
+    assert graph.edges["a1.weight", "b1.weight"] == {"gradient": sim["a1.weight"][idx["b1.weight"]]}
+    # SSN plans take learned groups, which only the coefficient statistic gives.
+    ssn = _search(ThreeBranches(), budget=0.9, statistic="superweights", steps=5)
+    assert ssn.measured["statistic"] == "coefficients" and "embeddings" in ssn.measured
+
+
+def test_eq2_similarity_is_over_the_superweights_two_slots_share():
+    """Every pair against the plain definition: the cosine of the two slots' gradient regions
+    over the SuperWeights both use, concatenated."""
+    slots = [Slot(n, shape, "weight", "Linear", i) for i, (n, shape) in
+             enumerate([("a", (4, 4)), ("b", (8, 6)), ("c", (8, 4)), ("d", (4, 6))])]
+    sws, layout = swn_layout(slots, hard_sharing=True)
+    group = GroupPlan("g0", [s.name for s in slots], 100, 4, sws, layout)
+    stats = _SuperWeightGradients(group, {s.name: s for s in slots})
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(2):  # summed over steps
+        for i, s in enumerate(slots):
+            stats.record(i, torch.randn(s.shape, generator=gen))
+        assert stats.step() == []
+    sim = stats.similarity([s.name for s in slots])
+
+    def regions(i: int) -> dict[int, torch.Tensor]:
+        total = stats.totals[i]
+        return {t.superweight: total[t.row: t.row + sws[t.superweight][0],
+                                     t.col: t.col + sws[t.superweight][1]].reshape(-1)
+                for t in layout[slots[i].name]}
+
+    for i in range(4):
+        for j in range(4):
+            ri, rj = regions(i), regions(j)
+            common = sorted(ri.keys() & rj.keys())
+            want = F.cosine_similarity(torch.cat([ri[k] for k in common]),
+                                       torch.cat([rj[k] for k in common]), dim=0)
+            assert sim[i, j] == pytest.approx(float(want), abs=1e-6), (i, j)
+    assert stats.totals[0].abs().sum() > 0
+    stats.record(1, torch.full((8, 6), float("nan")))
+    assert stats.step() == ["b"]

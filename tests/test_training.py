@@ -25,3 +25,25 @@ def test_shared_cnn_learns_digits_and_folds_to_the_same_predictions():
     plain = SmallCNN(width=16)
     plain.load_state_dict(folded.state_dict())
     assert accuracy(plain, test_loader) == acc
+
+
+def test_refine_between_epochs_keeps_one_schedule():
+    """on_epoch runs after each epoch within one optimizer and cosine schedule: SWN's refine
+    after E epochs of hard sharing (Sec. 2.2.2), with the model back in train mode after it."""
+    train_loader, _ = digits(batch_size=64, seed=0)
+    shared = ssnfx.share(SmallCNN(width=8), 0.3, ssnfx.ShareConfig(method="swn",
+                                                                   hard_sharing=True))
+    optimizer = torch.optim.Adam(shared.parameters(), lr=1e-2)
+    seen = []
+
+    def after(epoch: int) -> None:
+        seen.append((epoch, optimizer.param_groups[0]["lr"]))
+        if epoch == 0:
+            ssnfx.refine(shared, train_loader, F.cross_entropy, steps=3, beta=0.0)
+            shared.eval()  # the loop must put it back in train mode
+
+    train(shared, train_loader, F.cross_entropy, epochs=2, optimizer=optimizer, progress=False,
+          on_epoch=after)
+    assert [e for e, _ in seen] == [0, 1]
+    assert 0 < seen[1][1] < seen[0][1] < 1e-2  # one cosine schedule over both epochs
+    assert shared.training
