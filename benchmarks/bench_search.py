@@ -9,7 +9,8 @@ and 10%; plus what the search costs.
 number of groups K in {2, 4}, learned groups (the search) against random, depth and shape
 groupings, and one group (results/search_groups.md). ``--table swn`` is the SWN ablation
 (results/search_swn.md) and ``--table settings`` SSN's settings against each other and the
-reduced baseline at equal parameters (results/search_settings.md).
+reduced baseline at equal parameters (results/search_settings.md), ``--table families`` one store
+for a CNN and a small transformer (results/search_families.md).
 """
 from __future__ import annotations
 
@@ -103,22 +104,42 @@ def settings_table(epoch_steps: int) -> Table:
     return {(label, b): replace(run, budget=b) for b in (0.01, 0.1) for label, run in rows.items()}
 
 
+def families_table() -> Table:
+    """One store for two families (SWN Sec. 4): ResNetFM and a small transformer as an
+    ensemble, at the members' total (100%) and a quarter of it: independent members (at 25%
+    narrower ones), against SWN with one cluster and with learned clusters."""
+    swn = Run("ssnfx", method="swn", members=True)
+    learned = replace(swn, strategy="search")
+    table: Table = {("independent members", 1.0): Run("full", members=True),
+                    ("independent members", 0.25): Run("reduced", members=True, budget=0.25)}
+    for b in (1.0, 0.25):
+        table[("SWN, one cluster", b)] = replace(swn, budget=b)
+        table[("SWN, learned clusters (Eq. 2)", b)] = replace(learned, budget=b,
+                                                              statistic="superweights")
+        table[("SWN, learned clusters (coefficients)", b)] = replace(learned, budget=b,
+                                                                     statistic="coefficients")
+    return table
+
+
 #: --table -> its cells, given the batches of one epoch.
 TABLES: dict[str, Callable[[int], Table]] = {
     "strategies": lambda _: strategies_table(), "groups": lambda _: groups_table(),
-    "swn": lambda _: swn_table(), "settings": settings_table}
+    "swn": lambda _: swn_table(), "settings": settings_table,
+    "families": lambda _: families_table()}
 #: --table -> the results file and its title.
 OUTPUTS = {"strategies": ("search", "Learned sharing vs data-free strategies"),
            "groups": ("search_groups", "Parameter groups at a fixed K (SSN Table 2 analogue)"),
            "swn": ("search_swn", "SuperWeight clusters, hard sharing and refine (SWN ablation)"),
-           "settings": ("search_settings", "SSN's settings and the reduced baseline")}
+           "settings": ("search_settings", "SSN's settings and the reduced baseline"),
+           "families": ("search_families", "One store for a CNN and a transformer")}
 
 
 def _structure(res: list[dict[str, Any]]) -> str:
     """The groups column: the group counts the seeds gave (and the rows refine untied), or
     the reduced baseline's width."""
     if "reduced_width" in res[0]:
-        return f"({res[0]['reduced_width']})"
+        width = res[0]["reduced_width"]
+        return f"({'/'.join(map(str, width)) if isinstance(width, list) else width})"
     text = "/".join(str(g) for g in sorted({r["groups"] for r in res}))
     if "untied_rows" in res[0]:
         text += f", {statistics.mean(r['untied_rows'] for r in res):.1f} rows untied"
@@ -171,7 +192,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--table", choices=tuple(TABLES), default="strategies",
                         help="groups: the SSN Table 2 analogue (fixed K, budgets 100%% and "
                              "10%%); swn: the SWN ablation; settings: SSN's combiner, budget "
-                             "split, search length and the reduced baseline at equal parameters")
+                             "split, search length and the reduced baseline at equal "
+                             "parameters; families: one store for a CNN and a transformer")
     args = parser.parse_args(argv)
     args.limit = args.limit or None
     if args.quick:
@@ -180,7 +202,8 @@ def main(argv: list[str] | None = None) -> str:
     train_loader, _ = fashion_mnist(batch_size=128, limit=args.limit, root=data)
     cells = TABLES[args.table](len(train_loader))
     if args.quick:
-        cells = {k: run for k, run in list(cells.items()) if k[1] == 0.1}
+        near = min({b for _, b in cells}, key=lambda b: abs(math.log(b / 0.1)))
+        cells = {k: run for k, run in cells.items() if k[1] == near}
         cells = dict(list(cells.items())[::2])
     common = dict(width=args.width, epochs=args.epochs, limit=args.limit)
     full = seeds_of(Run("full", **common), args.seeds)
@@ -199,8 +222,11 @@ def main(argv: list[str] | None = None) -> str:
             continue
         if runs[0].strategy == "search":
             fractions += [r["setup_s"] / r["train_s"] for r in res]
+        members = "".join(f", {n} {mean_std([r['member_accuracy'][n] for r in res])}"
+                          for n in res[0].get("member_accuracy", {}))
         rows.append(f"| {budget:.0%} | {label} | {_structure(res)} | "
-                    f"{mean_std([r['accuracy'] for r in res])}{seed_note(runs, args.seeds)} | "
+                    f"{mean_std([r['accuracy'] for r in res])}{members}"
+                    f"{seed_note(runs, args.seeds)} | "
                     f"{statistics.mean(r['setup_s'] for r in res):.1f} | "
                     f"{statistics.mean(r['train_s'] for r in res):.0f} |")
         if label == "reduced, one channel wider":

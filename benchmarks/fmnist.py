@@ -24,11 +24,12 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import fashion_mnist
+from ssnfx.ensemble import Members, ensemble_loss
 from ssnfx.training import accuracy, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, SAMPLE  # noqa: E402
-from networks import ResNetFM  # noqa: E402
+from networks import PatchTransformer, ResNetFM  # noqa: E402
 
 CACHE = RESULTS / "runs.jsonl"
 
@@ -61,6 +62,7 @@ class Run:
     refine_after: int | None = None  # epochs of training before ssnfx.refine (SWN Sec. 2.2.2)
     beta: float = 0.9                # refine's threshold
     wider: int = 0                   # reduced baseline: this many channels above the widest fit
+    members: bool = False            # ResNetFM(width) and a PatchTransformer as one ensemble
 
     @property
     def key(self) -> str:
@@ -72,7 +74,7 @@ class Run:
 
 
 _ADDED = {"split": "largest-first", "hard": False, "statistic": None, "search_steps": None,
-          "refine_after": None, "beta": 0.9, "wider": 0}
+          "refine_after": None, "beta": 0.9, "wider": 0, "members": False}
 
 
 def params(model: nn.Module) -> int:
@@ -98,20 +100,37 @@ def execute(run: Run, threads: int = 1, data: Path | None = None) -> dict[str, A
         return {"error": str(e)}
 
 
+def _plain(run: Run, out: dict[str, Any]) -> nn.Module:
+    """The unshared network of ``run``: ResNetFM(width), or with ``members`` the ensemble of
+    ResNetFM(width) and a PatchTransformer; the "reduced" variant at the budget's parameters
+    (each member scaled to its own share; widths recorded in ``out``)."""
+    nets: dict[str, tuple[Callable[[int], nn.Module], int]] = {"cnn": (ResNetFM, run.width)}
+    if run.members:  # dims in steps of the 4 heads
+        nets["vit"] = (lambda step: PatchTransformer(4 * step), 16)
+    models = {}
+    for name, (make, size) in nets.items():
+        if run.variant == "reduced":
+            size = reduced_width(make, int(run.budget * params(make(size))), size) + run.wider
+            out.setdefault("reduced_width", []).append(size)
+        models[name] = make(size)
+    if "reduced_width" in out and not run.members:
+        out["reduced_width"] = out["reduced_width"][0]
+    return Members(models) if run.members else models["cnn"]
+
+
 def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
     torch.set_num_threads(threads)
     torch.manual_seed(run.seed)
     train_loader, test_loader = fashion_mnist(batch_size=run.batch, seed=run.seed,
                                               limit=run.limit, root=data)
-    original = params(ResNetFM(run.width))
+    loss_fn = ensemble_loss(F.cross_entropy) if run.members else F.cross_entropy
+    original = params(_plain(replace(run, variant="full"), {}))
     out: dict[str, Any] = {"original": original}
     start = time.process_time()
-    if run.variant == "full":
-        model: nn.Module = ResNetFM(run.width)
-    elif run.variant == "reduced":
-        width = reduced_width(ResNetFM, int(run.budget * original), run.width) + run.wider
-        model, out["reduced_width"] = ResNetFM(width), width
+    if run.variant in ("full", "reduced"):
+        model = _plain(run, out)
     else:
+        source = _plain(replace(run, variant="full"), {})
         config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
                                    strategy="single" if run.strategy == "search"
                                    else run.strategy, groups=run.groups, split=run.split,
@@ -120,11 +139,11 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
             search = ssnfx.SearchConfig(progress=False, steps=run.search_steps,
                                         **({"statistic": run.statistic} if run.statistic
                                            else {}))
-            model = ssnfx.share(ResNetFM(run.width), run.budget, config, data=train_loader,
-                                loss_fn=F.cross_entropy, search_config=search)
+            model = ssnfx.share(source, run.budget, config, data=train_loader, loss_fn=loss_fn,
+                                search_config=search)
             out["search_steps"] = model.ssnfx.plan.measured["steps"]
         else:
-            model = ssnfx.share(ResNetFM(run.width), run.budget, config)
+            model = ssnfx.share(source, run.budget, config)
         out["groups"] = len(model.ssnfx.plan.groups)
     out["setup_s"] = time.process_time() - start
     out["params"] = params(model)
@@ -132,19 +151,35 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
     def refine(epoch: int) -> None:
         # SWN Sec. 2.2.2: after E epochs of hard sharing, untie the rows whose uses diverge.
         if epoch + 1 == run.refine_after:
-            result = ssnfx.refine(model, train_loader, F.cross_entropy, steps=20, beta=run.beta)
+            result = ssnfx.refine(model, train_loader, loss_fn, steps=20, beta=run.beta)
             out["untied_rows"] = len(result.untied)
-            out["params_after_refine"] = params(model)
 
     start = time.process_time()
-    losses = train(model, train_loader, F.cross_entropy, epochs=run.epochs, lr=run.lr,
+    losses = train(model, train_loader, loss_fn, epochs=run.epochs, lr=run.lr,
                    progress=False, on_epoch=refine if run.refine_after else None)
     out["train_s"] = time.process_time() - start
     out["loss"] = losses[-1]
+    if run.members:  # each member alone, and the ensemble (the mean of their softmax)
+        logits = _logits(model, test_loader)
+        labels = torch.cat([y for _, y in test_loader])
+        out["member_accuracy"] = {n: float((v.argmax(1) == labels).float().mean())
+                                  for n, v in logits.items()}
+        mean = torch.stack([v.softmax(1) for v in logits.values()]).mean(0)
+        out["accuracy"] = float((mean.argmax(1) == labels).float().mean())
+        return out
     out["accuracy"] = accuracy(model, test_loader)
     if run.variant == "ssnfx":  # what deploys: the folded model must predict the same
         out["folded_accuracy"] = accuracy(ssnfx.fold(model.eval()), test_loader)
     return out
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, loader: Iterable[Any]) -> dict[str, torch.Tensor]:
+    """Test logits of each member of an ensemble model (outputs in ``Members`` order)."""
+    model.eval()
+    outputs = [model(x) for x, _ in loader]
+    names = ("cnn", "vit")
+    return {n: torch.cat([o[i] for o in outputs]) for i, n in enumerate(names)}
 
 
 def _load() -> dict[str, dict[str, Any]]:
