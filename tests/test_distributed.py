@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import traceback
@@ -100,9 +101,9 @@ def test_two_ranks_find_the_single_process_plan(tmp_path):
 TRAIN_STEPS = 4
 
 
-def _shared_attn() -> torch.nn.Module:
+def _shared_attn(generation: str = "batched") -> torch.nn.Module:
     torch.manual_seed(0)  # the same private parameters on every rank and in the reference
-    return ssnfx.share(AttnNet(), 0.5)
+    return ssnfx.share(AttnNet(), 0.5, ssnfx.ShareConfig(generation=generation))
 
 
 def _train_batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -121,8 +122,8 @@ def _train(model: torch.nn.Module, params: Any, rank: int = 0, world: int = 1) -
         opt.step()
 
 
-def _ddp(rank: int, world: int) -> dict[str, torch.Tensor]:
-    shared = _shared_attn()
+def _ddp(rank: int, world: int, generation: str = "batched") -> dict[str, torch.Tensor]:
+    shared = _shared_attn(generation)
     ddp = torch.nn.parallel.DistributedDataParallel(shared)  # as is: the store is a parameter
     _train(ddp, ddp.parameters(), rank, world)
     return {k: v.detach().clone() for k, v in shared.state_dict().items()}
@@ -155,7 +156,8 @@ def _fsdp(rank: int, world: int) -> dict[str, torch.Tensor]:
 
 
 def _training_task(rank: int, world: int, out: str) -> None:
-    for name, run in (("ddp", _ddp), ("fsdp", _fsdp)):
+    jit = functools.partial(_ddp, generation="jit")
+    for name, run in (("ddp", _ddp), ("fsdp", _fsdp), ("ddp_jit", jit)):
         try:
             state = run(rank, world)
         except Exception:  # reported by the test that needs it; the other still runs
@@ -199,6 +201,18 @@ def test_ddp_trains_like_one_process(trained):
         assert torch.equal(ranks[0][k], ranks[1][k]), k
         torch.testing.assert_close(ranks[0][k], single[k], rtol=1e-5, atol=1e-6, msg=k)
     assert (single["ssnfx.g0.store"] - start["ssnfx.g0.store"]).abs().max() > 1e-2
+
+
+def test_ddp_trains_a_just_in_time_model_like_one_process(trained):
+    """Just-in-time generation hands the store one gradient per step, after the backward of
+    its last layer, which is when DDP's hook all-reduces it: the ranks agree with each other and
+    with one batched process on the concatenated batches (float32 rounding)."""
+    ranks = _ranks(trained, "ddp_jit")
+    _, single = _single_process()
+    assert ranks[0].keys() == single.keys()
+    for k in single:
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+        torch.testing.assert_close(ranks[0][k], single[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_fsdp_shards_the_store_and_trains_like_one_process(trained):
