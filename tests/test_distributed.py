@@ -190,29 +190,20 @@ def _single_process() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]
     return start, shared.state_dict()
 
 
-def test_ddp_trains_like_one_process(trained):
+@pytest.mark.parametrize("name", ["ddp", "ddp_jit"])
+def test_ddp_trains_like_one_process(trained, name):
     """DDP(shared) as is: after 4 SGD steps both ranks hold identical parameters, equal to those
-    of one process on the concatenated batches within float32 rounding (atol 1e-6, rtol 1e-5;
-    the all-reduce sums in another order); the store moved by far more than that."""
-    ranks = _ranks(trained, "ddp")
+    of one (batched) process on the concatenated batches within float32 rounding (atol 1e-6,
+    rtol 1e-5; the all-reduce sums in another order); the store moved by far more than that.
+    Just in time too: the token hands the store one gradient per step, after the backward of its
+    last layer, which is when DDP's hook all-reduces it."""
+    ranks = _ranks(trained, name)
     start, single = _single_process()
     assert ranks[0].keys() == single.keys()
     for k in single:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
         torch.testing.assert_close(ranks[0][k], single[k], rtol=1e-5, atol=1e-6, msg=k)
     assert (single["ssnfx.g0.store"] - start["ssnfx.g0.store"]).abs().max() > 1e-2
-
-
-def test_ddp_trains_a_just_in_time_model_like_one_process(trained):
-    """Just-in-time generation hands the store one gradient per step, after the backward of
-    its last layer, which is when DDP's hook all-reduces it: the ranks agree with each other and
-    with one batched process on the concatenated batches (float32 rounding)."""
-    ranks = _ranks(trained, "ddp_jit")
-    _, single = _single_process()
-    assert ranks[0].keys() == single.keys()
-    for k in single:
-        assert torch.equal(ranks[0][k], ranks[1][k]), k
-        torch.testing.assert_close(ranks[0][k], single[k], rtol=1e-5, atol=1e-6, msg=k)
 
 
 def test_fsdp_shards_the_store_and_trains_like_one_process(trained):
