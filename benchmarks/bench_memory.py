@@ -8,6 +8,11 @@ gradients and Adam's two moments account for; the rest is activations and, for t
 model, the generated weights and their gradients, which live only during the step.
 
     python benchmarks/bench_memory.py [--quick] [--generation batched|jit|both]
+        [--allocator default|returning|both]
+
+``returning``: each process first calls :func:`ssnfx.cpu_memory.return_freed_memory` (blocks of
+1 MiB and more mapped on their own and unmapped on free), so that its resident memory follows
+what is alive; glibc's default keeps much of what a step frees in its heap.
 """
 from __future__ import annotations
 
@@ -26,6 +31,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
+from ssnfx.cpu_memory import return_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import write  # noqa: E402
@@ -39,8 +45,10 @@ def _rss_kib(field: str) -> int:
 
 
 def measure(name: str, budget: float | None, batch: int, size: int,
-            generation: str = "batched") -> dict[str, float]:
+            generation: str = "batched", allocator: str = "default") -> dict[str, float]:
     """Peak memory of one training step (run in a fresh process: see :func:`main`)."""
+    if allocator == "returning":
+        return_freed_memory()
     torch.manual_seed(0)
     base = _rss_kib("VmRSS")
     model = torchvision.models.get_model(name, num_classes=10)
@@ -53,10 +61,16 @@ def measure(name: str, budget: float | None, batch: int, size: int,
     gc.collect()
     params = sum(p.numel() for p in model.parameters())
     x, y = torch.randn(batch, 3, size, size), torch.randint(0, 10, (batch,))
-    if generation == "activations":  # the floor's other part: what the backward needs saved
-        model.requires_grad_(False)
-        x.requires_grad_(True)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad] or [x], lr=1e-4)
+    if generation == "activations":
+        # The floor's other part: what the backward of a training step saves. The parameters
+        # keep requires_grad (frozen ones would save less: a linear layer saves its input only
+        # for its weight's gradient), and each gradient is dropped as it arrives, so that
+        # nothing but the activations (and one gradient at a time) adds to what stays.
+        for p in model.parameters():
+            p.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None))
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.0)
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -100,50 +114,54 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--generation", choices=("batched", "jit", "both"), default="both",
                         help="the shared models' generation mode(s) (ShareConfig.generation)")
+    parser.add_argument("--allocator", choices=("default", "returning", "both"), default="both",
+                        help="glibc as it is, or after ssnfx.cpu_memory.return_freed_memory()")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(*json.loads(args.child))))
         return ""
     generations = ("batched", "jit") if args.generation == "both" else (args.generation,)
+    allocators = ("default", "returning") if args.allocator == "both" else (args.allocator,)
     if args.quick:
         configs, budgets, ckpt = [("resnet18", 2, 64)], [0.1], ["resnet18"]
     else:
         configs = [("vit_b_16", 8, 224), ("vit_l_16", 2, 224)]
         budgets, ckpt = [0.1, 0.01], ["resnet50", "vit_b_16"]
-    lines = ["| model | batch | budget | generation | parameters | Adam state (p+g+m+v) MiB | "
-             "generated weights MiB | resident between steps MiB | peak of a step MiB | "
-             "peak vs unshared |", "|---|---:|---|---|---:|---:|---:|---:|---:|---:|"]
-    activations: dict[str, float] = {}
-    peaks: dict[str, float] = {}
-    state: dict[str, float] = {}
+    lines = ["| model | batch | allocator | budget | generation | parameters | Adam state "
+             "(p+g+m+v) MiB | generated weights MiB | resident between steps MiB | peak of a "
+             "step MiB | peak vs unshared |",
+             "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    floors = []
     runs = [(None, "batched"), *((b, g) for b in budgets for g in generations),
             (None, "activations")]
-    for name, batch, size in configs:
-        base = None
-        for budget, generation in runs:
-            spec = json.dumps([name, budget, batch, size, generation])
-            out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
-                                 capture_output=True, text=True)
-            r = json.loads(out.stdout.strip().splitlines()[-1])
-            base = base or r["peak_mib"]
-            if budget is None and generation == "batched":
-                peaks[name], state[name] = r["peak_mib"], r["state_mib"]
-            if generation == "activations":
-                activations[name] = r["peak_mib"] - r["rest_mib"]
-                continue
-            lines.append(f"| {name} | {batch} | {'unshared' if budget is None else f'{budget:.0%}'}"
-                         f" | {'' if budget is None else generation} | {r['params']:,} | "
-                         f"{r['state_mib']:.0f} | {r['generated_mib']:.0f} | "
-                         f"{r['rest_mib']:.0f} | {r['peak_mib']:.0f} | "
-                         f"{r['peak_mib'] / base:.2f} |")
-            print(lines[-1], flush=True)
-    floors = [f"- {name}: its activations (the peak of a forward and backward of the unshared "
-              f"model with frozen parameters, above what it holds between steps) are "
-              f"{mib:.0f} MiB, so the physical floor of a step at budget b is about b x its Adam "
-              f"state + {mib:.0f} MiB: "
-              + ", ".join(f"{(b * state[name] + mib) / peaks[name]:.2f}x of unshared at {b:.0%}"
-                          for b in budgets) + "."
-              for name, mib in activations.items()]
+    for allocator in allocators:
+        for name, batch, size in configs:
+            base = state = activations = 0.0
+            for budget, generation in runs:
+                spec = json.dumps([name, budget, batch, size, generation, allocator])
+                out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
+                                     capture_output=True, text=True)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                if budget is None and generation == "batched":
+                    base, state = r["peak_mib"], r["state_mib"]
+                if generation == "activations":
+                    activations = r["peak_mib"] - r["rest_mib"]
+                    continue
+                lines.append(f"| {name} | {batch} | {allocator} | "
+                             f"{'unshared' if budget is None else f'{budget:.0%}'} | "
+                             f"{'' if budget is None else generation} | {r['params']:,} | "
+                             f"{r['state_mib']:.0f} | {r['generated_mib']:.0f} | "
+                             f"{r['rest_mib']:.0f} | {r['peak_mib']:.0f} | "
+                             f"{r['peak_mib'] / base:.2f} |")
+                print(lines[-1], flush=True)
+            floors.append(
+                f"- {name}, {allocator} allocator: its activations (the peak of a forward and "
+                f"backward of the unshared model whose parameter gradients are dropped as they "
+                f"arrive, above what it holds between steps) are {activations:.0f} MiB, so the "
+                f"physical floor of a step at budget b is about b x its Adam state + "
+                f"{activations:.0f} MiB: "
+                + ", ".join(f"{(b * state + activations) / base:.2f}x of unshared at {b:.0%}"
+                            for b in budgets) + ".")
     sizes = ["| model | file | MiB | vs unshared |", "|---|---|---:|---:|"]
     for name in ckpt:
         sizes += checkpoint_sizes(name, [1.0, *budgets])
@@ -155,7 +173,12 @@ def main(argv: list[str] | None = None) -> str:
                       "is the fp32 size of the weights the store generates each step. In the "
                       "batched mode they and their gradients all exist during the step; in the "
                       "just-in-time mode (ShareConfig(generation='jit'), ssnfx.jit) each is made "
-                      "before its layer and again in backward, and freed after.", "",
+                      "before its layer and again in backward, and freed after. The 'returning' "
+                      "allocator is glibc after ssnfx.cpu_memory.return_freed_memory(): blocks "
+                      "of 1 MiB and more are mapped on their own and unmapped when freed, so the "
+                      "resident memory follows what is alive; by default glibc raises that "
+                      "threshold after large frees (up to 32 MiB) and keeps freed blocks below it "
+                      "in its heap.", "",
                       *floors, "",
                       "Checkpoint size (the plan plus the shared state_dict, against the "
                       "unshared state_dict):", "", *sizes])
