@@ -19,7 +19,7 @@ def _load(name: str):
                                          ("bench_digits", "reduced baseline"),
                                          ("bench_accuracy", "| 25% | reduced baseline"),
                                          ("bench_speed", "| WRN-16-1, batch 8 | 10% |"),
-                                         ("bench_memory", "| resnet18 | 2 | 10% |"),
+                                         ("bench_memory", "| resnet18 | 2 | default | 10% |"),
                                          ("bench_ensemble", "| independent 3/4 |"),
                                          ("bench_distill", "| ssnfx 4x, one store | ✓ |")])
 def test_quick_mode(name, expect):
