@@ -2,14 +2,15 @@
 autocast, and the peak memory of an fp32 Adam step.
 
 Step time: resnet50 (batch 64, 224 px) and vit_b_16 (batch 32, 224 px), each unshared and shared
-at 1%, 10% and 100%; a step is zero_grad, forward and cross-entropy under
+at 1%, 10% and 100% (and just in time, ``ShareConfig(generation="jit")``, at 10% and 100%); a step is zero_grad, forward and cross-entropy under
 ``torch.autocast("cuda", torch.bfloat16)``, backward and an AdamW step (the parameters stay
 fp32). The models step in turn, in an order that alternates between rounds, each step timed
 between two ``torch.cuda.synchronize()``; after warm-up rounds, a ratio is the median of the
 per-round ratios to the unshared step (steps a fraction of a second apart share the GPU's clock
 and thermal state).
 
-Memory: vit_b_16 (batch 8) and vit_l_16 (batch 2), fp32, unshared and at 10% and 1%. Each model
+Memory: vit_b_16 (batch 8) and vit_l_16 (batch 2), fp32, unshared and at 10% and 1%, batched and
+just in time. Each model
 is built on the CPU (shared there, dropping the original) and moved to the GPU only after the
 previous one was freed and the allocator emptied; one Adam step creates the optimizer state,
 then ``torch.cuda.reset_peak_memory_stats()`` and a second step: its peak is
@@ -46,6 +47,8 @@ from common import RESULTS, write  # noqa: E402
 GiB = 2 ** 30
 BUDGETS = [0.01, 0.1, 1.0]
 MEMORY_BUDGETS = [0.1, 0.01]
+#: Budgets also timed with just-in-time generation (ShareConfig(generation="jit")).
+JIT_BUDGETS = [0.1, 1.0]
 TITLE = "GPU: training step time (bf16 autocast) and Adam memory, shared vs unshared"
 COMMAND = "bash benchmarks/gpu_check.sh"
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
@@ -104,15 +107,19 @@ def interleaved_ratios(fns: dict[str, Callable[[], None]], rounds: int, base: st
     return {k: statistics.median(v) for k, v in times.items()}, ratios
 
 
-def _share(model: nn.Module, budget: float) -> tuple[str, nn.Module]:
+def _share(model: nn.Module, budget: float, generation: str = "batched"
+           ) -> tuple[str, nn.Module]:
     """``(label, shared)``; a budget below the private parameters takes the least one, saying so
     in the label (as bench_speed's short-steps table does)."""
+    config = ssnfx.ShareConfig(generation=generation)
+    mode = "" if generation == "batched" else f", {generation}"
     try:
-        return f"{budget:.0%}", ssnfx.share(model, budget)
+        return f"{budget:.0%}{mode}", ssnfx.share(model, budget, config)
     except ssnfx.BudgetError as e:
         least = int(str(e).split("shared with: ")[-1].split(" (")[0].replace(",", ""))
         total = sum(p.numel() for p in model.parameters())
-        return f"{least / total:.2%} (least; {budget:.0%} refused)", ssnfx.share(model, least)
+        return (f"{least / total:.2%} (least; {budget:.0%} refused){mode}",
+                ssnfx.share(model, least, config))
 
 
 def step_times(name: str, batch: int, size: int, budgets: list[float], rounds: int,
@@ -123,9 +130,10 @@ def step_times(name: str, batch: int, size: int, budgets: list[float], rounds: i
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
     models = {"unshared": make_model(name).to(device)}
-    for b in budgets:
+    for b, generation in [*((b, "batched") for b in budgets),
+                          *((b, "jit") for b in JIT_BUDGETS)]:
         # Shared on the device: the store is created there, as a user's model on a GPU gets it.
-        label, shared = _share(make_model(name).to(device), b)
+        label, shared = _share(make_model(name).to(device), b, generation)
         models[label] = shared
     fns = {}
     for label, model in models.items():
@@ -161,7 +169,7 @@ def _warm_up(device: torch.device) -> None:
 
 
 def peak_memory(name: str, budget: float | None, batch: int, size: int,
-                device: torch.device) -> dict[str, Any]:
+                device: torch.device, generation: str = "batched") -> dict[str, Any]:
     """Peak memory of a steady-state fp32 Adam step (see the module docstring); NaN figures on
     a device without CUDA's allocator statistics (the hidden CPU smoke run)."""
     cuda = device.type == "cuda"
@@ -172,7 +180,7 @@ def peak_memory(name: str, budget: float | None, batch: int, size: int,
     original = sum(p.numel() for p in model.parameters())
     generated, label = 0, "unshared"
     if budget is not None:
-        label, shared = _share(model, budget)
+        label, shared = _share(model, budget, generation)
         generated = sum(s.numel for s in shared.ssnfx.plan.slots if s.shared)
         del model
         model = shared
@@ -303,13 +311,14 @@ def main(argv: list[str] | None = None) -> str:
     # Memory first, while nothing else of this process is on the GPU.
     mem_records = []
     for name, batch, size in memory:
-        for budget in [None, *mem_budgets]:
-            mem_records.append(peak_memory(name, budget, batch, size, device))
+        for budget, generation in [(None, "batched"), *((b, g) for b in mem_budgets
+                                                        for g in ("batched", "jit"))]:
+            mem_records.append(peak_memory(name, budget, batch, size, device, generation))
             print(json.dumps(mem_records[-1]), flush=True)
     step_records = []
     for name, batch, size in speed:
         step_records += step_times(name, batch, size, BUDGETS, args.rounds, args.warmup, device)
-        for r in step_records[-1 - len(BUDGETS):]:
+        for r in step_records[-1 - len(BUDGETS) - len(JIT_BUDGETS):]:
             print(json.dumps(r), flush=True)
 
     body = "\n".join([
