@@ -22,7 +22,7 @@ from common import mean_std, write  # noqa: E402
 from digits_cnn import DigitsCNN  # noqa: E402
 
 CONFIGS = {
-    "ssnfx single/WAvg (default)": ssnfx.ShareConfig(),
+    "ssnfx single/WAvg": ssnfx.ShareConfig(combiner="wavg"),
     "ssnfx single/Emb": ssnfx.ShareConfig(combiner="emb"),
     "ssnfx single/RR": ssnfx.ShareConfig(combiner="rr"),
     "ssnfx single/SWN": ssnfx.ShareConfig(method="swn"),

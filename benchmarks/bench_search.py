@@ -54,7 +54,7 @@ def strategies_table() -> Table:
 
 def groups_table(ks: list[int] = [2, 4]) -> Table:  # noqa: B006 (never mutated)
     """The SSN Table 2 analogue's rows at 100% and 10%: one group, shape groups, and for each K
-    learned, random and depth groupings (WAvg, SSN's default combiner)."""
+    learned, random and depth groupings (WAvg, the SSN paper's combiner)."""
     rows = {"single": Run("ssnfx", combiner="wavg"),
             "shape": Run("ssnfx", combiner="wavg", strategy="shape")}
     for k in ks:

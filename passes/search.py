@@ -263,7 +263,7 @@ def provisional_model(gm: fx.GraphModule, budget: float | int, config: ShareConf
         >>> tiny = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 4))
         >>> provisional_model(ssnfx.trace(tiny), 0.5, ssnfx.ShareConfig(),
         ...                   ssnfx.SearchConfig()).ssnfx.g0.combiner.name  # Emb does not fit
-        'wavg'
+        'linear'
     """
     combiner, plan = _provisional_plan(gm, budget, config, search_config)
     slots = [s for s in plan.slots if s.shared]

@@ -36,7 +36,8 @@ class ShareConfig:
         method: ``"ssn"`` (a flat store per group, candidate blocks per slot, SSN Sec. 3.1) or
             ``"swn"`` (SuperWeights concatenated into each slot, SWN Sec. 2.1).
         combiner: ``"rr"``, ``"avg"``, ``"wavg"``, ``"emb"`` or ``"linear"``; ``None`` picks the
-            method's own (WAvg for SSN, the linear combination of Eq. 1 for SWN).
+            method's own (the linear combination of SWN's Eq. 1 for both: it measured better
+            than SSN's WAvg, see the README).
         strategy: data-free grouping: ``"single"`` (default), ``"depth"``, ``"shape"``, ``"random"``
             (see :mod:`ssnfx.grouping` for why single is the default).
         groups: the number of parameter groups: of the ``depth`` and ``random`` strategies

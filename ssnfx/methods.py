@@ -41,7 +41,7 @@ class Method:
     """
 
     name: ClassVar[str] = ""
-    default_combiner: ClassVar[str] = "wavg"
+    default_combiner: ClassVar[str] = "linear"
     shares_by: ClassVar[str] = "groups"
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:
@@ -89,10 +89,12 @@ def get_method(name: str) -> Method:
 
 
 class Shapeshifter(Method):
-    """SSN: one SuperWeight per slot, mixed from its group's store (SSN Sec. 3.1)."""
+    """SSN: one SuperWeight per slot, mixed from its group's store (SSN Sec. 3.1). Its
+    candidates are mixed by learned linear coefficients, as in SSN's reference code (the paper's
+    WAvg, a softmax, is ``ShareConfig(combiner="wavg")``; linear measured better)."""
 
     name = "ssn"
-    default_combiner = "wavg"
+    default_combiner = "linear"
     shares_by = "groups"
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:

@@ -8,7 +8,7 @@ import ssnfx
 def test_round_trip_and_defaults():
     cfg = ssnfx.ShareConfig(method="swn", combiner="emb", private=["fc.*"], hard_sharing=True)
     assert ssnfx.ShareConfig.from_json(cfg.to_json()) == cfg
-    assert ssnfx.ShareConfig().resolved_combiner == "wavg"
+    assert ssnfx.ShareConfig().resolved_combiner == "linear"
     assert ssnfx.ShareConfig(method="swn").resolved_combiner == "linear"
 
 

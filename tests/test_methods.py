@@ -48,7 +48,7 @@ def halves():
 
 
 def test_builtin_methods_own_their_defaults():
-    assert get_method("ssn").default_combiner == ssnfx.ShareConfig().resolved_combiner == "wavg"
+    assert get_method("ssn").default_combiner == ssnfx.ShareConfig().resolved_combiner == "linear"
     assert get_method("swn").shares_by == "clusters"
     with pytest.raises(ValueError, match="unknown method 'nope'.*register_method"):
         get_method("nope")

@@ -292,12 +292,12 @@ def test_search_runs_wherever_the_final_plan_fits():
     model = SmallCNN()
     gm = ssnfx.trace(model)
     data = [(torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))) for _ in range(3)]
-    least = {c: _least(gm, c) for c in ("emb", "wavg")}
-    assert least["wavg"] < least["emb"]
-    budget = least["wavg"]
+    least = {c: _least(gm, c) for c in ("emb", "linear")}
+    assert least["linear"] < least["emb"]
+    budget = least["linear"]
     plan = ssnfx.search(gm, budget, data, F.cross_entropy, ssnfx.ShareConfig(),
                         ssnfx.SearchConfig(steps=3, progress=False))
-    assert plan.measured["combiner"] == "wavg" and plan.shared_params <= budget
+    assert plan.measured["combiner"] == "linear" and plan.shared_params <= budget
     with pytest.raises(ssnfx.BudgetError):  # asked for by name, Emb is still refused there
         ssnfx.search(gm, budget, data, F.cross_entropy, ssnfx.ShareConfig(),
                      ssnfx.SearchConfig(steps=3, combiner="emb", progress=False))

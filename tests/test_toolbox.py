@@ -301,10 +301,10 @@ def test_requires_grad_freezing():
     assert not torch.equal(after["fc.bias"], before["fc.bias"])
 
     coef_frozen = copy.deepcopy(shared)
-    coef_frozen.ssnfx.g0.phi.requires_grad_(False)
-    phi, store = coef_frozen.ssnfx.g0.phi.clone(), coef_frozen.ssnfx.g0.store.clone()
+    coef_frozen.ssnfx.g0.alpha.requires_grad_(False)
+    alpha, store = coef_frozen.ssnfx.g0.alpha.clone(), coef_frozen.ssnfx.g0.store.clone()
     _sgd_steps(coef_frozen, [(x, target)] * 3)
-    assert torch.equal(coef_frozen.ssnfx.g0.phi, phi)
+    assert torch.equal(coef_frozen.ssnfx.g0.alpha, alpha)
     assert not torch.equal(coef_frozen.ssnfx.g0.store, store)
 
 
