@@ -15,12 +15,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, data_note, fashion_data, mean_std, write  # noqa: E402
-from fmnist import Run, completed, refusal, run_all, seed_note, seeds_of  # noqa: E402
+from fmnist import Run, completed, interpolated, refusal, run_all, seed_note, seeds_of  # noqa: E402
 
 BUDGETS = [0.01, 0.05, 0.1, 0.25]
 #: label -> the ssnfx variant (budget and seed are filled in).
 VARIANTS = {
     "reduced baseline": Run("reduced"),
+    "reduced, one channel wider": Run("reduced", wider=1),
     "SSN WAvg, one group": Run("ssnfx", combiner="wavg"),
     "SSN Emb, one group": Run("ssnfx", combiner="emb"),
     "SWN, one cluster": Run("ssnfx", method="swn"),
@@ -55,6 +56,19 @@ def _plot(rows: dict[str, list[tuple[int, float, float]]], full: tuple[int, floa
     plt.close(fig)
 
 
+def _interpolated_row(table: dict, results: dict, budget: float, original: int,
+                      seeds: int) -> str:
+    """The reduced baseline at exactly the budget's parameters (interpolated in log-parameters
+    between its width and the next, seed by seed)."""
+    below = table[("reduced baseline", budget)]
+    above = {r.seed: r for r in table[("reduced, one channel wider", budget)]}
+    pairs = [(results[r], results[above[r.seed]]) for r in below if r.seed in above]
+    accs = interpolated([lo for lo, _ in pairs], [hi for _, hi in pairs], budget * original)
+    return (f"| {budget:.0%} | reduced, interpolated at equal parameters | "
+            f"{int(budget * original):,} | {mean_std(accs)}{seed_note(below[:len(accs)], seeds)}"
+            f" | - | - |")
+
+
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny run for the tests")
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> str:
     budgets, variants = BUDGETS, VARIANTS
     if args.quick:
         args.seeds, args.epochs, args.limit, args.width = 1, 1, 600, 8
-        budgets, variants = [0.25], dict(list(VARIANTS.items())[:2])
+        budgets, variants = [0.25], dict(list(VARIANTS.items())[:3])
     common = dict(width=args.width, epochs=args.epochs, limit=args.limit)
     full = seeds_of(Run("full", **common), args.seeds)
     table = {(label, b): seeds_of(replace(v, budget=b, **common), args.seeds)
@@ -113,6 +127,8 @@ def main(argv: list[str] | None = None) -> str:
                          f"{statistics.mean(results[r]['train_s'] for r in runs):.0f} |")
             spread = statistics.stdev(a) if len(a) > 1 else 0.0
             curves[label].append((first["params"], statistics.mean(a) * 100, spread * 100))
+            if label == "reduced, one channel wider":
+                lines.append(_interpolated_row(table, results, b, original, args.seeds))
             folded = [results[r].get("folded_accuracy") for r in runs]
             assert all(f is None or abs(f - x) < 2e-3 for f, x in zip(folded, a)), label
     lines += ["", f"{args.seeds} seed(s), {args.epochs} epoch(s) of Adam (lr 3e-3, cosine), "

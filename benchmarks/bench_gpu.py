@@ -2,7 +2,8 @@
 autocast, and the peak memory of an fp32 Adam step.
 
 Step time: resnet50 (batch 64, 224 px) and vit_b_16 (batch 32, 224 px), each unshared and shared
-at 1%, 10% and 100% (and just in time, ``ShareConfig(generation="jit")``, at 10% and 100%); a step is zero_grad, forward and cross-entropy under
+at 1%, 10% and 100% (and just in time, ``ShareConfig(generation="jit")``, at 10% and 100%); a
+step is zero_grad, forward and cross-entropy under
 ``torch.autocast("cuda", torch.bfloat16)``, backward and an AdamW step (the parameters stay
 fp32). The models step in turn, in an order that alternates between rounds, each step timed
 between two ``torch.cuda.synchronize()``; after warm-up rounds, a ratio is the median of the

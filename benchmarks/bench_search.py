@@ -31,7 +31,7 @@ from ssnfx.passes.search import provisional_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import data_note, fashion_data, mean_std, write  # noqa: E402
-from fmnist import Run, completed, refusal, run_all, seed_note, seeds_of  # noqa: E402
+from fmnist import Run, completed, interpolated, refusal, run_all, seed_note, seeds_of  # noqa: E402
 from networks import ResNetFM  # noqa: E402
 
 #: label -> the run (budget and seed are filled in): learned groups against the data-free ones.
@@ -140,6 +140,8 @@ def _structure(res: list[dict[str, Any]]) -> str:
     if "reduced_width" in res[0]:
         width = res[0]["reduced_width"]
         return f"({'/'.join(map(str, width)) if isinstance(width, list) else width})"
+    if "groups" not in res[0]:  # the unshared models
+        return "-"
     text = "/".join(str(g) for g in sorted({r["groups"] for r in res}))
     if "untied_rows" in res[0]:
         text += f", {statistics.mean(r['untied_rows'] for r in res):.1f} rows untied"
@@ -148,17 +150,11 @@ def _structure(res: list[dict[str, Any]]) -> str:
 
 def _interpolated(table: dict[tuple[str, float], list[Run]], results: dict[Run, Any],
                   budget: float, original: int, seeds: int) -> str:
-    """The reduced baseline at exactly the budget's parameters: per seed, the accuracy
-    interpolated linearly in log-parameters between the widest width that fits and the next."""
+    """The row of the reduced baseline interpolated at exactly the budget's parameters."""
     below = table.get(("reduced, whole channels", budget), [])
     above = {r.seed: r for r in table.get(("reduced, one channel wider", budget), [])}
-    target, accs = math.log(budget * original), []
-    for run in below:
-        if run.seed in above:
-            lo, hi = results[run], results[above[run.seed]]
-            low, high = math.log(lo["params"]), math.log(hi["params"])
-            t = (target - low) / (high - low)
-            accs.append(lo["accuracy"] + t * (hi["accuracy"] - lo["accuracy"]))
+    pairs = [(results[r], results[above[r.seed]]) for r in below if r.seed in above]
+    accs = interpolated([lo for lo, _ in pairs], [hi for _, hi in pairs], budget * original)
     cell = mean_std(accs) + seed_note(below[:len(accs)], seeds) if accs else "-"
     return f"| {budget:.0%} | reduced, interpolated at equal parameters | - | {cell} | - | - |"
 

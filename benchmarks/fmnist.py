@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import json
+import math
 import multiprocessing
 import sys
 import time
@@ -231,6 +232,19 @@ def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = 
             # On an error, drop the queued runs at once instead of training them for nothing.
             pool.shutdown(wait=False, cancel_futures=True)
     return results
+
+
+def interpolated(below: list[dict[str, Any]], above: list[dict[str, Any]], params: float
+                 ) -> list[float]:
+    """The reduced baseline at exactly ``params`` parameters, seed by seed: the accuracy
+    interpolated linearly in log-parameters between the widest whole-channel network within
+    the budget (``below``, one result per seed) and the next width (``above``)."""
+    out = []
+    for lo, hi in zip(below, above):
+        low, high = math.log(lo["params"]), math.log(hi["params"])
+        t = (math.log(params) - low) / (high - low)
+        out.append(lo["accuracy"] + t * (hi["accuracy"] - lo["accuracy"]))
+    return out
 
 
 def seeds_of(run: Run, seeds: int) -> list[Run]:
