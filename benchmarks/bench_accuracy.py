@@ -61,9 +61,8 @@ def _interpolated_row(table: dict, results: dict, budget: float, original: int,
     """The reduced baseline at exactly the budget's parameters (interpolated in log-parameters
     between its width and the next, seed by seed)."""
     below = table[("reduced baseline", budget)]
-    above = {r.seed: r for r in table[("reduced, one channel wider", budget)]}
-    pairs = [(results[r], results[above[r.seed]]) for r in below if r.seed in above]
-    accs = interpolated([lo for lo, _ in pairs], [hi for _, hi in pairs], budget * original)
+    accs = interpolated(results, below, table[("reduced, one channel wider", budget)],
+                        budget * original)
     return (f"| {budget:.0%} | reduced, interpolated at equal parameters | "
             f"{int(budget * original):,} | {mean_std(accs)}{seed_note(below[:len(accs)], seeds)}"
             f" | - | - |")

@@ -152,9 +152,8 @@ def _interpolated(table: dict[tuple[str, float], list[Run]], results: dict[Run, 
                   budget: float, original: int, seeds: int) -> str:
     """The row of the reduced baseline interpolated at exactly the budget's parameters."""
     below = table.get(("reduced, whole channels", budget), [])
-    above = {r.seed: r for r in table.get(("reduced, one channel wider", budget), [])}
-    pairs = [(results[r], results[above[r.seed]]) for r in below if r.seed in above]
-    accs = interpolated([lo for lo, _ in pairs], [hi for _, hi in pairs], budget * original)
+    accs = interpolated(results, below, table.get(("reduced, one channel wider", budget), []),
+                        budget * original)
     cell = mean_std(accs) + seed_note(below[:len(accs)], seeds) if accs else "-"
     return f"| {budget:.0%} | reduced, interpolated at equal parameters | - | {cell} | - | - |"
 

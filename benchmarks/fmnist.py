@@ -234,16 +234,20 @@ def run_all(runs: Iterable[Run], jobs: int = 1, threads: int = 1, cache: bool = 
     return results
 
 
-def interpolated(below: list[dict[str, Any]], above: list[dict[str, Any]], params: float
-                 ) -> list[float]:
-    """The reduced baseline at exactly ``params`` parameters, seed by seed: the accuracy
-    interpolated linearly in log-parameters between the widest whole-channel network within
-    the budget (``below``, one result per seed) and the next width (``above``)."""
+def interpolated(results: dict[Run, dict[str, Any]], below: list[Run], above: list[Run],
+                 params: float) -> list[float]:
+    """The reduced baseline at exactly ``params`` parameters, seed by seed (for the seeds both
+    have): the accuracy interpolated linearly in log-parameters between the widest
+    whole-channel network within the budget (the runs ``below``) and the next width
+    (``above``)."""
+    wider = {r.seed: results[r] for r in above}
     out = []
-    for lo, hi in zip(below, above):
-        low, high = math.log(lo["params"]), math.log(hi["params"])
-        t = (math.log(params) - low) / (high - low)
-        out.append(lo["accuracy"] + t * (hi["accuracy"] - lo["accuracy"]))
+    for run in below:
+        if run.seed in wider:
+            lo, hi = results[run], wider[run.seed]
+            low, high = math.log(lo["params"]), math.log(hi["params"])
+            t = (math.log(params) - low) / (high - low)
+            out.append(lo["accuracy"] + t * (hi["accuracy"] - lo["accuracy"]))
     return out
 
 
