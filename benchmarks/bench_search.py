@@ -52,7 +52,7 @@ def strategies_table() -> Table:
             for b in (0.01, 0.05, 0.1) for label, run in STRATEGIES.items()}
 
 
-def groups_table(ks: list[int] = [2, 4]) -> Table:  # noqa: B006 (never mutated)
+def groups_table(ks: tuple[int, ...] = (2, 4)) -> Table:
     """The SSN Table 2 analogue's rows at 100% and 10%: one group, shape groups, and for each K
     learned, random and depth groupings (WAvg, the SSN paper's combiner)."""
     rows = {"single": Run("ssnfx", combiner="wavg"),

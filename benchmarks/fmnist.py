@@ -15,7 +15,7 @@ import multiprocessing
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +68,18 @@ class Run:
     @property
     def key(self) -> str:
         d = asdict(self)
-        for name, default in _ADDED.items():
-            if d[name] == default:
+        defaults = {f.name: f.default for f in fields(self)}
+        for name in _ADDED:
+            if d[name] == defaults[name]:
                 del d[name]
         return json.dumps(d, sort_keys=True)
 
 
-_ADDED = {"split": "largest-first", "hard": False, "statistic": None, "search_steps": None,
-          "refine_after": None, "beta": 0.9, "wider": 0, "members": False}
+#: The fields added after runs were cached: keys leave them out at their defaults.
+_ADDED = ("split", "hard", "statistic", "search_steps", "refine_after", "beta", "wider",
+          "members")
+#: The members of a ``members`` run, in output order.
+MEMBERS = ("cnn", "vit")
 
 
 def params(model: nn.Module) -> int:
@@ -105,9 +109,9 @@ def _plain(run: Run, out: dict[str, Any]) -> nn.Module:
     """The unshared network of ``run``: ResNetFM(width), or with ``members`` the ensemble of
     ResNetFM(width) and a PatchTransformer; the "reduced" variant at the budget's parameters
     (each member scaled to its own share; widths recorded in ``out``)."""
-    nets: dict[str, tuple[Callable[[int], nn.Module], int]] = {"cnn": (ResNetFM, run.width)}
+    nets: dict[str, tuple[Callable[[int], nn.Module], int]] = {MEMBERS[0]: (ResNetFM, run.width)}
     if run.members:  # dims in steps of the 4 heads
-        nets["vit"] = (lambda step: PatchTransformer(4 * step), 16)
+        nets[MEMBERS[1]] = (lambda step: PatchTransformer(4 * step), 16)
     models = {}
     for name, (make, size) in nets.items():
         if run.variant == "reduced":
@@ -116,7 +120,7 @@ def _plain(run: Run, out: dict[str, Any]) -> nn.Module:
         models[name] = make(size)
     if "reduced_width" in out and not run.members:
         out["reduced_width"] = out["reduced_width"][0]
-    return Members(models) if run.members else models["cnn"]
+    return Members(models) if run.members else models[MEMBERS[0]]
 
 
 def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
@@ -179,8 +183,7 @@ def _logits(model: nn.Module, loader: Iterable[Any]) -> dict[str, torch.Tensor]:
     """Test logits of each member of an ensemble model (outputs in ``Members`` order)."""
     model.eval()
     outputs = [model(x) for x, _ in loader]
-    names = ("cnn", "vit")
-    return {n: torch.cat([o[i] for o in outputs]) for i, n in enumerate(names)}
+    return {n: torch.cat([o[i] for o in outputs]) for i, n in enumerate(MEMBERS)}
 
 
 def _load() -> dict[str, dict[str, Any]]:

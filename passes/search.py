@@ -483,7 +483,7 @@ def _superweight_search(gm: fx.GraphModule, budget: float | int, data: Iterable[
     model = rewrite(gm, plan)
     group = plan.groups[0]
     slots = {s.name: s for s in plan.slots if s.shared}
-    names = [s.name for s in plan.slots if s.shared]
+    names = list(slots)
     stats = _SuperWeightGradients(group, slots)
     generator = getattr(model.ssnfx, group.name)
     generator.hook = stats.record
@@ -753,16 +753,16 @@ class _SuperWeightGradients:
         dot = torch.zeros(n, n, dtype=torch.float64)
         sq = torch.zeros(k, n, dtype=torch.float64)   # |gradient over SuperWeight k|^2 per slot
         uses = torch.zeros(k, n, dtype=torch.float64)
-        for sw, (rows, cols) in enumerate(self.group.superweights):
-            regions: dict[int, torch.Tensor] = {}
-            for slot, total in zip(self.group.slots, self.totals):
-                for t in self.group.layout[slot]:
-                    if t.superweight == sw:  # several uses in one slot add up (dW/dv sums)
-                        r = total[t.row: t.row + rows, t.col: t.col + cols].reshape(-1)
-                        i = index[slot]
-                        regions[i] = regions[i] + r if i in regions else r
-            if not regions:
-                continue
+        # SuperWeight -> slot -> the slot's gradient over it (several uses add up: dW/dv sums).
+        by_sw: dict[int, dict[int, torch.Tensor]] = {}
+        for slot, total in zip(self.group.slots, self.totals):
+            for t in self.group.layout[slot]:
+                rows, cols = self.group.superweights[t.superweight]
+                r = total[t.row: t.row + rows, t.col: t.col + cols].reshape(-1)
+                regions = by_sw.setdefault(t.superweight, {})
+                i = index[slot]
+                regions[i] = regions[i] + r if i in regions else r
+        for sw, regions in by_sw.items():
             who = torch.tensor(list(regions))
             stacked = torch.stack(list(regions.values()))
             gram = stacked @ stacked.T
