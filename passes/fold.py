@@ -20,6 +20,9 @@ import torch.nn as nn
 
 from ..errors import PlanError
 from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
+from ..jit import begin as jit_begin
+from ..jit import unwrap
+from ..jit import weight as jit_weight
 from ..layer_kinds import kind_of
 from ..leaf_call import call_leaf, call_root
 from ..markers import STORE, Meta, require_store
@@ -90,9 +93,14 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
     graph = copy.deepcopy(source)
     by_group = {f"{STORE}.{g.name}": g.slots for g in plan.groups}
     for node in list(graph.nodes):
-        if node.op == "call_function" and node.target is operator.getitem \
-                and isinstance(node.args[0], fx.Node) and node.args[0].target in by_group:
-            name = by_group[node.args[0].target][node.args[1]]
+        if node.op == "call_function":
+            node.target = unwrap(node.target)  # the layer's own call, not its regenerating one
+        # A generated weight: a getitem of its group's batch, or (just in time) its own call.
+        group = node.args[0] if node.op == "call_function" and node.target is operator.getitem \
+            else node.args[0].args[0] if node.op == "call_function" \
+            and node.target is jit_weight else None
+        if isinstance(group, fx.Node) and group.target in by_group:
+            name = by_group[group.target][node.args[1]]
             with graph.inserting_before(node):
                 node.replace_all_uses_with(graph.get_attr(name))
             graph.erase_node(node)
@@ -127,7 +135,9 @@ def _fold_graph(source: fx.Graph, shared: fx.GraphModule, plan: SharingPlan,
             for w in dict.fromkeys(weights):
                 if not w.users:
                     graph.erase_node(w)
-    for node in list(graph.nodes):
-        if node.op == "call_module" and node.target in by_group:
+    for node in reversed(graph.nodes):  # the generators, and (just in time) their steps
+        if not node.users and (node.op == "call_module" and node.target in by_group
+                               or node.op == "call_function" and node.target is jit_begin
+                               or node.op == "get_attr" and node.target in by_group):
             graph.erase_node(node)
     return graph

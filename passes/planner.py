@@ -80,8 +80,8 @@ def _is_shared(s: Slot, config: ShareConfig, frozen: set[str]) -> bool:
     """Matrices are shared; vectors, norms, frozen and ``config.private`` parameters are not."""
     if any(fnmatch.fnmatchcase(n, pat) for n in (s.name, *s.aliases) for pat in config.private):
         return False
-    if s.name in frozen or len(s.shape) == 0:
-        return False
+    if s.name in frozen or len(s.shape) == 0 or s.numel == 0:
+        return False  # a 0-element parameter (Linear(16, 0)) has nothing to generate
     if kind_of(s).is_norm:
         return config.share_norms
     # A matrix has two dimensions above one; anything else (biases, per-channel layer scales of
@@ -127,6 +127,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     frozen = {n for n, p in gm.named_parameters() if not p.requires_grad}
     slots = [replace(s, shared=_is_shared(s, config, frozen)) for s in slots_of(gm)]
     shared = [s for s in slots if s.shared]
+    _check_real(gm, shared)
     if not shared:
         raise BudgetError(f"{type(gm).__name__} has no shareable parameters (weights of Linear, "
                           f"Conv, Embedding, attention or recurrent layers, or parameters used "
@@ -161,6 +162,19 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
                                      layout=layout, reserved=reserved))
     _allocate(plan, target)
     return plan
+
+
+def _check_real(gm: fx.GraphModule, shared: Sequence[Slot]) -> None:
+    """Generated weights are real: refuse a complex parameter the plan would share."""
+    for s in shared:
+        p = gm.get_parameter(s.name)
+        if p.is_complex():
+            raise PlanError(
+                f"parameter {s.name!r} of {type(gm).__name__} is {p.dtype}: ssnfx cannot share "
+                f"complex parameters (the weight generators resize and mix real templates; "
+                f"torch has no complex bilinear resize). Keep it private with "
+                f"ShareConfig(private=[{s.name!r}]), or store it as real pairs "
+                f"(torch.view_as_real) in the model")
 
 
 def _check_groups(groups: Sequence[Sequence[str]], by_name: dict[str, Slot]) -> None:

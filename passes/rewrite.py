@@ -28,6 +28,7 @@ from ..layer_kinds import kind_of, uniform_std
 from ..leaf_call import call_leaf
 from ..markers import STORE, Meta
 from ..plan import SharingPlan, Slot
+from ..plan_checks import validate_plan
 from .trace import as_traced, check_traced_parameters, graph_slots
 
 __all__ = ["rewrite", "apply_store", "target_stds", "call_leaf"]
@@ -75,6 +76,7 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
         True
     """
     gm = as_traced(gm)
+    validate_plan(plan)
     check_traced_parameters(gm)
     _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
     _check(plan, graph_slots(gm))

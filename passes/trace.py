@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.fx._symbolic_trace import _assert_is_none
 
 from ..errors import PlanError, TraceError
-from ..graph_module import build_graph_module, fetch_attr, graphs_of
+from ..graph_module import build_graph_module, fetch_attr, graphs_of, root_hooks
 from ..layer_kinds import DEFAULT_KIND, kind_of
 from ..leaf_call import RootShell, call_root, root_call_graph
 from ..markers import ROOT, STORE, Meta, store_of
@@ -179,6 +179,12 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"ssnfx.trace expects an nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        # A scripted model's forward is TorchScript, which torch.fx cannot trace.
+        name = getattr(model, "original_name", type(model).__name__)
+        raise TraceError(f"{name} is a TorchScript module (torch.jit.script or "
+                         f"torch.jit.trace): share the Python model, then script after "
+                         f"folding, not before (ssnfx.export(ssnfx.fold(shared), ...))")
     if store_of(model) is not None:
         # Tracing would reach into the generators and fail, or find nothing left to share.
         raise TraceError(f"{type(model).__name__} is shared already (its parameter store "
@@ -230,6 +236,8 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
                             if getattr(m, "_version", 1) != 1},
             Meta.TRACE: {"leaf_modules": list(leaf_modules), "auto_leaves": auto,
                          "concrete_args": dict(concrete_args or {})}}
+    if root is model:  # (a model that is one leaf call runs its own hooks, in that call)
+        meta[Meta.ROOT_HOOKS] = root_hooks(model)
     gm = build_graph_module(root, graphs, type(model).__name__, meta, mode)
     _annotate_slots(gm, model)
     return gm

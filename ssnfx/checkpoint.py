@@ -6,6 +6,7 @@ Loading re-traces the user's model, re-applies the plan and loads the weights (t
 """
 from __future__ import annotations
 
+import collections
 import os
 import pickle
 import re
@@ -23,7 +24,7 @@ from .passes.rewrite import rewrite
 from .passes.trace import trace
 from .plan import SharingPlan
 
-__all__ = ["save", "load", "read", "FORMAT"]
+__all__ = ["save", "load", "read", "check_loadable", "FORMAT"]
 
 FORMAT = "ssnfx-checkpoint-1"
 
@@ -35,7 +36,9 @@ def save(shared: fx.GraphModule, path: str | os.PathLike[str],
     Args:
         shared: a model from :func:`ssnfx.share` or :func:`ssnfx.rewrite`.
         path: the file to write; it is replaced only once fully written.
-        extra: more tensors/containers to store beside (e.g. an optimizer's state_dict).
+        extra: more tensors/containers to store beside (e.g. an optimizer's state_dict):
+            what :func:`load` reads back (see :func:`check_loadable`), else a
+            ``CheckpointError`` before anything is written.
 
     Example:
         >>> import os, tempfile, torch, ssnfx
@@ -51,8 +54,47 @@ def save(shared: fx.GraphModule, path: str | os.PathLike[str],
     store = require_store(shared, "save", CheckpointError)
     payload = {"format": FORMAT, "plan": store.plan.to_json(), "state_dict": shared.state_dict()}
     if extra:
+        check_loadable(extra, "extra")  # before anything is written: load would refuse it
         payload["extra"] = extra
     write_atomic(path, lambda tmp: torch.save(payload, tmp))
+
+
+#: What ``torch.load(weights_only=True)`` reads back, by exact type: a subclass (numpy's
+#: float64 is a float, an IntEnum an int, a namedtuple a tuple) pickles as its own class,
+#: which the weights-only unpickler refuses.
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes, bytearray,
+                    torch.Size, torch.dtype, torch.device, torch.Tensor, nn.Parameter})
+_CONTAINERS = frozenset({dict, collections.OrderedDict, list, tuple, set})
+
+
+def check_loadable(value: Any, where: str = "extra") -> None:
+    """Raise :class:`CheckpointError` naming the first entry of ``value`` that
+    ``torch.load(weights_only=True)`` (so :func:`load`) would refuse to read back.
+
+    Example:
+        >>> import pathlib
+        >>> check_loadable({"step": 100, "lr": [0.1, 0.01]})
+        >>> check_loadable({"run": {"out": pathlib.PurePosixPath("runs/a")}})
+        Traceback (most recent call last):
+        ...
+        ssnfx.errors.CheckpointError: extra['run']['out'] is a pathlib.PurePosixPath, ...
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return
+    if kind in _CONTAINERS:
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(value, dict):
+                check_loadable(key, f"a key of {where}")
+            check_loadable(item, f"{where}[{key!r}]" if kind is not set else f"an item of {where}")
+        return
+    name = f"{kind.__module__}.{kind.__qualname__}".removeprefix("builtins.")
+    raise CheckpointError(
+        f"{where} is a {name}, which ssnfx.load would refuse to read back (it unpickles only "
+        f"tensors, numbers, strings and plain lists, tuples, sets and dicts): store it as one "
+        f"of those, e.g. float(x) for a numpy number, str(p) for a path, vars(ns) for an "
+        f"argparse.Namespace; nothing was written")
 
 
 def read(path: str | os.PathLike[str]) -> tuple[SharingPlan, dict[str, Any], dict[str, Any]]:

@@ -15,10 +15,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .markers import Meta
+from .errors import CheckpointError
+from .markers import STORE, Meta
 
-__all__ = ["ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr",
-           "copy_value", "release"]
+__all__ = ["GraphModule", "ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr",
+           "copy_value", "root_hooks", "release"]
 
 
 def fetch_attr(root: nn.Module, target: str) -> Any:
@@ -58,7 +59,38 @@ def copy_value(obj: Any, memo: dict[int, Any]) -> Any:
     return memo[id(obj)]
 
 
-class ModeGraphModule(fx.GraphModule):
+class GraphModule(fx.GraphModule):
+    """The GraphModule every pass builds: torch.fx's, except that a shared one refuses to be
+    pickled whole (``torch.save(shared)``) with an error that says what to do instead.
+
+    Pickling a GraphModule stores its code and re-traces it when loaded: the calls ssnfx puts
+    in a shared graph (leaf calls, just-in-time generation) would be traced into, and ssnfx
+    promises that nothing it writes needs unpickling. A folded or traced model pickles as
+    torch.fx's does.
+    """
+
+    def __reduce__(self) -> Any:
+        if STORE in self._modules and hasattr(self._modules[STORE], "plan"):
+            raise CheckpointError(
+                f"torch.save of the whole shared {type(self).__name__} would pickle its code "
+                f"and objects, which ssnfx does not support: save it with ssnfx.save(shared, "
+                f"path) and read it back with ssnfx.load(model, path) (tensors and the plan, "
+                f"nothing unpickled), or torch.save(shared.state_dict()); a folded model "
+                f"(ssnfx.fold) pickles as any GraphModule")
+        return super().__reduce__()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> "GraphModule":
+        # torch.fx's deepcopy makes a fresh module, without the hooks its __call__ runs.
+        res = super().__deepcopy__(memo)
+        for name, table in root_hooks(self).items():
+            if isinstance(table, dict):
+                getattr(res, name).update(copy.deepcopy(table, memo))
+            else:
+                setattr(res, name, table)
+        return res
+
+
+class ModeGraphModule(GraphModule):
     """A GraphModule with a train graph and an eval graph; ``.train(mode)`` picks one."""
 
     def __init__(self, root: nn.Module | dict[str, Any], train_graph: fx.Graph,
@@ -103,7 +135,7 @@ def build_graph_module(root: nn.Module | dict[str, Any], graphs: dict[bool | Non
     the model's constants kept out of its state_dict and its modules' state_dict versions
     restored, as recorded by trace."""
     if None in graphs:
-        gm = fx.GraphModule(root, graphs[None], class_name=class_name)
+        gm = GraphModule(root, graphs[None], class_name=class_name)
     else:
         gm = ModeGraphModule(root, graphs[True], graphs[False], class_name=class_name)
     for graph in graphs.values():
@@ -119,9 +151,30 @@ def build_graph_module(root: nn.Module | dict[str, Any], graphs: dict[bool | Non
             gm.get_submodule(path)._version = version
         except AttributeError:
             pass
+    for name, table in meta.get(Meta.ROOT_HOOKS, {}).items():
+        if isinstance(table, dict):
+            getattr(gm, name).update(table)
+        else:  # the flag of the backward hooks
+            setattr(gm, name, table)
     gm.meta.update(meta)
     gm.train(training)
     return gm
+
+
+#: The hook tables of an nn.Module that its ``__call__`` runs (with their flags).
+_HOOK_TABLES = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks",
+                "_forward_hooks_with_kwargs", "_forward_hooks_always_called",
+                "_backward_pre_hooks", "_backward_hooks")
+
+
+def root_hooks(model: nn.Module) -> dict[str, Any]:
+    """The hooks registered on ``model`` itself (not its submodules, whose modules the graph
+    keeps), by table: what :func:`build_graph_module` installs from ``meta``."""
+    hooks: dict[str, Any] = {name: dict(getattr(model, name)) for name in _HOOK_TABLES
+                             if getattr(model, name, None)}
+    if hooks.get("_backward_hooks"):
+        hooks["_is_full_backward_hook"] = model._is_full_backward_hook
+    return hooks
 
 
 def release(gm: fx.GraphModule) -> None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["GENERATIONS", "begin", "weight", "regenerating"]
+__all__ = ["GENERATIONS", "begin", "weight", "regenerating", "unwrap"]
 
 #: The generation modes: every weight at the start of the forward, or each before its use.
 GENERATIONS = ("batched", "jit")
@@ -143,13 +143,16 @@ _REGENERATING: dict[Callable[..., Any], Callable[..., Any]] = {}
 def regenerating(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` run so that autograd saves, instead of each just-in-time weight it reads, how to
     make it again: what the rewrite calls in place of a layer that reads one (one wrapper per
-    function, so that a graph's code names it once).
+    function, so that a graph's code names it once; :func:`unwrap` gives ``fn`` back, which is
+    how fold restores the model's own calls).
 
     Example:
         >>> import torch
         >>> linear = regenerating(torch.nn.functional.linear)
         >>> linear(torch.ones(1, 2), torch.ones(3, 2)).tolist()
         [[2.0, 2.0, 2.0]]
+        >>> unwrap(linear) is torch.nn.functional.linear
+        True
     """
     wrapper = _REGENERATING.get(fn)
     if wrapper is None:
@@ -159,5 +162,11 @@ def regenerating(fn: Callable[..., Any]) -> Callable[..., Any]:
 
         wrapper.__name__ = wrapper.__qualname__ = \
             f"regenerating_{getattr(fn, '__name__', 'call')}"
+        wrapper.__wrapped__ = fn  # type: ignore[attr-defined]
         _REGENERATING[fn] = wrapper
     return wrapper
+
+
+def unwrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a :func:`regenerating` wrapper calls; any other function as it is."""
+    return getattr(fn, "__wrapped__", fn) if fn in _REGENERATING.values() else fn

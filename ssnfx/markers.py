@@ -38,6 +38,9 @@ class Meta:
     CONSTANTS = "ssnfx_constants"
     #: model: the modules' state_dict versions, restored on every GraphModule built.
     VERSIONS = "ssnfx_versions"
+    #: model: the root module's forward and backward hooks, installed on every GraphModule
+    #: built (torch.fx traces the root's forward, not its ``__call__``, which runs them).
+    ROOT_HOOKS = "ssnfx_root_hooks"
 
 
 def store_of(module: Any) -> nn.Module | None:

@@ -22,7 +22,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .combiners import COMBINER_REGISTRY, get_combiner
+from .combiners import get_combiner
 from .errors import PlanError
 
 __all__ = ["PLAN_VERSION", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
@@ -231,16 +231,8 @@ class SharingPlan:
             raise PlanError(
                 f"the plan has version {version}, newer than this ssnfx understands "
                 f"({PLAN_VERSION}); upgrade ssnfx to read it")
-        # A plan names its method and combiner; an unknown one would build the wrong generators.
-        from .methods import METHOD_REGISTRY  # (the methods build plans' layouts: import late)
-        for key, known in (("method", METHOD_REGISTRY), ("combiner", COMBINER_REGISTRY)):
-            if key in d and d[key] not in known:
-                raise PlanError(f"the plan's {key} {d[key]!r} is not one of {tuple(known)}: "
-                                f"the plan is damaged or from another ssnfx (or uses a "
-                                f"combiner not registered here); make it again with "
-                                f"ssnfx.make_plan")
         try:
-            return SharingPlan(
+            plan = SharingPlan(
                 method=d["method"],
                 combiner=d["combiner"],
                 budget=int(d["budget"]),
@@ -254,6 +246,11 @@ class SharingPlan:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise PlanError(f"malformed SharingPlan: {type(e).__name__}: {e}") from e
+        # The whole plan, before anything is built from it (its method and combiner name the
+        # generators; its layouts index the stores).
+        from .plan_checks import validate_plan  # (it imports the registries: import late)
+        validate_plan(plan)
+        return plan
 
     @staticmethod
     def from_json(text: str) -> "SharingPlan":

@@ -1,5 +1,11 @@
+import argparse
+import collections
+import enum
 import os
+import pathlib
 import re
+
+import numpy as np
 
 import pytest
 import torch
@@ -87,10 +93,47 @@ def test_pickled_objects_are_refused(tmp_path, where):
 
 def test_a_pickled_module_is_refused_by_name(shared, tmp_path):
     path = tmp_path / "ckpt.pt"
-    ssnfx.save(shared, path, extra={"model": torch.nn.Linear(2, 2)})
+    ssnfx.save(shared, path)
+    # Written around ssnfx.save, which refuses such an extra (next test).
+    _edit(path, lambda p: p.update(extra={"model": torch.nn.Linear(2, 2)}))
     with pytest.raises(ssnfx.CheckpointError, match=re.escape(
             "tries to unpickle torch.nn.modules.linear.Linear; ssnfx never unpickles")):
         ssnfx.load(SmallCNN(), path)
+
+
+class _Colour(enum.IntEnum):
+    RED = 1
+
+
+@pytest.mark.parametrize("value,name", [
+    (np.float64(0.91), "numpy.float64"), (np.arange(3), "numpy.ndarray"),
+    (pathlib.Path("runs/a"), "pathlib.PosixPath"),
+    (argparse.Namespace(lr=0.1), "argparse.Namespace"),
+    (collections.namedtuple("Point", "x y")(1, 2), "test_checkpoint.Point"),
+    (_Colour.RED, "test_checkpoint._Colour"), (frozenset({1}), "frozenset"),
+    (torch.nn.Linear(2, 2), "torch.nn.modules.linear.Linear"),
+])
+def test_save_refuses_an_extra_that_load_would_refuse(shared, tmp_path, value, name):
+    path = tmp_path / "ckpt.pt"
+    with pytest.raises(ssnfx.CheckpointError, match=re.escape(
+            f"extra['run'][1]['best'] is a {name}, which ssnfx.load would refuse")):
+        ssnfx.save(shared, path, extra={"run": [0, {"best": value}]})
+    assert not path.exists() and not list(tmp_path.iterdir())  # nothing written
+    with pytest.raises(ssnfx.CheckpointError, match="a key of extra is a pathlib.PosixPath"):
+        ssnfx.save(shared, path, extra={pathlib.Path("a"): 1})
+
+
+def test_every_extra_save_accepts_loads_back(shared, tmp_path):
+    extra = {"none": None, "flag": True, "step": 3, "acc": 0.5, "z": 1 + 2j, "name": "run",
+             "raw": b"x", "buf": bytearray(b"y"), "size": torch.Size([2]),
+             "dtype": torch.float16, "device": torch.device("cpu"), "t": torch.ones(2),
+             "p": torch.nn.Parameter(torch.zeros(1)), "nested": [(1, 2), {3}],
+             "ordered": collections.OrderedDict(a=1), 7: "an int key"}
+    ssnfx.save(shared, tmp_path / "ckpt.pt", extra=extra)
+    _, again = ssnfx.load(SmallCNN(), tmp_path / "ckpt.pt", return_extra=True)
+    assert again.keys() == extra.keys()
+    for k, v in extra.items():
+        assert torch.equal(again[k], v) if isinstance(v, torch.Tensor) else again[k] == v, k
 
 
 def test_plan_from_another_model(shared, tmp_path):
@@ -101,6 +144,35 @@ def test_plan_from_another_model(shared, tmp_path):
     assert "does not fit GRUNet: the plan was made for another model" in msg
     assert "slots not in this model: ['bn1.bias'" in msg
     assert "load it into a fresh instance of the model it was saved from" in msg
+
+
+def _plan(payload):
+    import json
+    return json.loads(payload["plan"])
+
+
+def _edit_plan(payload, version=None, budget=None, swap_layouts=None, shared=None, tile=None,
+               numel=None):
+    """Edit the plan's JSON in a checkpoint payload as a user editing the file would."""
+    import json
+    d = _plan(payload)
+    group = d["groups"][0]
+    if version is not None:
+        d["version"] = version
+    if budget is not None:
+        d["budget"] = budget
+    if swap_layouts is not None:
+        a, b = swap_layouts
+        group["layout"][a], group["layout"][b] = group["layout"][b], group["layout"][a]
+    if shared is not None:
+        next(s for s in d["slots"] if s["name"] == shared)["shared"] = True
+    if tile is not None:
+        index, field, value = tile
+        first = group["layout"][group["slots"][0]][index]
+        first[["superweight", "row", "col", "coefficients"].index(field)] = value
+    if numel is not None:
+        group["numel"] = numel
+    payload["plan"] = json.dumps(d)
 
 
 def _edit(path, change):
@@ -151,8 +223,21 @@ def test_state_dict_wrong_shape(shared, tmp_path):
     (lambda p: p.update(plan=p["plan"].replace('"version": 1', '"version": "1.0"', 1)),
      "the plan's version must be an int, got '1.0'"),
     (lambda p: p.update(plan=p["plan"].replace('"method": "swn"', '"method": "lora"', 1)),
-     "the plan's method 'lora' is not one of ('ssn', 'swn')"),
+     "plan.method is 'lora', not one of ('ssn', 'swn')"),
     (lambda p: p.update(plan="{"), "the plan is not valid JSON"),
+    # Plans edited inconsistently: each is refused naming the field, before anything is built.
+    (lambda p: _edit_plan(p, version=0), "plan.version is 0; this ssnfx reads versions 1 to"),
+    (lambda p: _edit_plan(p, version=-1), "plan.version is -1"),
+    (lambda p: _edit_plan(p, budget=10), "plan.budget is 10, but the plan gives the model"),
+    (lambda p: _edit_plan(p, budget=_plan(p)["budget"] - 1), "the budget or a store size was "
+                                                             "edited"),
+    (lambda p: _edit_plan(p, swap_layouts=("conv1.weight", "fc.weight")),
+     'plan.groups[0].layout["conv1.weight"]['),
+    (lambda p: _edit_plan(p, shared="bn1.bias"), "marks ['bn1.bias'] shared, but no group"),
+    (lambda p: _edit_plan(p, tile=(0, "row", -3)), "[0] places a"),
+    (lambda p: _edit_plan(p, tile=(0, "superweight", 99)), "names SuperWeight 99; the group has"),
+    (lambda p: _edit_plan(p, tile=(0, "coefficients", -1)), "names coefficient row -1"),
+    (lambda p: _edit_plan(p, numel=0), "plan.groups[0].numel is 0; it must be at least 1"),
 ])
 def test_damaged_payload(shared, tmp_path, change, message):
     path = tmp_path / "ckpt.pt"

@@ -62,8 +62,8 @@ def test_matrix_shape():
 @pytest.mark.parametrize("edit,message", [
     ({"version": "2"}, "the plan's version must be an int, got '2': the plan is damaged"),
     ({"version": None}, "the plan's version must be an int, got None"),
-    ({"method": "lora"}, "the plan's method 'lora' is not one of ('ssn', 'swn')"),
-    ({"combiner": "max"}, "the plan's combiner 'max' is not one of ('rr', 'avg', 'wavg', 'emb', "
+    ({"method": "lora"}, "plan.method is 'lora', not one of ('ssn', 'swn')"),
+    ({"combiner": "max"}, "plan.combiner is 'max', not one of ('rr', 'avg', 'wavg', 'emb', "
                           "'linear')"),
 ])
 def test_damaged_plans_name_the_field(resnet_gm, edit, message):

@@ -97,7 +97,8 @@ configs = st.builds(
     candidates=st.integers(1, 5),
     hard_sharing=st.booleans(),
     share_biases=st.booleans(),
-    share_norms=st.booleans())
+    share_norms=st.booleans(),
+    generation=st.sampled_from(ssnfx.jit.GENERATIONS))
 
 
 def _budget(fraction: float, as_count: bool, model: torch.nn.Module) -> float | int:
@@ -179,6 +180,49 @@ def test_random_plans_meet_the_budget(spec, fraction, as_count, config):
     assert sorted(n for g in plan.groups for n in g.slots) == sorted(
         s.name for s in plan.slots if s.shared)
     assert ssnfx.SharingPlan.from_json(plan.to_json()) == plan
+
+
+DTYPES = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@given(widths=st.lists(st.integers(0, 12), min_size=2, max_size=4),
+       dtype=st.sampled_from([*DTYPES, torch.complex64]), fraction=st.floats(0.05, 2.0),
+       share_biases=st.booleans(), generation=st.sampled_from(ssnfx.jit.GENERATIONS))
+def test_empty_parameters_and_dtypes(widths, dtype, fraction, share_biases, generation):
+    """Linear stacks with 0-wide layers (0-element weights and biases) in every floating and a
+    complex dtype: a 0-element parameter stays private, a complex one that would be shared is
+    a PlanError saying so, and whatever is shared folds to the model's own parameters."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*(torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:])))
+    model = model.to(dtype).eval()
+    config = ssnfx.ShareConfig(share_biases=share_biases, generation=generation)
+    try:
+        shared = ssnfx.share(model, fraction, config).eval()
+    except ssnfx.PlanError as e:
+        event("refused: complex")
+        assert dtype.is_complex and "cannot share complex parameters" in str(e), e
+        return
+    except ssnfx.BudgetError as e:
+        event("refused: budget")
+        assert re.search(r"no shareable parameters|has no parameters|below the least|less than "
+                         r"one", str(e)), e
+        return
+    event(f"shared {dtype}")
+    assert not dtype.is_complex  # anything shared would be complex
+    plan = shared.ssnfx.plan
+    assert all(not s.shared for s in plan.slots if s.numel == 0)
+    assert count_params(shared) <= plan.budget
+    folded = ssnfx.fold(shared)
+    fresh = torch.nn.Sequential(*(torch.nn.Linear(a, b) for a, b in zip(widths, widths[1:])))
+    fresh = fresh.to(dtype).eval()
+    fresh.load_state_dict(folded.state_dict(), strict=True)
+    assert all(p.dtype == dtype for p in folded.parameters())
+    x = torch.randn(3, widths[0]).to(dtype)
+    with torch.no_grad():
+        out = shared(x)
+        assert out.dtype == dtype
+        tol = DTYPES[dtype]
+        torch.testing.assert_close(fresh(x), out, atol=tol, rtol=tol)
 
 
 # ---- bugs the property tests found (minimal examples from shrinking), now fixed ------------
