@@ -56,7 +56,14 @@ def save(shared: fx.GraphModule, path: str | os.PathLike[str],
     if extra:
         check_loadable(extra, "extra")  # before anything is written: load would refuse it
         payload["extra"] = extra
-    write_atomic(path, lambda tmp: torch.save(payload, tmp))
+    write_atomic(path, lambda tmp: _write(payload, tmp))
+
+
+def _write(payload: dict[str, Any], tmp: os.PathLike[str]) -> None:
+    # Through a Python file, so that a failed write is the OSError it is (ENOSPC: "No space
+    # left on device"), not torch's "enforce fail at inline_container.cc".
+    with open(tmp, "wb") as f:
+        torch.save(payload, f)
 
 
 #: What ``torch.load(weights_only=True)`` reads back, by exact type: a subclass (numpy's

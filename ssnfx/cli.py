@@ -1,19 +1,27 @@
 """The ``ssnfx`` command line: compile, fold (export) and report.
 
-Exit codes: 0 success, 2 usage errors (bad arguments, an impossible budget, missing files or
-names, existing output), 1 failures (a model that cannot be traced, shared, folded or exported).
-Errors are one line on stderr. Outputs are written to a temporary name and renamed, so an
-interrupted run leaves nothing half-written and never touches its inputs.
+Exit codes: 0 success; 2 usage errors (bad arguments, an impossible budget, missing files or
+names, an output that exists without ``--force``); 1 failures
+(a model that cannot be imported, traced, shared, folded or exported, or an output that cannot
+be written: read-only, not a folder, disk full). Errors are one line on stderr.
+
+Outputs are written under a temporary name and swapped in only when complete
+(:func:`ssnfx._io.replace_dir`), under a lock taken when writing starts: an interrupted run
+leaves the old output or the new one, never neither (a swap folder it left is put back on the
+next run), and never touches its inputs.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
+import io
 import json
+import math
 import shutil
 import sys
-import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +29,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__
+from ._io import claim_dir, new_dir, recover_dir, replace_dir
 from ._progress import stages
 from .api import share
 from .checkpoint import load as load_checkpoint
@@ -28,7 +37,7 @@ from .checkpoint import read as read_checkpoint
 from .checkpoint import save as save_checkpoint
 from .config import COMBINERS, METHODS, ShareConfig
 from .cpu_memory import retain_freed_memory
-from .errors import BudgetError, SsnfxError
+from .errors import BudgetError, PlanError, SsnfxError
 from .export import EXPORT_FORMATS, export
 from .grouping import STRATEGIES
 from .passes import SearchConfig, fold
@@ -63,6 +72,10 @@ def load_model_file(spec: str) -> tuple[dict[str, Any], nn.Module]:
     sys.modules[name] = module
     try:
         module_spec.loader.exec_module(module)
+    except SystemExit as e:  # a script run on import: nothing is loaded, so nothing is written
+        raise SsnfxError(f"{path_text} exited while being imported (sys.exit({e.code!r})), so "
+                         f"there is no model and nothing was written: put the script part "
+                         f"under 'if __name__ == \"__main__\":'") from None
     except Exception as e:
         raise SsnfxError(f"{path_text} failed to import: {type(e).__name__}: {e}") from e
     ns = vars(module)
@@ -79,6 +92,9 @@ def load_model_file(spec: str) -> tuple[dict[str, Any], nn.Module]:
     if not isinstance(obj, nn.Module) and callable(obj):
         try:
             obj = obj()
+        except SystemExit as e:
+            raise SsnfxError(f"{path_text}:{candidates[0]}() exited (sys.exit({e.code!r})) "
+                             f"instead of returning a model; nothing was written") from None
         except Exception as e:
             raise SsnfxError(f"{path_text}:{candidates[0]}() failed: {type(e).__name__}: {e}") \
                 from e
@@ -117,18 +133,50 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+def _check_output(out: Path, force: bool) -> None:
+    """Refuse an output that is not a folder, or that exists without ``--force``; put back
+    what an interrupted run left (with the lock held: see :func:`ssnfx._io.recover_dir`)."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output {out} is a file, not a folder: name a folder with -o")
+    note = recover_dir(out)
+    if note:
+        print(f"ssnfx: {note}", file=sys.stderr)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UsageError(f"output {out} exists; pass --force to replace it")
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """An OSError while writing ``out`` names ``out``, not a temporary file inside it."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(out)) from None
+
+
+def _config(args: argparse.Namespace) -> ShareConfig:
+    if not args.config:
+        return ShareConfig()
+    try:
+        return ShareConfig.from_json(Path(args.config).read_text())
+    except FileNotFoundError:
+        raise UsageError(f"--config {args.config}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"--config {args.config} cannot be read: {e}") from None
+    except PlanError as e:
+        raise UsageError(f"--config {args.config}: {e}") from None
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
     budget = _budget(args.budget)
     out = Path(args.output or Path("out") / Path(args.model.split(":")[0]).stem)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise UsageError(f"output {out} exists; pass --force to replace it")
-    config = ShareConfig.from_json(Path(args.config).read_text()) if args.config else ShareConfig()
+    if out.parent.is_dir():  # fail before the work, not after it
+        with _writing(out), claim_dir(out):
+            _check_output(out, args.force)
+            new_dir(out).rmdir()  # writable (not read-only, not full of inodes)
+    config = _config(args)
     overrides = {k: getattr(args, k) for k in ("method", "combiner", "strategy", "groups")
                  if getattr(args, k) is not None}
     if args.no_auto_leaves:
@@ -158,26 +206,41 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _say(args, f"trained {args.epochs} epoch(s): loss {losses[0]:.4f} -> {losses[-1]:.4f}")
         if ns.get("test_loader") is not None:
             _say(args, f"test accuracy {accuracy(shared, ns['test_loader']):.4f}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        save_checkpoint(shared, tmp / "shared.pt")  # the plan and the weights, in one place
-        (tmp / "source.json").write_text(json.dumps(
-            {"model": str(Path(args.model.split(":")[0]).resolve())
-             + (":" + args.model.split(":", 1)[1] if ":" in args.model else ""),
-             "ssnfx": __version__}, indent=1))
-        (tmp / "report.txt").write_text(report(plan) + "\n")
-        _replace_dir(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    # Claimed when writing starts, and checked again: a folder made at the output meanwhile,
+    # or another compile to it, is an error without --force, never silently replaced.
+    with _writing(out):
+        out.parent.mkdir(parents=True, exist_ok=True)
+    with _writing(out), claim_dir(out):
+        _check_output(out, args.force)
+        tmp = new_dir(out)
+        try:
+            save_checkpoint(shared, tmp / "shared.pt")  # the plan and the weights, in one place
+            (tmp / "source.json").write_text(json.dumps(
+                {"model": str(Path(args.model.split(":")[0]).resolve())
+                 + (":" + args.model.split(":", 1)[1] if ":" in args.model else ""),
+                 "ssnfx": __version__}, indent=1))
+            (tmp / "report.txt").write_text(report(plan) + "\n")
+            replace_dir(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
     _say(args, report(plan))
     _say(args, f"wrote {out}/ (shared.pt, report.txt; the plan: ssnfx report {out} --json)")
     return 0
 
 
+def _recover(out: Path) -> None:
+    """Put back an output folder that an interrupted compile left aside."""
+    if out.parent.is_dir() and not out.exists():
+        with claim_dir(out):
+            note = recover_dir(out)
+        if note:
+            print(f"ssnfx: {note}", file=sys.stderr)
+
+
 def _compiled(directory: str) -> tuple[Path, dict[str, Any]]:
     out = Path(directory)
+    _recover(out)
     if not (out / "source.json").is_file() or not (out / "shared.pt").is_file():
         raise UsageError(f"{directory} is not an output of 'ssnfx compile' "
                          f"(no source.json and shared.pt)")
@@ -197,6 +260,7 @@ def cmd_fold(args: argparse.Namespace) -> int:
             shared = load_checkpoint(model, out / "shared.pt").eval()
         with stage("fold"):
             folded = fold(shared)
+            _check_inputs(folded, inputs)
         with stage(f"export to {args.format} and check"):
             export(folded, inputs, target, fmt.name, atol=args.atol, rtol=args.atol)
     _say(args, f"wrote {target} ({args.format}); it reproduces the folded model on the example "
@@ -204,8 +268,24 @@ def cmd_fold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> None:
+    """Run ``model`` once on the example inputs; a mismatch is one line, not torch.fx's
+    traceback of the generated code (which it prints to stderr before re-raising)."""
+    try:
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
+            model(*inputs)
+    except Exception as e:
+        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else
+                           type(x).__name__ for x in inputs)
+        lines = str(e).strip().splitlines()
+        raise UsageError(f"the example inputs ({shapes}) do not fit the model: "
+                         f"{type(e).__name__}: {lines[0] if lines else ''}; check "
+                         f"--input-shape or the file's example_inputs") from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.directory)
+    _recover(out)
     source = out / "shared.pt" if out.is_dir() else out
     if not source.is_file():
         raise UsageError(f"no plan at {source}: pass an output folder of 'ssnfx compile', a "
@@ -239,6 +319,27 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _number(kind: type, least: float, strict: bool) -> Any:
+    """An argparse type: a finite ``kind`` above ``least`` (at least, unless ``strict``)."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < least or (strict and value == least):
+            raise argparse.ArgumentTypeError(
+                f"must be {'above' if strict else 'at least'} {least:g}, got {text}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+_POSITIVE_INT = _number(int, 1, strict=False)
+_COUNT = _number(int, 0, strict=False)
+_POSITIVE = _number(float, 0, strict=True)
+_TOLERANCE = _number(float, 0, strict=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ssnfx", description="Cross-layer parameter sharing for any PyTorch model.")
@@ -263,17 +364,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--method", choices=sorted(METHODS), help="ssn (default) or swn")
     c.add_argument("--combiner", choices=sorted(COMBINERS), help="candidate combiner")
     c.add_argument("--strategy", choices=sorted(STRATEGIES), help="data-free grouping")
-    c.add_argument("--groups", type=int,
+    c.add_argument("--groups", type=_POSITIVE_INT,
                    help="number of groups (depth, random; learned groups: by silhouette if unset)")
     c.add_argument("--config", help="a ShareConfig JSON file; flags override it")
     c.add_argument("--no-auto-leaves", action="store_true",
                    help="fail on a module torch.fx cannot trace instead of making it a leaf")
     c.add_argument("--no-search", action="store_true",
                    help="use the data-free plan even when the file has train_loader and loss_fn")
-    c.add_argument("--search-steps", type=int,
+    c.add_argument("--search-steps", type=_POSITIVE_INT,
                    help="search steps (default: a fifth of an epoch, 20 to 200)")
-    c.add_argument("--epochs", type=int, default=0, help="train this many epochs (default 0)")
-    c.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate (default 0.01)")
+    c.add_argument("--epochs", type=_COUNT, default=0, help="train this many epochs (default 0)")
+    c.add_argument("--lr", type=_POSITIVE, default=1e-2, help="Adam learning rate (default 0.01)")
     c.add_argument("-f", "--force", action="store_true", help="replace an existing output")
     c.set_defaults(func=cmd_compile)
 
@@ -287,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("-o", "--output", help="the exported file (default DIR/model + the "
                    "format's suffix: .pt2, .pt)")
     f.add_argument("--input-shape", help="example input shape, e.g. 1,3,224,224")
-    f.add_argument("--atol", type=float, default=1e-5, help="tolerance of the check (1e-5)")
+    f.add_argument("--atol", type=_TOLERANCE, default=1e-5, help="tolerance of the check (1e-5)")
     f.add_argument("-f", "--force", action="store_true", help="replace an existing file")
     f.set_defaults(func=cmd_fold)
 
@@ -313,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SsnfxError as e:
         print(f"ssnfx: {' '.join(str(e).split())}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the machine, not the model: read-only, not a folder, disk full
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ssnfx: {e.strerror or e}{where} (any previous output is unchanged)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("ssnfx: interrupted; nothing was written", file=sys.stderr)

@@ -1,4 +1,5 @@
 """Drive the real console script, as a user would."""
+import errno
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ssnfx.checkpoint import read
 
@@ -178,3 +180,175 @@ def test_help_and_version(tmp_path):
         out = ssnfx(cmd, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: ssnfx " + cmd in out.stdout
     assert ssnfx("bogus", cwd=tmp_path).returncode == 2
+
+
+# ---- faults: nothing lost, every fault one line ----------------------------------------------
+
+TINY = """import torch
+model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+example_inputs = (torch.randn(2, 8),)
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """A folder with a tiny model file and its compiled output ``out``; returns the folder and
+    the bytes of ``out/shared.pt``."""
+    (tmp_path / "m.py").write_text(TINY)
+    done = ssnfx("compile", "m.py", "-b", "0.5", "-o", "out", "-q", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    return tmp_path, (tmp_path / "out" / "shared.pt").read_bytes()
+
+
+def _in_process(work: Path, code: str, *args: str) -> subprocess.CompletedProcess:
+    """``ssnfx *args`` run in a fresh Python after ``code`` (which injects a fault)."""
+    script = f"import sys\n{code}\nfrom ssnfx.cli import main\nsys.exit(main({list(args)!r}))\n"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-c", script], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+KILL_AT_RENAME = """import os, signal
+_rename = os.rename
+def rename(src, dst):
+    if {when}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _rename(src, dst)
+os.rename = rename
+"""
+
+
+def test_sigkill_inside_the_replacement_loses_nothing(tiny):
+    """Killed after the old output is moved aside, before the new one is moved in: the next run
+    puts the old one back, and says so."""
+    work, before = tiny
+    run = _in_process(work, KILL_AT_RENAME.format(when="'.new-' in str(src)"),
+                      "compile", "m.py", "-b", "0.25", "-o", "out", "-q", "--force")
+    assert run.returncode == -9, run.stderr
+    assert not (work / "out").exists()
+    aside, = work.glob(".out.old-*")
+    assert (aside / "shared.pt").read_bytes() == before
+    report = ssnfx("report", "out", "--json", cwd=work)
+    assert report.returncode == 0, report.stderr
+    assert "restored out from an interrupted replacement" in report.stderr
+    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert json.loads(report.stdout)["budget"] == 45
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]
+
+
+def test_sigkill_while_writing_the_new_output_keeps_the_old(tiny):
+    work, before = tiny
+    kill = "import ssnfx.checkpoint, os, signal\n" \
+           "ssnfx.checkpoint._write = lambda *a: os.kill(os.getpid(), signal.SIGKILL)"
+    run = _in_process(work, kill, "compile", "m.py", "-b", "0.25", "-o", "out", "-q",
+                      "--force")
+    assert run.returncode == -9
+    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert [p.name for p in work.glob(".out.new-*")]  # the unfinished one, until the next run
+    again = ssnfx("compile", "m.py", "-b", "0.25", "-o", "out", "-q", "--force", cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "removed the unfinished output .out.new-" in again.stderr
+    assert _plan(work / "out")["budget"] == 22
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]
+
+
+FOLDER_DURING_TRAINING = TINY + """import os
+class Loader:
+    def __iter__(self):
+        os.makedirs("out", exist_ok=True)  # someone else's folder, made while we train
+        with open("out/theirs.txt", "w") as f:
+            f.write("keep me")
+        yield torch.randn(4, 8), torch.randint(0, 2, (4,))
+train_loader = Loader()
+loss_fn = torch.nn.functional.cross_entropy
+"""
+
+
+def test_a_folder_created_during_training_is_not_replaced(tmp_path):
+    (tmp_path / "m.py").write_text(FOLDER_DURING_TRAINING)
+    run = ssnfx("compile", "m.py", "-b", "0.5", "-o", "out", "--no-search", "--epochs", "1",
+                "-q", cwd=tmp_path)
+    assert run.returncode == 2 and "output out exists; pass --force" in run.stderr, run.stderr
+    assert (tmp_path / "out" / "theirs.txt").read_text() == "keep me"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["theirs.txt"]
+
+
+def test_two_concurrent_compiles_to_one_folder(tmp_path):
+    (tmp_path / "m.py").write_text(TINY)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = [subprocess.Popen([sys.executable, "-m", "ssnfx", "compile", "m.py", "-b", budget,
+                              "-o", "out", "-q"], cwd=tmp_path, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for budget in ("0.5", "0.25")]
+    results = [(r.wait(timeout=600), r.stderr.read()) for r in runs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    loser = next(err for code, err in results if code == 2)
+    assert "output out exists; pass --force" in loser
+    winner = [45, 22][[code for code, _ in results].index(0)]
+    assert _plan(tmp_path / "out")["budget"] == winner  # the winner's output, whole
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_old_output(tiny):
+    """A real failed write (the file-size limit: EFBIG, as ENOSPC would be) mid-checkpoint."""
+    work, before = tiny
+    limit = "import resource, signal\nsignal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n" \
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))"
+    run = _in_process(work, limit, "compile", "m.py", "-b", "0.25", "-o", "out", "-q",
+                      "--force")
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.startswith("ssnfx: File too large") and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert not [p.name for p in work.iterdir() if p.name.startswith(".")]
+
+
+def test_a_write_to_a_full_device_is_the_oserror_it_is(tmp_path):
+    from ssnfx.checkpoint import _write
+    with pytest.raises(OSError) as err:
+        _write({"t": torch.ones(10_000)}, "/dev/full")
+    assert err.value.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["compile", "m.py", "--config", "nope.json"], 2, "--config nope.json: no such file"),
+    (["compile", "m.py", "--lr", "nan"], 2, "argument --lr: must be above 0, got nan"),
+    (["compile", "m.py", "--lr", "-1"], 2, "argument --lr: must be above 0, got -1"),
+    (["compile", "m.py", "--groups", "0"], 2, "argument --groups: must be at least 1, got 0"),
+    (["compile", "m.py", "--epochs", "-2"], 2, "argument --epochs: must be at least 0"),
+    (["compile", "m.py", "-o", "m.py"], 2, "output m.py is a file, not a folder"),
+    (["compile", "m.py", "-b", "0.5", "-o", "/proc/ssnfx/out"], 1, "No such file or directory: "
+                                                      "/proc/ssnfx/out"),
+    (["compile", "m.py", "-b", "0.5", "-o", "/sys/ssnfx-out"], 1, ": /sys/ssnfx-out (any previous output "
+                                                     "is unchanged)"),
+    (["compile", "exits.py"], 1, "exits.py exited while being imported (sys.exit(0)), so "
+                                 "there is no model and nothing was written"),
+    (["fold", "out", "--input-shape", "1,3"], 2, "the example inputs ((1, 3)) do not fit the "
+                                                 "model: RuntimeError: mat1 and mat2 shapes"),
+])
+def test_faults_are_one_line_with_the_documented_code(tiny, args, code, message):
+    work, before = tiny
+    (work / "exits.py").write_text("import sys\nsys.exit(0)\n")
+    (work / "bad.json").write_text("{")
+    run = ssnfx(*args, cwd=work)
+    assert run.returncode == code, (run.stdout, run.stderr)
+    lines = run.stderr.strip().splitlines()
+    assert message in lines[-1], run.stderr
+    # One line, no traceback before it; argparse's own errors come after its usage text.
+    assert len(lines) == 1 or lines[0].startswith("usage: ssnfx") and "Traceback" not in \
+        run.stderr, run.stderr
+    assert (work / "out" / "shared.pt").read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder(tiny):
+    work, before = tiny
+    (work / "out").chmod(0o555)
+    os.chmod(work, 0o555)
+    try:
+        run = ssnfx("compile", "m.py", "-o", "out", "--force", "-q", cwd=work)
+    finally:
+        os.chmod(work, 0o755)
+        (work / "out").chmod(0o755)
+    assert run.returncode == 1 and "Permission denied" in run.stderr
+    assert (work / "out" / "shared.pt").read_bytes() == before
