@@ -36,7 +36,9 @@ __all__ = ["rewrite", "apply_store", "target_stds", "call_leaf"]
 
 
 def _check(plan: SharingPlan, found: dict[str, Any]) -> None:
-    """The plan must describe this model: same slots, same shapes."""
+    """The plan must describe this model: same slots, same shapes, each read as the plan says
+    (the role and kind choose the weight's initial scale; a leaf's weights go in through
+    functional_call)."""
     planned = {s.name: tuple(s.shape) for s in plan.slots}
     actual = {n: tuple(s.shape) for n, s in found.items()}
     if planned != actual:
@@ -50,6 +52,13 @@ def _check(plan: SharingPlan, found: dict[str, Any]) -> None:
                 f"slots the plan lacks: {extra}" if extra else "",
                 "shapes differ for " + ", ".join(f"{n} (plan {planned[n]}, model {actual[n]})"
                                                  for n in wrong) if wrong else "") if x))
+    for s in plan.slots:
+        for key in ("role", "kind", "leaf"):
+            mine, theirs = getattr(s, key), getattr(found[s.name], key)
+            if mine != theirs:
+                raise PlanError(f"the plan's slot {s.name!r} has {key} {mine!r}, but the model "
+                                f"reads it as {theirs!r}: the plan was edited or made for "
+                                f"another model; make it again with ssnfx.make_plan")
 
 
 def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:

@@ -152,7 +152,7 @@ def _plan(payload):
 
 
 def _edit_plan(payload, version=None, budget=None, swap_layouts=None, shared=None, tile=None,
-               numel=None):
+               numel=None, role=None):
     """Edit the plan's JSON in a checkpoint payload as a user editing the file would."""
     import json
     d = _plan(payload)
@@ -172,6 +172,8 @@ def _edit_plan(payload, version=None, budget=None, swap_layouts=None, shared=Non
         first[["superweight", "row", "col", "coefficients"].index(field)] = value
     if numel is not None:
         group["numel"] = numel
+    if role is not None:
+        next(s for s in d["slots"] if s["name"] == role[0])["role"] = role[1]
     payload["plan"] = json.dumps(d)
 
 
@@ -238,6 +240,8 @@ def test_state_dict_wrong_shape(shared, tmp_path):
     (lambda p: _edit_plan(p, tile=(0, "superweight", 99)), "names SuperWeight 99; the group has"),
     (lambda p: _edit_plan(p, tile=(0, "coefficients", -1)), "names coefficient row -1"),
     (lambda p: _edit_plan(p, numel=0), "plan.groups[0].numel is 0; it must be at least 1"),
+    (lambda p: _edit_plan(p, role=("conv1.weight", "bias")),
+     "the plan's slot 'conv1.weight' has role 'bias', but the model reads it as 'weight'"),
 ])
 def test_damaged_payload(shared, tmp_path, change, message):
     path = tmp_path / "ckpt.pt"
@@ -303,3 +307,14 @@ def test_concrete_args_and_leaves_are_replayed_by_load(tmp_path):
     tied = ssnfx.share(TiedAcrossLeaf(), 0.5)
     ssnfx.save(tied, tmp_path / "t.pt")
     assert ssnfx.load(TiedAcrossLeaf(), tmp_path / "t.pt").code == tied.code
+
+
+@pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)
+def test_torch_save_of_a_whole_shared_model_says_how_to_save_it(tmp_path, generation):
+    shared = ssnfx.share(GRUNet(), 0.3, ssnfx.ShareConfig(generation=generation))
+    with pytest.raises(ssnfx.CheckpointError, match=r"torch.save of the whole shared GRUNet .* "
+                                                    r"save it with ssnfx.save\(shared, path\)"):
+        torch.save(shared, tmp_path / "whole.pt")
+    # A folded model is plain: it pickles as any GraphModule.
+    torch.save(ssnfx.fold(shared), tmp_path / "folded.pt")
+    assert (tmp_path / "folded.pt").stat().st_size > 0

@@ -206,3 +206,21 @@ def test_budget_split_is_a_plan_setting():
     assert sum(stores["largest-first"]) == total
     with pytest.raises(ssnfx.PlanError, match="ShareConfig.split must be one of"):
         ssnfx.ShareConfig(split="even")
+
+
+def test_complex_parameters_are_refused_with_the_reason():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)).to(torch.complex64)
+    with pytest.raises(ssnfx.PlanError, match=r"parameter '0.weight' of Sequential is "
+                                              r"torch.complex64: ssnfx cannot share complex"):
+        ssnfx.make_plan(ssnfx.trace(model), 0.5)
+
+
+def test_zero_element_parameters_stay_private():
+    """Linear(8, 0) and Linear(0, 4) have 0-element weights (and a 0-element bias): nothing to
+    generate, so they stay private, even with share_biases."""
+    model = nn.Sequential(nn.Linear(16, 8), nn.Linear(8, 0), nn.Linear(0, 4))
+    config = ssnfx.ShareConfig(share_biases=True)
+    plan = ssnfx.make_plan(ssnfx.trace(model), 0.5, config)
+    assert {s.name for s in plan.slots if s.shared} == {"0.weight", "0.bias", "2.bias"}
+    shared = ssnfx.share(model, 0.5, config)
+    assert shared(torch.randn(2, 16)).shape == (2, 4)

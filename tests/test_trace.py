@@ -1,3 +1,4 @@
+import copy
 import re
 
 import pytest
@@ -228,3 +229,52 @@ def test_non_persistent_buffers_stay_non_persistent():
     gm = ssnfx.trace(model, concrete_args={"attention_mask": None, "labels": None})
     assert "unused_cache" not in gm.state_dict()
     assert set(gm.state_dict()) == set(model.state_dict())
+
+
+def _hooked(model):
+    """``model`` with a forward, a pre-forward and their with_kwargs forms on itself."""
+    model.register_forward_pre_hook(lambda mod, args: (args[0] * 2,))
+    model.register_forward_pre_hook(lambda mod, args, kwargs: ((args[0] + 1,), kwargs),
+                                    with_kwargs=True)
+    model.register_forward_hook(lambda mod, args, out: out + 100)
+    model.register_forward_hook(lambda mod, args, kwargs, out: out * 3, with_kwargs=True)
+    return model
+
+
+@pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)
+def test_hooks_on_the_model_itself_keep_running(generation):
+    """torch.fx traces the root's forward, not its __call__: the hooks are carried over to
+    every GraphModule built from the trace, and survive fold and deepcopy."""
+    def net():
+        return torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    model = _hooked(net())
+    grads = []
+    model.register_full_backward_hook(lambda mod, grad_in, grad_out: grads.append(grad_out))
+    shared = ssnfx.share(model, 0.5, ssnfx.ShareConfig(generation=generation))
+    folded = ssnfx.fold(shared)
+    # The same weights in the user's class with the same hooks: what the shared model must give.
+    reference = _hooked(net())
+    reference.load_state_dict(folded.state_dict())
+    x = torch.randn(3, 8)
+    expected = reference(x)
+    assert float(expected.abs().min()) > 50  # the hooks do change the output
+    for m in (shared, folded, copy.deepcopy(shared), copy.deepcopy(folded)):
+        torch.testing.assert_close(m(x), expected, rtol=1e-5, atol=1e-5)
+    shared(x).sum().backward()
+    assert len(grads) == 1 and torch.equal(grads[0][0], torch.ones(3, 2))
+
+
+def test_a_model_called_as_one_leaf_runs_its_hooks_once():
+    net = torch.nn.Linear(4, 4)
+    calls = []
+    net.register_forward_hook(lambda mod, args, out: calls.append(1))
+    shared = ssnfx.share(net, 2.0, ssnfx.ShareConfig(leaf_modules=("",)))
+    shared(torch.randn(2, 4))
+    assert len(calls) == 1
+
+
+def test_a_torchscript_module_is_refused_with_what_to_do():
+    scripted = torch.jit.script(torch.nn.Sequential(torch.nn.Linear(8, 8)))
+    with pytest.raises(ssnfx.TraceError, match="Sequential is a TorchScript module .* script "
+                                               "after folding, not before"):
+        ssnfx.share(scripted, 0.5)
