@@ -9,10 +9,10 @@ from .fold import fold
 from .members import member, member_names, select_members
 from .planner import make_plan
 from .refine import RefineResult, refine
-from .rewrite import rewrite
+from .rewrite import bind, rewrite
 from .search import SearchConfig, search, similarity_graph
 from .trace import register_leaf, slots_of, trace
 
 __all__ = ["trace", "register_leaf", "slots_of", "search", "SearchConfig", "similarity_graph",
-           "make_plan", "rewrite", "fold", "refine", "RefineResult", "member", "member_names",
-           "select_members"]
+           "make_plan", "rewrite", "bind", "fold", "refine", "RefineResult", "member",
+           "member_names", "select_members"]

@@ -27,6 +27,7 @@ from ..layer_kinds import kind_of
 from ..leaf_call import call_leaf, call_root
 from ..markers import STORE, Meta, require_store
 from ..plan import SharingPlan
+from ..shared_model import fold_model, is_bound
 
 __all__ = ["fold"]
 
@@ -51,6 +52,8 @@ def fold(shared: fx.GraphModule) -> fx.GraphModule:
         >>> torchvision.models.resnet18().load_state_dict(folded.state_dict())
         <All keys matched successfully>
     """
+    if is_bound(shared):  # the user's class: plain weights back into it
+        return fold_model(shared)
     store = require_store(shared, "fold", PlanError)
     plan = store.plan
     with torch.no_grad():

@@ -26,7 +26,8 @@ from ..methods import get_method
 from ..plan import GroupPlan, SharingPlan, Slot
 from .trace import as_traced, check_traced_parameters, slots_of
 
-__all__ = ["make_plan", "resolve_budget", "original_param_count", "MAX_BUDGET_RATIO"]
+__all__ = ["make_plan", "resolve_budget", "original_param_count", "frozen_param_count",
+           "MAX_BUDGET_RATIO"]
 
 #: Budgets above this multiple of the model's parameters are refused as a likely mistake.
 MAX_BUDGET_RATIO = 100.0
@@ -40,6 +41,15 @@ def original_param_count(gm: fx.GraphModule) -> int:
     return read + unread
 
 
+def frozen_param_count(gm: fx.GraphModule) -> int:
+    """Parameters of the traced model with ``requires_grad=False`` (read or not), which stay
+    frozen and outside the budget."""
+    frozen = {s.name for s in slots_of(gm) if not gm.get_parameter(s.name).requires_grad}
+    return sum(s.numel for s in slots_of(gm) if s.name in frozen) + sum(
+        t.numel() for t in gm.meta.get(Meta.UNREAD, {}).values()
+        if t.__class__.__name__ == "Parameter" and not t.requires_grad)
+
+
 def resolve_budget(budget: Any, original: int) -> int:
     """A budget as an absolute parameter count: a float is a fraction, an int a count.
 
@@ -51,8 +61,8 @@ def resolve_budget(budget: Any, original: int) -> int:
         >>> resolve_budget(0.1, 1000), resolve_budget(250, 1000)
         (100, 250)
     """
-    usage = (f"pass a fraction of the model's {original:,} parameters as a float (0.1 keeps 10%) "
-             f"or a parameter count as an int")
+    usage = (f"pass a fraction of the model's {original:,} trainable parameters as a float (0.1 "
+             f"keeps 10%) or a parameter count as an int")
     # numbers.Integral admits numpy's integers too (its floats subclass float); bool is an int to
     # Python but never a budget.
     if isinstance(budget, bool) or not isinstance(budget, (numbers.Integral, float)):
@@ -96,8 +106,9 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
 
     Args:
         gm: the output of :func:`ssnfx.trace`.
-        budget: a float is a fraction of the model's parameters (0.01 to over 1.0), an int an
-            absolute count.
+        budget: a float is a fraction of the model's trainable parameters (0.01 to over 1.0),
+            an int an absolute count of trainable parameters. Frozen parameters
+            (``requires_grad=False``) stay frozen, private and outside the budget.
         config: the :class:`ShareConfig`; defaults to ``ShareConfig()``.
         groups: lists of slot names forming the parameter groups (from the search pass); when
             omitted, ``config.strategy`` groups the shared slots without data.
@@ -120,10 +131,15 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     gm = as_traced(gm)
     check_traced_parameters(gm)
     original = original_param_count(gm)
+    frozen_count = frozen_param_count(gm)
     if original == 0:
         raise BudgetError(f"{type(gm).__name__} has no parameters: there is nothing to share; "
                           f"pass the model whose parameters should be shared")
-    target = resolve_budget(budget, original)
+    if original == frozen_count:
+        raise BudgetError(f"every parameter of {type(gm).__name__} is frozen "
+                          f"(requires_grad=False): there is nothing to train or share; "
+                          f"unfreeze the parameters to share (p.requires_grad_(True))")
+    target = resolve_budget(budget, original - frozen_count)
     frozen = {n for n, p in gm.named_parameters() if not p.requires_grad}
     slots = [replace(s, shared=_is_shared(s, config, frozen)) for s in slots_of(gm)]
     shared = [s for s in slots if s.shared]
@@ -144,7 +160,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     candidates = 1 if combiner == "rr" else config.candidates
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
-        slots=slots, groups=[],
+        frozen_params=frozen_count, slots=slots, groups=[],
         hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
                "hard_sharing": config.hard_sharing, "split": config.split,
@@ -270,16 +286,19 @@ def _allocate(plan: SharingPlan, target: int) -> None:
     available = target - private - coefficients
     if available < len(plan.groups):
         least = private + coefficients + len(plan.groups)
-        cap = math.floor(MAX_BUDGET_RATIO * plan.original_params)
+        cap = math.floor(MAX_BUDGET_RATIO * plan.trainable_params)
         beyond = (f" That is more than the {MAX_BUDGET_RATIO:g}x the model that ssnfx accepts "
                   f"({cap:,}), so no budget can share this model with these settings: "
                   f"use a combiner with fewer coefficients ('rr', 'avg') or share more "
                   f"(ShareConfig.share_biases / share_norms).") if least > cap else ""
+        frozen = (f" (The {plan.frozen_params:,} frozen parameters are outside the budget and "
+                  f"not counted here.)") if plan.frozen_params else ""
         raise BudgetError(
             f"budget of {target:,} parameters is below the least this model can be shared with: "
-            f"{least:,} ({least / plan.original_params:.2%} of {plan.original_params:,}): "
-            f"{private:,} private parameters (norms, biases, unshared) and {coefficients:,} "
-            f"coefficients. Raise the budget, or share more (ShareConfig.share_biases / "
-            f"share_norms), or use a combiner with fewer coefficients ('rr', 'avg').{beyond}")
+            f"{least:,} ({least / plan.trainable_params:.2%} of its {plan.trainable_params:,} "
+            f"trainable parameters): {private:,} private parameters (norms, biases, "
+            f"unshared) and {coefficients:,} coefficients. Raise the budget, or share more "
+            f"(ShareConfig.share_biases / share_norms), or use a combiner with fewer "
+            f"coefficients ('rr', 'avg').{beyond}{frozen}")
     for name, numel in _split(available, plan).items():
         next(g for g in plan.groups if g.name == name).numel = numel

@@ -29,9 +29,10 @@ from ..leaf_call import call_leaf
 from ..markers import STORE, Meta
 from ..plan import SharingPlan, Slot
 from ..plan_checks import validate_plan
+from ..shared_model import bind_store
 from .trace import as_traced, check_traced_parameters, graph_slots
 
-__all__ = ["rewrite", "apply_store", "target_stds", "call_leaf"]
+__all__ = ["rewrite", "bind", "apply_store", "target_stds", "call_leaf"]
 
 
 
@@ -86,8 +87,8 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
     """
     gm = as_traced(gm)
     validate_plan(plan)
-    check_traced_parameters(gm)
     _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
+    check_traced_parameters(gm)
     _check(plan, graph_slots(gm))
     # The store takes the device and dtype of the weights it replaces (the meta device too:
     # nothing is materialised there; see ssnfx.initialization.initialize).
@@ -97,17 +98,51 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
                                           dtype=getattr(like, "dtype", None)))
 
 
+def bind(model: nn.Module, gm: fx.GraphModule, plan: SharingPlan) -> nn.Module:
+    """Apply a SharingPlan to the user's model itself: what :func:`ssnfx.share` returns.
+
+    The same checks and the same store as :func:`rewrite`, but the result is a copy of
+    ``model`` of its own class (``isinstance`` holds, every method works) whose shared
+    parameters are generated from the store at ``shared.ssnfx`` (see
+    :mod:`ssnfx.shared_model`), rather than a GraphModule.
+
+    Args:
+        model: the model ``gm`` was traced from (not modified).
+        gm: the output of :func:`ssnfx.trace` for ``model``.
+        plan: a plan for this model.
+
+    Example:
+        >>> import torch, torchvision, ssnfx
+        >>> model = torchvision.models.resnet18()
+        >>> gm = ssnfx.trace(model)
+        >>> shared = ssnfx.passes.bind(model, gm, ssnfx.make_plan(gm, budget=0.1))
+        >>> isinstance(shared, torchvision.models.ResNet), shared(torch.randn(1, 3, 64, 64)).shape
+        (True, torch.Size([1, 1000]))
+    """
+    gm = as_traced(gm)
+    validate_plan(plan)
+    _check_store_name(gm)
+    check_traced_parameters(gm)
+    _check(plan, graph_slots(gm))
+    like = next((fetch_attr(gm, s.name) for s in plan.slots if s.shared), None)
+    store = ParameterStore(plan, target_stds(gm, plan), device=getattr(like, "device", None),
+                           dtype=getattr(like, "dtype", None))
+    return bind_store(model, store)
+
+
 def _check_store_name(gm: fx.GraphModule) -> None:
     """The store's attribute name must be free: in the graph, among the model's parameter names
     (a second name of a tied parameter, or of a module registered twice) and among the
     parameters and buffers it never reads, which apply_store puts back under their own names."""
-    reads = [n.target for g in graphs_of(gm).values() for n in g.nodes
-             if n.op in ("get_attr", "call_module")]
-    aliases = [a for s in graph_slots(gm).values() for a in s.aliases]
-    taken = [*reads, *aliases, *gm.meta.get(Meta.UNREAD, {})]
-    clash = next((t for t in taken if t.split(".")[0] == STORE), None)
-    if clash is None and hasattr(gm, STORE):
-        clash = STORE
+    clash = STORE if not isinstance(gm, fx.GraphModule) and hasattr(gm, STORE) else None
+    if clash is None:  # (a shared model of the user's class has no graph to look in)
+        reads = [n.target for g in graphs_of(gm).values() for n in g.nodes
+                 if n.op in ("get_attr", "call_module")]
+        aliases = [a for s in graph_slots(gm).values() for a in s.aliases]
+        taken = [*reads, *aliases, *gm.meta.get(Meta.UNREAD, {})]
+        clash = next((t for t in taken if t.split(".")[0] == STORE), None)
+        if clash is None and hasattr(gm, STORE):
+            clash = STORE
     if clash is not None:
         raise PlanError(
             f"the model already has an attribute {STORE!r} ({clash!r}), the name ssnfx gives the "

@@ -365,7 +365,7 @@ def as_traced(gm: fx.GraphModule) -> fx.GraphModule:
     """``gm`` if :func:`trace` made it, else ``trace(gm)``: a GraphModule from torch.fx (or
     another fx tracer) gets its slots without being traced again. A shared model is returned as
     it is, for the pass to say that it is shared already."""
-    if Meta.PARAMS in gm.meta or store_of(gm) is not None:
+    if store_of(gm) is not None or Meta.PARAMS in getattr(gm, "meta", {}):
         return gm
     return trace(gm)
 

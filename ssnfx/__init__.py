@@ -1,12 +1,12 @@
 """ssnfx: cross-layer parameter sharing for any PyTorch model, as a torch.fx compiler.
 
-    shared = ssnfx.share(model, budget=0.1)   # train this: 10% of the parameters
+    shared = ssnfx.share(model, budget=0.1)   # train this: your class, 10% of the parameters
     shared = ssnfx.share(model, 0.1, data=loader, loss_fn=F.cross_entropy)   # learned sharing
-    folded = ssnfx.fold(shared)               # deploy this: the original graph, plain weights
+    folded = ssnfx.fold(shared)               # deploy this: your class again, plain weights
     ensemble = ssnfx.share([small, medium, large], budget=1.0)   # several models, one store
 
 The top level is the pipeline (share, trace, search, make_plan, rewrite, fold, refine, save,
-load, export, report), its configs and plan types, and the errors. Recipes and extension
+load, export, report, summary), its configs and plan types, and the errors. Recipes and extension
 registries live in their modules: ``ssnfx.ensemble``, ``ssnfx.anytime``, ``ssnfx.distill``,
 ``ssnfx.lsm``, ``ssnfx.combiners``, ``ssnfx.export``, ``ssnfx.passes``, ``ssnfx.config``.
 """
@@ -28,13 +28,13 @@ from .errors import (
 from .export import export
 from .passes import RefineResult, SearchConfig, fold, make_plan, refine, rewrite, search, trace
 from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
-from .report import report
+from .report import report, summary
 
 __version__ = "0.1.0"
 
 __all__ = [
     "share", "trace", "search", "make_plan", "rewrite", "fold", "refine",
-    "save", "load", "export", "report",
+    "save", "load", "export", "report", "summary",
     "ShareConfig", "SearchConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION",
     "RefineResult",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "SearchError", "CheckpointError",

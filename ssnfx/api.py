@@ -5,7 +5,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.fx as fx
 import torch.nn as nn
 
 from .config import ShareConfig
@@ -13,7 +12,7 @@ from .ensemble import EnsembleLoss, Members, as_members, ensemble_loss
 from .errors import SearchError
 from .graph_module import release
 from .passes.planner import make_plan
-from .passes.rewrite import rewrite
+from .passes.rewrite import bind, rewrite
 from .passes.search import SearchConfig, search
 from .passes.trace import trace
 
@@ -24,7 +23,7 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
           budget: float | int = 0.1, config: ShareConfig | None = None, *,
           data: Iterable[Any] | None = None,
           loss_fn: Callable[..., torch.Tensor] | None = None,
-          search_config: SearchConfig | None = None) -> fx.GraphModule:
+          search_config: SearchConfig | None = None) -> nn.Module:
     """Return a model that trains with ``budget`` parameters generated from a shared store.
 
     With ``data`` and ``loss_fn`` the search pass learns where to share (:func:`ssnfx.search`);
@@ -41,7 +40,8 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     Args:
         model: any traceable ``nn.Module``, or several: a list, tuple or dict of them (or a
             :class:`ssnfx.ensemble.Members`).
-        budget: a float is a fraction of the model's parameters (0.01 to 4.0 and beyond; above 1
+        budget: a float is a fraction of the model's trainable parameters (0.01 to 4.0 and
+            beyond; frozen ones stay frozen and outside it; above 1
             the model trains with more parameters than it deploys with, and fold removes them),
             an int an absolute parameter count.
         config: a :class:`ShareConfig`; ``ShareConfig()`` when omitted.
@@ -50,7 +50,11 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
         search_config: a :class:`SearchConfig`.
 
     Returns:
-        A GraphModule: train it like the original, then :func:`ssnfx.fold` it for deployment.
+        A copy of ``model`` of its own class (``isinstance`` holds, every method works) whose
+        shared weights are generated from the store ``shared.ssnfx`` (see
+        :mod:`ssnfx.shared_model`): train it like the original, then :func:`ssnfx.fold` it for
+        deployment. Several models give the GraphModule of their
+        :class:`ssnfx.ensemble.Members`.
 
     Example:
         >>> import torch, ssnfx
@@ -69,8 +73,8 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     if (data is None) != (loss_fn is None):
         raise SearchError("share needs both data and loss_fn to search, or neither")
     model = as_members(model)
-    if isinstance(model, Members) and loss_fn is not None \
-            and not isinstance(loss_fn, EnsembleLoss):
+    members = isinstance(model, Members)
+    if members and loss_fn is not None and not isinstance(loss_fn, EnsembleLoss):
         loss_fn = ensemble_loss(loss_fn)
     gm = trace(model, leaf_modules=config.leaf_modules, concrete_args=config.concrete_args,
                auto_leaves=config.auto_leaves)
@@ -79,6 +83,7 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
             plan = search(gm, budget, data, loss_fn, config, search_config)  # type: ignore
         else:
             plan = make_plan(gm, budget, config)
-        return rewrite(gm, plan)
+        # Several models share through their Members graph; one model stays its own class.
+        return rewrite(gm, plan) if members else bind(model, gm, plan)
     finally:
         release(gm)  # nothing of the original model outlives share unless the caller holds it

@@ -21,7 +21,7 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from . import __version__
 from ._io import claim_dir, new_dir, recover_dir, replace_dir
 from ._progress import stages
 from .api import share
+from .batches import call_model
 from .checkpoint import load as load_checkpoint
 from .checkpoint import read as read_checkpoint
 from .checkpoint import save as save_checkpoint
@@ -46,6 +47,10 @@ from .report import report
 
 __all__ = ["main", "run", "load_model_file", "MODEL_NAMES"]
 
+#: The checkpoint a compile folder holds: the plan and the weights.
+CHECKPOINT = "shared.safetensors"
+#: The folder ``fold`` writes a folded Hugging Face model to with its ``save_pretrained``.
+PRETRAINED = "pretrained"
 #: Names looked up in a model file when no ``:attr`` is given, in order.
 MODEL_NAMES = ("model", "build_model", "get_model", "create_model", "Model")
 
@@ -112,7 +117,9 @@ def _budget(text: str) -> float | int:
                          f"500000, got {text!r}") from None
 
 
-def _example_inputs(ns: dict[str, Any], shape: str | None) -> tuple[Any, ...]:
+def _example_inputs(ns: dict[str, Any], shape: str | None) -> tuple[Any, ...] | dict[str, Any]:
+    """The example inputs: a tuple of positional inputs, or a dict of keyword inputs (as a
+    Hugging Face model takes them)."""
     if shape:
         try:
             return (torch.randn(*[int(d) for d in shape.split(",")]),)
@@ -125,7 +132,28 @@ def _example_inputs(ns: dict[str, Any], shape: str | None) -> tuple[Any, ...]:
                          "--input-shape 1,3,224,224")
     if callable(inputs):
         inputs = inputs()
+    if isinstance(inputs, Mapping):
+        return dict(inputs)
     return tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
+
+
+def _evaluate(args: argparse.Namespace, ns: dict[str, Any], shared: nn.Module) -> None:
+    """The test metric: the file's ``metric_fn(model, test_loader)`` if it has one, else
+    top-1 accuracy; a metric the outputs do not fit (a language model's) is a note, since the
+    model is written already."""
+    from .training import MetricError, accuracy
+
+    loader, metric_fn = ns.get("test_loader"), ns.get("metric_fn")
+    if loader is None:
+        return
+    if metric_fn is not None:
+        _say(args, f"test metric_fn {metric_fn(shared, loader)}")
+        return
+    try:
+        _say(args, f"test accuracy {accuracy(shared, loader):.4f}")
+    except MetricError as e:
+        _say(args, f"test accuracy skipped: {e}; define metric_fn(model, test_loader) in "
+                   f"{args.model} for another metric")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -199,13 +227,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.epochs:
         if loader is None or loss_fn is None:
             raise UsageError(f"--epochs needs train_loader and loss_fn in {args.model}")
-        from .training import accuracy, train
+        from .training import train
 
         losses = train(shared, loader, loss_fn, epochs=args.epochs, lr=args.lr,
                        progress=not args.quiet)
         _say(args, f"trained {args.epochs} epoch(s): loss {losses[0]:.4f} -> {losses[-1]:.4f}")
-        if ns.get("test_loader") is not None:
-            _say(args, f"test accuracy {accuracy(shared, ns['test_loader']):.4f}")
     # Claimed when writing starts, and checked again: a folder made at the output meanwhile,
     # or another compile to it, is an error without --force, never silently replaced.
     with _writing(out):
@@ -214,7 +240,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         _check_output(out, args.force)
         tmp = new_dir(out)
         try:
-            save_checkpoint(shared, tmp / "shared.pt")  # the plan and the weights, in one place
+            save_checkpoint(shared, tmp / CHECKPOINT)  # the plan and the weights, in one place
             (tmp / "source.json").write_text(json.dumps(
                 {"model": str(Path(args.model.split(":")[0]).resolve())
                  + (":" + args.model.split(":", 1)[1] if ":" in args.model else ""),
@@ -225,7 +251,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
             if tmp.exists():
                 shutil.rmtree(tmp)
     _say(args, report(plan))
-    _say(args, f"wrote {out}/ (shared.pt, report.txt; the plan: ssnfx report {out} --json)")
+    _say(args, f"wrote {out}/ ({CHECKPOINT}, report.txt; the plan: ssnfx report {out} "
+               f"--json)")
+    if args.epochs:  # after the write: a metric that fails loses no training
+        _evaluate(args, ns, shared)
     return 0
 
 
@@ -238,12 +267,17 @@ def _recover(out: Path) -> None:
             print(f"ssnfx: {note}", file=sys.stderr)
 
 
+def _checkpoint_in(out: Path) -> Path | None:
+    """The checkpoint of a compile folder: safetensors, or (folders written before) torch."""
+    return next((p for p in (out / CHECKPOINT, out / "shared.pt") if p.is_file()), None)
+
+
 def _compiled(directory: str) -> tuple[Path, dict[str, Any]]:
     out = Path(directory)
     _recover(out)
-    if not (out / "source.json").is_file() or not (out / "shared.pt").is_file():
+    if not (out / "source.json").is_file() or _checkpoint_in(out) is None:
         raise UsageError(f"{directory} is not an output of 'ssnfx compile' "
-                         f"(no source.json and shared.pt)")
+                         f"(no source.json and {CHECKPOINT})")
     return out, json.loads((out / "source.json").read_text())
 
 
@@ -251,13 +285,15 @@ def cmd_fold(args: argparse.Namespace) -> int:
     out, source = _compiled(args.directory)
     fmt = EXPORT_FORMATS[args.format]
     target = Path(args.output) if args.output else out / f"model{fmt.suffix}"
-    if target.exists() and not args.force:
-        raise UsageError(f"{target} exists; pass --force to replace it")
+    pretrained = out / PRETRAINED
+    for path in (target, pretrained):  # (the folder is written only for a Hugging Face model)
+        if path.exists() and not args.force:
+            raise UsageError(f"{path} exists; pass --force to replace it")
     with stages(3, "ssnfx fold", not args.quiet) as stage:
         with stage("load the model and checkpoint"):
             ns, model = load_model_file(source["model"])
             inputs = _example_inputs(ns, args.input_shape)
-            shared = load_checkpoint(model, out / "shared.pt").eval()
+            shared = load_checkpoint(model, _checkpoint_in(out)).eval()
         with stage("fold"):
             folded = fold(shared)
             _check_inputs(folded, inputs)
@@ -265,18 +301,31 @@ def cmd_fold(args: argparse.Namespace) -> int:
             export(folded, inputs, target, fmt.name, atol=args.atol, rtol=args.atol)
     _say(args, f"wrote {target} ({args.format}); it reproduces the folded model on the example "
                f"inputs within atol {args.atol:g}")
+    if hasattr(folded, "save_pretrained"):  # a Hugging Face model: its own folder format too
+        with _writing(pretrained), claim_dir(pretrained):
+            tmp = new_dir(pretrained)
+            try:
+                folded.save_pretrained(tmp)
+                replace_dir(tmp, pretrained)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+        _say(args, f"wrote {pretrained}/ (save_pretrained: {type(folded).__name__}"
+                   f".from_pretrained reads it)")
     return 0
 
 
-def _check_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> None:
+def _check_inputs(model: nn.Module, inputs: tuple[Any, ...] | dict[str, Any]) -> None:
     """Run ``model`` once on the example inputs; a mismatch is one line, not torch.fx's
     traceback of the generated code (which it prints to stderr before re-raising)."""
     try:
         with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
-            model(*inputs)
+            call_model(model, inputs)
     except Exception as e:
-        shapes = ", ".join(str(tuple(x.shape)) if isinstance(x, torch.Tensor) else
-                           type(x).__name__ for x in inputs)
+        named = inputs.items() if isinstance(inputs, dict) else (("", x) for x in inputs)
+        shapes = ", ".join((f"{k}=" if k else "")
+                           + (str(tuple(x.shape)) if isinstance(x, torch.Tensor)
+                              else type(x).__name__) for k, x in named)
         lines = str(e).strip().splitlines()
         raise UsageError(f"the example inputs ({shapes}) do not fit the model: "
                          f"{type(e).__name__}: {lines[0] if lines else ''}; check "
@@ -286,7 +335,7 @@ def _check_inputs(model: nn.Module, inputs: tuple[Any, ...]) -> None:
 def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.directory)
     _recover(out)
-    source = out / "shared.pt" if out.is_dir() else out
+    source = (_checkpoint_in(out) or out / CHECKPOINT) if out.is_dir() else out
     if not source.is_file():
         raise UsageError(f"no plan at {source}: pass an output folder of 'ssnfx compile', a "
                          f"checkpoint or a plan's .json")
@@ -351,9 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", parents=[quiet], help="share a model's parameters",
                        description="Trace the model in FILE, share its parameters under the "
                        "budget (searching where to share when the file defines train_loader "
-                       "and loss_fn), optionally train it briefly, and write shared.pt (the plan "
-                       "and the weights) and report.txt. FILE is path.py or path.py:NAME; without "
-                       "NAME the first "
+                       "and loss_fn), optionally train it briefly, and write shared.safetensors "
+                       "(the plan and the weights) and report.txt. FILE is path.py or "
+                       "path.py:NAME; without NAME the first "
                        f"of {', '.join(MODEL_NAMES)} is used (an nn.Module or a function "
                        "returning one). Training uses train_loader, loss_fn (and test_loader "
                        "for accuracy) from the same file.")

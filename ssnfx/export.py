@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ class ExportFormat:
         name: what users pass as ``format=`` (and ``ssnfx fold --format``).
         suffix: the file suffix, with its dot.
         write: ``write(folded, inputs, path, **options)`` saves ``folded`` (in eval mode) to
-            ``path``; ``inputs`` is the tuple of example inputs. Raise anything to refuse.
+            ``path``; ``inputs`` is the tuple of example inputs, and keyword inputs come as
+            ``kwargs=`` (only when there are any). Raise anything to refuse.
         load: ``load(path)`` returns a callable that runs the saved model on ``*inputs``.
     """
 
@@ -64,19 +65,22 @@ def register_export_format(fmt: ExportFormat) -> ExportFormat:
     return fmt
 
 
-def _prepare(folded: nn.Module, example_inputs: Any) -> tuple[tuple[Any, ...], Any]:
+def _prepare(folded: nn.Module, example_inputs: Any
+             ) -> tuple[tuple[Any, ...], dict[str, Any], Any]:
+    """``(args, kwargs, reference output)``: a dict of example inputs is keyword inputs."""
     if store_of(folded) is not None:
         raise ExportError("export expects a folded model: call ssnfx.fold(shared) first")
-    inputs = tuple(example_inputs) if isinstance(example_inputs, (tuple, list)) \
-        else (example_inputs,)
+    kwargs = dict(example_inputs) if isinstance(example_inputs, Mapping) else {}
+    inputs = () if kwargs else tuple(example_inputs) \
+        if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
     folded.eval()
     try:
         with torch.no_grad():
-            reference = folded(*inputs)
+            reference = folded(*inputs, **kwargs)
     except Exception as e:
         raise ExportError(f"the folded model fails on the example inputs, so nothing was "
                           f"exported: {type(e).__name__}: {str(e).splitlines()[0]}") from e
-    return inputs, reference
+    return inputs, kwargs, reference
 
 
 def check_outputs(actual: Any, expected: Any, atol: float, rtol: float, what: str) -> None:
@@ -94,7 +98,7 @@ def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
 
     Args:
         folded: a model from :func:`ssnfx.fold` (put in eval mode).
-        example_inputs: one input or a tuple of inputs.
+        example_inputs: one input, a tuple of inputs, or a dict of keyword inputs.
         path: the file; written only once the check passes.
         format: a name in :data:`EXPORT_FORMATS`; ``None`` picks the one whose suffix ``path``
             has.
@@ -110,7 +114,9 @@ def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
         torch.Size([2, 4])
     """
     fmt = _format(format, path)
-    inputs, reference = _prepare(folded, example_inputs)
+    inputs, kwargs, reference = _prepare(folded, example_inputs)
+    if kwargs:  # only then: a registered writer need not know keyword inputs
+        options["kwargs"] = kwargs
     with atomic_path(path) as tmp:
         try:
             fmt.write(folded, inputs, str(tmp), **options)
@@ -121,7 +127,8 @@ def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
                               f"{type(e).__name__}: {e}") from e
         loaded = fmt.load(str(tmp))
         with torch.no_grad():
-            check_outputs(loaded(*inputs), reference, atol, rtol, f"the {fmt.name} export")
+            check_outputs(loaded(*inputs, **kwargs), reference, atol, rtol,
+                          f"the {fmt.name} export")
 
 
 def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:
@@ -140,11 +147,14 @@ def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:
     return found[0]
 
 
-def _write_torchscript(folded: nn.Module, inputs: tuple[Any, ...], path: str) -> None:
+def _write_torchscript(folded: nn.Module, inputs: tuple[Any, ...], path: str,
+                       kwargs: dict[str, Any] | None = None) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        torch.jit.save(torch.jit.trace(folded, inputs, check_trace=False), path)
+        traced = torch.jit.trace(folded, inputs or None, check_trace=False, strict=False,
+                                 example_kwarg_inputs=kwargs)
+        torch.jit.save(traced, path)
 
 
 def _load_torchscript(path: str) -> Callable[..., Any]:
@@ -154,8 +164,10 @@ def _load_torchscript(path: str) -> Callable[..., Any]:
 
 
 def _write_pt2(folded: nn.Module, inputs: tuple[Any, ...], path: str,
-               dynamic_shapes: dict[str, Any] | Sequence[Any] | None = None) -> None:
-    torch.export.save(torch.export.export(folded, inputs, dynamic_shapes=dynamic_shapes), path)
+               dynamic_shapes: dict[str, Any] | Sequence[Any] | None = None,
+               kwargs: dict[str, Any] | None = None) -> None:
+    torch.export.save(torch.export.export(folded, inputs, kwargs,
+                                          dynamic_shapes=dynamic_shapes), path)
 
 
 #: TorchScript is deprecated in torch 2.14; its FutureWarnings are silenced because users asked

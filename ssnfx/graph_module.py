@@ -18,8 +18,8 @@ import torch.nn as nn
 from .errors import CheckpointError
 from .markers import STORE, Meta
 
-__all__ = ["GraphModule", "ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr", "fetch_attr",
-           "copy_value", "root_hooks", "release"]
+__all__ = ["GraphModule", "ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr",
+           "fetch_attr", "copy_value", "root_hooks", "release"]
 
 
 def fetch_attr(root: nn.Module, target: str) -> Any:

@@ -86,8 +86,9 @@ def begin(gen: nn.Module) -> tuple[torch.Tensor, torch.Tensor, _Step]:
 
     Example:
         >>> import torch, ssnfx
-        >>> shared = ssnfx.share(torch.nn.Sequential(torch.nn.Linear(64, 64)), 0.5,
-        ...                      ssnfx.ShareConfig(generation="jit"))
+        >>> gm = ssnfx.trace(torch.nn.Sequential(torch.nn.Linear(64, 64)))
+        >>> shared = ssnfx.rewrite(gm, ssnfx.make_plan(gm, 0.5, ssnfx.ShareConfig(
+        ...     generation="jit")))
         >>> [n.target.__name__ for n in shared.graph.nodes if n.op == "call_function"]
         ['begin', 'weight', 'regenerating_linear']
     """

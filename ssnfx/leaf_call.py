@@ -29,6 +29,8 @@ def call_leaf(module: nn.Module, names: tuple[str, ...], weights: tuple[torch.Te
 
     ``names`` may hold several names of one tied parameter, each given the same weight.
     """
+    if not names:  # a folded root call: plain weights, and torch.jit.trace refuses stateless
+        return module(*args, **kwargs)
     try:
         return functional_call(module, dict(zip(names, weights)), args, kwargs, strict=False)
     finally:

@@ -177,12 +177,22 @@ class SharingPlan:
     trace: dict[str, Any] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
     version: int = PLAN_VERSION
+    #: Parameters with ``requires_grad=False`` (slots or unread): kept as they are, frozen, and
+    #: outside the budget (a float budget is a fraction of the trainable parameters).
+    frozen_params: int = 0
 
     # ---- derived counts -------------------------------------------------------------------
     @property
     def private_params(self) -> int:
-        """Parameters that stay as they are: private slots and parameters the graph never reads."""
-        return self.original_params - sum(s.numel for s in self.slots if s.shared)
+        """Trainable parameters that stay as they are: private slots and parameters the graph
+        never reads, frozen ones apart (:attr:`frozen_params`)."""
+        return self.original_params - self.frozen_params \
+            - sum(s.numel for s in self.slots if s.shared)
+
+    @property
+    def trainable_params(self) -> int:
+        """Trainable parameters of the original model: what a float budget is a fraction of."""
+        return self.original_params - self.frozen_params
 
     def coefficient_params(self, group: GroupPlan) -> int:
         """Learned coefficient parameters of one group under the plan's combiner (SSN 3.1.2)."""
@@ -209,6 +219,7 @@ class SharingPlan:
             "combiner": self.combiner,
             "budget": self.budget,
             "original_params": self.original_params,
+            "frozen_params": self.frozen_params,
             "slots": [s.to_dict() for s in self.slots],
             "groups": [g.to_dict() for g in self.groups],
             "hyper": dict(self.hyper),
@@ -237,6 +248,7 @@ class SharingPlan:
                 combiner=d["combiner"],
                 budget=int(d["budget"]),
                 original_params=int(d["original_params"]),
+                frozen_params=int(d.get("frozen_params", 0)),
                 slots=[Slot.from_dict(s) for s in d["slots"]],
                 groups=[GroupPlan.from_dict(g) for g in d["groups"]],
                 hyper=dict(d.get("hyper", {})),

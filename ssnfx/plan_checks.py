@@ -51,7 +51,7 @@ def validate_plan(plan: SharingPlan) -> None:
     generation = plan.hyper.get("generation", "batched")
     if generation not in GENERATIONS:
         _fail('hyper["generation"]', f"is {generation!r}, not one of {GENERATIONS}")
-    for key in ("budget", "original_params"):
+    for key in ("budget", "original_params", "frozen_params"):
         value = getattr(plan, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             _fail(key, f"is {value!r}; it must be a parameter count (an int >= 0)")
@@ -60,7 +60,7 @@ def validate_plan(plan: SharingPlan) -> None:
     if plan.private_params < 0:
         _fail("original_params", f"is {plan.original_params:,}, fewer than the "
                                  f"{plan.original_params - plan.private_params:,} its shared "
-                                 f"slots hold")
+                                 f"slots and frozen parameters hold")
     # At most, not exactly: coefficient rows tied after planning (or by refine) free some.
     if plan.shared_params > plan.budget:
         _fail("budget", f"is {plan.budget:,}, but the plan gives the model "

@@ -53,8 +53,8 @@ def plot_sharing(plan: SharingPlan, path: str | os.PathLike[str],
     _name_ticks(ax.set_xticks, ax.set_xticklabels, [s.name for s in slots])
     ax.set_ylabel("weights generated")
     ax.set_title(f"{plan.method.upper()} / {plan.combiner}: {len(plan.groups)} group(s), "
-                 f"{plan.shared_params:,} of {plan.original_params:,} parameters "
-                 f"({plan.shared_params / plan.original_params:.1%})", fontsize=9)
+                 f"{plan.shared_params:,} of {plan.trainable_params:,} trainable parameters "
+                 f"({plan.shared_params / plan.trainable_params:.1%})", fontsize=9)
     for i, g in enumerate(plan.groups[:20]):
         ax.bar([], [], color=cmap(i % 20), label=f"{g.name}: {len(g.slots)} layers, "
                                                  f"{g.numel:,} params")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch.fx as fx
+import torch.nn as nn
 
 from .errors import PlanError
 from .lsm import identical_weights, layer_similarity
@@ -9,12 +10,41 @@ from .markers import store_of
 from .passes.members import member_names
 from .plan import SharingPlan
 
-__all__ = ["report"]
+__all__ = ["report", "summary"]
 
 #: Pairs listed in the layer-similarity section, and the |cos| from which a pair over the same
 #: templates counts as near-identical (proportional weights: foldable into one layer).
 _TOP_PAIRS = 5
 _NEAR = 1e-3
+
+
+def summary(shared: nn.Module) -> str:
+    """One line on what trains, as peft's ``print_trainable_parameters``: the trainable and
+    all parameters of the shared model, and where the trainable ones go (stores, coefficients,
+    private) against the original's trainable parameters.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> shared = ssnfx.share(torch.nn.Sequential(torch.nn.Linear(64, 64)), 0.25)
+        >>> print(ssnfx.summary(shared))  # doctest: +NORMALIZE_WHITESPACE
+        trainable params: 1,040 || all params: 1,040 || trainable%: 100.00 || 25.00% of the
+        original's 4,160 trainable (stores 972, coefficients 4, private 64; frozen 0)
+    """
+    store = store_of(shared)
+    if store is None:
+        raise PlanError(f"summary expects a shared model (from ssnfx.share); "
+                        f"{type(shared).__name__} has none")
+    plan: SharingPlan = store.plan
+    params = list({id(p): p for p in shared.parameters()}.values())
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    total = sum(p.numel() for p in params)
+    stores = sum(g.numel for g in plan.groups)
+    coefficients = sum(plan.coefficient_params(g) for g in plan.groups)
+    return (f"trainable params: {trainable:,} || all params: {total:,} || trainable%: "
+            f"{100 * trainable / max(total, 1):.2f} || {trainable / plan.trainable_params:.2%} "
+            f"of the original's {plan.trainable_params:,} trainable (stores {stores:,}, "
+            f"coefficients {coefficients:,}, private {plan.private_params:,}; frozen "
+            f"{plan.frozen_params:,})")
 
 
 def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
@@ -54,10 +84,14 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
                      f"{(g.numel + coef) / before:>7.2%} {(g.numel + coef) / plan.budget:>7.2%}  "
                      f"{members}")
     private = plan.private_params
+    frozen = [f"frozen (requires_grad=False, outside the budget): {plan.frozen_params:,}"] \
+        if plan.frozen_params else []
     lines += [
         f"private (norms, biases, unshared): {private:,} ({private / plan.budget:.2%} of budget)",
+        *frozen,
         f"original {plan.original_params:,} | budget {plan.budget:,} | shared "
-        f"{plan.shared_params:,} ({plan.shared_params / plan.original_params:.2%}, "
+        f"{plan.shared_params:,} ({plan.shared_params / plan.trainable_params:.2%} of the "
+        f"trainable, "
         f"{4 * plan.shared_params / 2**20:.2f} MiB fp32) | folded {plan.original_params:,} "
         f"({4 * plan.original_params / 2**20:.2f} MiB fp32)",
         "columns: slots and SuperWeights (SWs) per group, the weights they generate, the store "

@@ -1,7 +1,7 @@
 """A plain training loop with a progress bar: what the CLI, the tests and the benchmarks share."""
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -9,8 +9,13 @@ import torch.nn as nn
 
 from ._progress import progress as _progress
 from .batches import call_model
+from .errors import SsnfxError
 
-__all__ = ["train", "accuracy", "predict"]
+__all__ = ["train", "accuracy", "predict", "MetricError"]
+
+
+class MetricError(SsnfxError, ValueError):
+    """The model's outputs are not what a metric needs (class scores per example)."""
 
 
 def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
@@ -57,11 +62,28 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
     return losses
 
 
+def _scores(out: Any) -> torch.Tensor:
+    """Class scores of shape (batch, classes): the output, or its ``logits`` (a Hugging Face
+    model's output, or a dict)."""
+    scores = out["logits"] if isinstance(out, Mapping) and "logits" in out \
+        else getattr(out, "logits", out)
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        what = f"a tensor of shape {tuple(scores.shape)}" if isinstance(scores, torch.Tensor) \
+            else f"a {type(out).__name__}"
+        raise MetricError(f"accuracy needs class scores of shape (batch, classes), and the "
+                          f"model returns {what}")
+    return scores
+
+
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable[Any]) -> torch.Tensor:
-    """Predicted classes of ``model`` (in eval mode) over a loader."""
+    """Predicted classes of ``model`` (in eval mode) over a loader.
+
+    Raises:
+        MetricError: the outputs (or their ``logits``) are not of shape (batch, classes).
+    """
     model.eval()
-    return torch.cat([call_model(model, x).argmax(1) for x, _ in loader])
+    return torch.cat([_scores(call_model(model, x)).argmax(1) for x, _ in loader])
 
 
 @torch.no_grad()

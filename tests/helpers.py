@@ -11,6 +11,7 @@ import torch.fx as fx
 import torch.nn as nn
 
 import ssnfx
+from ssnfx.checkpoint import with_aliases
 from ssnfx.export import export_torchscript
 
 __all__ = ["check_pipeline", "check_members", "count_params", "outputs_close", "first_tensor"]
@@ -81,6 +82,21 @@ def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | in
         outputs_close(folded(*inputs, **kw), out_shared, atol=atol, rtol=atol)
         outputs_close(eager(*inputs, **kw), out_shared, atol=atol, rtol=atol)
 
+    # What share returns: the user's class, the same store (its state_dict loads strictly),
+    # the same outputs, and fold gives the user's class back.
+    # (Several models share through their Members graph: share returns the rewrite's.)
+    members = isinstance(model, ssnfx.ensemble.Members)
+    bound = (ssnfx.rewrite(gm, plan) if members else ssnfx.passes.bind(model, gm, plan)).eval()
+    assert type(bound).__name__ == type(model).__name__
+    assert members or isinstance(bound, type(model))
+    bound.load_state_dict(with_aliases(shared.state_dict(), plan), strict=True)
+    mine = ssnfx.fold(bound)
+    assert (members or type(mine) is type(model)) and not hasattr(mine, "ssnfx")
+    eager.load_state_dict(mine.state_dict(), strict=True)
+    with torch.no_grad():
+        outputs_close(bound(*inputs, **kw), out_shared, atol=atol, rtol=atol)
+        outputs_close(mine(*inputs, **kw), out_shared, atol=atol, rtol=atol)
+
     if backward:
         shared.train()
         out = shared(*inputs, **kw)
@@ -95,17 +111,19 @@ def check_pipeline(model: nn.Module, inputs: tuple[Any, ...], budget: float | in
         shared.zero_grad(set_to_none=True)
         shared.eval()
     if checkpoint is not None:
-        ssnfx.save(shared, checkpoint)
+        bound.load_state_dict(with_aliases(shared.state_dict(), plan), strict=True)  # stepped
+        ssnfx.save(bound, checkpoint)
         again = ssnfx.load(copy.deepcopy(fresh if fresh is not None else model), checkpoint).eval()
-        assert again.ssnfx.plan == shared.ssnfx.plan
-        mine = shared.state_dict()
+        assert again.ssnfx.plan == bound.ssnfx.plan
+        assert members or type(again) is type(bound)
+        mine = bound.state_dict()
         assert again.state_dict().keys() == mine.keys()
         for k, v in again.state_dict().items():
             assert torch.equal(v, mine[k]), k
         with torch.no_grad():
-            # Exactly the same outputs, NaN where the shared model's are: one SGD step at lr 0.1
+            # Exactly the same outputs, NaN where the bound model's are: one SGD step at lr 0.1
             # can overflow a deep random network's norm statistics (inception_v3, convmixer).
-            outputs_close(again(*inputs, **kw), shared(*inputs, **kw), atol=0, rtol=0,
+            outputs_close(again(*inputs, **kw), bound(*inputs, **kw), atol=0, rtol=0,
                           equal_nan=True)
     return shared, folded
 

@@ -1,18 +1,18 @@
 import argparse
 import collections
 import enum
+import json
 import os
 import pathlib
 import re
 
 import numpy as np
-
 import pytest
 import torch
 
 import ssnfx
 
-from models import GRUNet, KeywordModel, SmallCNN, TiedAcrossLeaf
+from models import GRUNet, KeywordModel, SmallCNN, TiedAcrossLeaf, TiedLM
 
 
 @pytest.fixture
@@ -123,17 +123,103 @@ def test_save_refuses_an_extra_that_load_would_refuse(shared, tmp_path, value, n
         ssnfx.save(shared, path, extra={pathlib.Path("a"): 1})
 
 
-def test_every_extra_save_accepts_loads_back(shared, tmp_path):
+@pytest.mark.parametrize("name", ["ckpt.pt", "ckpt.safetensors"])
+def test_every_extra_save_accepts_loads_back(shared, tmp_path, name):
     extra = {"none": None, "flag": True, "step": 3, "acc": 0.5, "z": 1 + 2j, "name": "run",
              "raw": b"x", "buf": bytearray(b"y"), "size": torch.Size([2]),
              "dtype": torch.float16, "device": torch.device("cpu"), "t": torch.ones(2),
              "p": torch.nn.Parameter(torch.zeros(1)), "nested": [(1, 2), {3}],
              "ordered": collections.OrderedDict(a=1), 7: "an int key"}
-    ssnfx.save(shared, tmp_path / "ckpt.pt", extra=extra)
-    _, again = ssnfx.load(SmallCNN(), tmp_path / "ckpt.pt", return_extra=True)
+    ssnfx.save(shared, tmp_path / name, extra=extra)
+    _, again = ssnfx.load(SmallCNN(), tmp_path / name, return_extra=True)
     assert again.keys() == extra.keys()
     for k, v in extra.items():
+        assert type(again[k]) is (torch.Tensor if isinstance(v, torch.Tensor) else type(v)) \
+            or name.endswith(".pt"), k  # (the torch format keeps a Parameter a Parameter)
         assert torch.equal(again[k], v) if isinstance(v, torch.Tensor) else again[k] == v, k
+
+
+def test_safetensors_is_the_default_format(shared, tmp_path):
+    """Tensors and JSON metadata, no pickle: safetensors itself reads the file, and the plan
+    and an optimizer's state (int keys, nested tensors) come back exactly."""
+
+    import safetensors
+    opt = torch.optim.Adam(shared.parameters())
+    shared(torch.randn(2, 1, 8, 8)).sum().backward()
+    opt.step()
+    path = tmp_path / "shared.safetensors"
+    ssnfx.save(shared, path, extra={"optimizer": opt.state_dict(), "step": 7})
+    assert path.read_bytes()[:2] != b"PK"  # not a torch zip
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        names = set(f.keys())
+    assert meta["format"] == "ssnfx-safetensors-1"
+    assert ssnfx.SharingPlan.from_json(meta["plan"]) == shared.ssnfx.plan
+    assert set(shared.state_dict()) <= names
+    again, extra = ssnfx.load(SmallCNN(), path, return_extra=True)
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(again.eval()(x), shared.eval()(x), rtol=0, atol=0)
+    resumed = torch.optim.Adam(again.parameters())
+    resumed.load_state_dict(extra["optimizer"])
+    mine = opt.state_dict()["state"]
+    for i, state in resumed.state_dict()["state"].items():
+        assert torch.equal(state["exp_avg"], mine[i]["exp_avg"]), i
+    assert extra["step"] == 7 and json.loads(meta["extra"])  # the extra is JSON
+
+
+def test_safetensors_keeps_tied_weights(tmp_path):
+    model = TiedLM()
+    shared = ssnfx.share(model, 0.5).eval()
+    ssnfx.save(shared, tmp_path / "tied.safetensors")
+    again = ssnfx.load(TiedLM(), tmp_path / "tied.safetensors").eval()
+    x = torch.randint(0, 32, (2, 5))
+    torch.testing.assert_close(again(x), shared(x), rtol=0, atol=0)
+
+
+def test_old_pt_checkpoints_still_load(shared, tmp_path):
+    ssnfx.save(shared, tmp_path / "old.pt")
+    assert (tmp_path / "old.pt").read_bytes()[:2] == b"PK"  # torch's format, as before
+    again = ssnfx.load(SmallCNN(), tmp_path / "old.pt").eval()
+    x = torch.randn(3, 1, 8, 8)
+    torch.testing.assert_close(again(x), shared(x), rtol=0, atol=0)
+
+
+def _metadata_edit(path, change):
+    import safetensors
+    import safetensors.torch
+    with safetensors.safe_open(str(path), framework="pt") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    change(meta)
+    safetensors.torch.save_file(tensors, str(path), meta)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda m: m.pop("format"), "is a safetensors file but not an ssnfx checkpoint"),
+    (lambda m: m.pop("plan"), "has no plan in its metadata"),
+    (lambda m: m.update(plan=json.dumps({**json.loads(m["plan"]), "budget": 10})),
+     "plan.budget is 10, but the plan gives the model"),
+    (lambda m: m.update(plan=m["plan"].replace('"version": 1', '"version": 0', 1)),
+     "plan.version is 0"),
+    (lambda m: m.update(extra='{"dict": [["a", {"tensor": "nope"}]]}'),
+     "the extra entry is damaged (KeyError"),
+    (lambda m: m.update(extra='{"dict": [["a", {"dtype": "load"}]]}'),
+     "'load' is not a torch dtype"),
+])
+def test_damaged_safetensors_metadata(shared, tmp_path, change, message):
+    path = tmp_path / "ckpt.safetensors"
+    ssnfx.save(shared, path)
+    _metadata_edit(path, change)
+    with pytest.raises(ssnfx.CheckpointError) as err:
+        ssnfx.load(SmallCNN(), path, return_extra=True)
+    assert str(err.value).startswith(repr(str(path))) and message in str(err.value)
+
+
+def test_truncated_safetensors(shared, tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    ssnfx.save(shared, path)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ssnfx.CheckpointError, match="is not a readable checkpoint"):
+        ssnfx.load(SmallCNN(), path)
 
 
 def test_plan_from_another_model(shared, tmp_path):
@@ -147,14 +233,12 @@ def test_plan_from_another_model(shared, tmp_path):
 
 
 def _plan(payload):
-    import json
     return json.loads(payload["plan"])
 
 
 def _edit_plan(payload, version=None, budget=None, swap_layouts=None, shared=None, tile=None,
                numel=None, role=None):
     """Edit the plan's JSON in a checkpoint payload as a user editing the file would."""
-    import json
     d = _plan(payload)
     group = d["groups"][0]
     if version is not None:
@@ -296,7 +380,7 @@ def test_concrete_args_and_leaves_are_replayed_by_load(tmp_path):
     assert shared.ssnfx.plan.trace["concrete_args"] == {"attention_mask": None, "labels": None}
     ssnfx.save(shared, tmp_path / "k.pt")
     again = ssnfx.load(KeywordModel(), tmp_path / "k.pt")
-    assert again.code == shared.code
+    assert type(again) is type(shared) and again.ssnfx.plan == shared.ssnfx.plan
     ids = torch.randint(0, 30, (2, 5))
     torch.testing.assert_close(again(ids), shared(ids), rtol=0, atol=0)
     folded = ssnfx.fold(shared)
@@ -306,7 +390,10 @@ def test_concrete_args_and_leaves_are_replayed_by_load(tmp_path):
 
     tied = ssnfx.share(TiedAcrossLeaf(), 0.5)
     ssnfx.save(tied, tmp_path / "t.pt")
-    assert ssnfx.load(TiedAcrossLeaf(), tmp_path / "t.pt").code == tied.code
+    again = ssnfx.load(TiedAcrossLeaf(), tmp_path / "t.pt")
+    assert again.ssnfx.plan == tied.ssnfx.plan
+    tokens = torch.randint(0, 40, (2, 7))
+    torch.testing.assert_close(again(tokens), tied(tokens), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)

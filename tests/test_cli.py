@@ -18,7 +18,7 @@ EXAMPLES = ROOT / "examples"
 
 def _plan(out: Path) -> dict:
     """The plan of a compile folder, as JSON: it lives in the checkpoint."""
-    return read(out / "shared.pt")[0].to_dict()
+    return read(out / "shared.safetensors")[0].to_dict()
 
 
 def ssnfx(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -39,7 +39,7 @@ def compiled(tmp_path_factory):
 def test_compile_writes_plan_checkpoint_and_report(compiled):
     work, out = compiled
     assert sorted(p.name for p in (work / "out").iterdir()) == [
-        "report.txt", "shared.pt", "source.json"]
+        "report.txt", "shared.safetensors", "source.json"]
     plan = _plan(work / "out")
     assert plan["budget"] == 5863 and plan["method"] == "ssn"
     assert "test accuracy" in out.stdout and "group" in out.stdout
@@ -162,11 +162,11 @@ def test_existing_output_needs_force(compiled, tmp_path):
     work, _ = compiled
     target = tmp_path / "out"
     shutil.copytree(work / "out", target)
-    before = (target / "shared.pt").read_bytes()
+    before = (target / "shared.safetensors").read_bytes()
     out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "-o", "out", "--no-search",
                 cwd=tmp_path)
     assert out.returncode == 2 and "pass --force" in out.stderr
-    assert (target / "shared.pt").read_bytes() == before
+    assert (target / "shared.safetensors").read_bytes() == before
     out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "-o", "out", "--force", "-q",
                 "--budget", "0.2", "--no-search", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
@@ -193,11 +193,11 @@ example_inputs = (torch.randn(2, 8),)
 @pytest.fixture
 def tiny(tmp_path):
     """A folder with a tiny model file and its compiled output ``out``; returns the folder and
-    the bytes of ``out/shared.pt``."""
+    the bytes of ``out/shared.safetensors``."""
     (tmp_path / "m.py").write_text(TINY)
     done = ssnfx("compile", "m.py", "-b", "0.5", "-o", "out", "-q", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    return tmp_path, (tmp_path / "out" / "shared.pt").read_bytes()
+    return tmp_path, (tmp_path / "out" / "shared.safetensors").read_bytes()
 
 
 def _in_process(work: Path, code: str, *args: str) -> subprocess.CompletedProcess:
@@ -227,11 +227,11 @@ def test_sigkill_inside_the_replacement_loses_nothing(tiny):
     assert run.returncode == -9, run.stderr
     assert not (work / "out").exists()
     aside, = work.glob(".out.old-*")
-    assert (aside / "shared.pt").read_bytes() == before
+    assert (aside / "shared.safetensors").read_bytes() == before
     report = ssnfx("report", "out", "--json", cwd=work)
     assert report.returncode == 0, report.stderr
     assert "restored out from an interrupted replacement" in report.stderr
-    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert (work / "out" / "shared.safetensors").read_bytes() == before
     assert json.loads(report.stdout)["budget"] == 45
     assert not [p.name for p in work.iterdir() if p.name.startswith(".")]
 
@@ -243,7 +243,7 @@ def test_sigkill_while_writing_the_new_output_keeps_the_old(tiny):
     run = _in_process(work, kill, "compile", "m.py", "-b", "0.25", "-o", "out", "-q",
                       "--force")
     assert run.returncode == -9
-    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert (work / "out" / "shared.safetensors").read_bytes() == before
     assert [p.name for p in work.glob(".out.new-*")]  # the unfinished one, until the next run
     again = ssnfx("compile", "m.py", "-b", "0.25", "-o", "out", "-q", "--force", cwd=work)
     assert again.returncode == 0, again.stderr
@@ -299,14 +299,22 @@ def test_a_full_disk_is_one_line_and_keeps_the_old_output(tiny):
     assert run.returncode == 1, run.stderr
     assert run.stderr.startswith("ssnfx: File too large") and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
-    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert (work / "out" / "shared.safetensors").read_bytes() == before
     assert not [p.name for p in work.iterdir() if p.name.startswith(".")]
 
 
-def test_a_write_to_a_full_device_is_the_oserror_it_is(tmp_path):
+@pytest.mark.parametrize("fmt", ["torch", "safetensors"])
+def test_a_write_to_a_full_device_is_the_oserror_it_is(fmt):
+    """How ssnfx.save writes either format: through a Python file, whose failed write is the
+    OSError it is (torch.save to a path says "enforce fail at inline_container.cc")."""
+    import safetensors.torch
+
     from ssnfx.checkpoint import _write
+    tensors = {"t": torch.ones(10_000)}
+    dump = (lambda f: torch.save(tensors, f)) if fmt == "torch" else \
+        (lambda f: f.write(safetensors.torch.save(tensors)))
     with pytest.raises(OSError) as err:
-        _write({"t": torch.ones(10_000)}, "/dev/full")
+        _write(dump, "/dev/full")
     assert err.value.errno == errno.ENOSPC
 
 
@@ -319,8 +327,8 @@ def test_a_write_to_a_full_device_is_the_oserror_it_is(tmp_path):
     (["compile", "m.py", "-o", "m.py"], 2, "output m.py is a file, not a folder"),
     (["compile", "m.py", "-b", "0.5", "-o", "/proc/ssnfx/out"], 1, "No such file or directory: "
                                                       "/proc/ssnfx/out"),
-    (["compile", "m.py", "-b", "0.5", "-o", "/sys/ssnfx-out"], 1, ": /sys/ssnfx-out (any previous output "
-                                                     "is unchanged)"),
+    (["compile", "m.py", "-b", "0.5", "-o", "/sys/ssnfx-out"], 1,
+     ": /sys/ssnfx-out (any previous output is unchanged)"),
     (["compile", "exits.py"], 1, "exits.py exited while being imported (sys.exit(0)), so "
                                  "there is no model and nothing was written"),
     (["fold", "out", "--input-shape", "1,3"], 2, "the example inputs ((1, 3)) do not fit the "
@@ -337,7 +345,7 @@ def test_faults_are_one_line_with_the_documented_code(tiny, args, code, message)
     # One line, no traceback before it; argparse's own errors come after its usage text.
     assert len(lines) == 1 or lines[0].startswith("usage: ssnfx") and "Traceback" not in \
         run.stderr, run.stderr
-    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert (work / "out" / "shared.safetensors").read_bytes() == before
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
@@ -351,4 +359,66 @@ def test_a_read_only_output_folder(tiny):
         os.chmod(work, 0o755)
         (work / "out").chmod(0o755)
     assert run.returncode == 1 and "Permission denied" in run.stderr
-    assert (work / "out" / "shared.pt").read_bytes() == before
+    assert (work / "out" / "shared.safetensors").read_bytes() == before
+
+
+# A byte-level language model on real text (this ssnfx's own source), called with keyword
+# inputs as a Hugging Face model is, whose output has per-token logits: top-1 accuracy does not
+# apply to it.
+KEYWORD_LM = '''
+import pathlib
+import torch
+import torch.nn.functional as F
+
+class LM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(256, 32)
+        self.mix = torch.nn.Linear(32, 32)
+        self.head = torch.nn.Linear(32, 256)
+
+    def forward(self, input_ids, attention_mask=None):
+        h = torch.relu(self.mix(self.embed(input_ids)))
+        if attention_mask is not None:
+            h = h * attention_mask.unsqueeze(-1)
+        return {"logits": self.head(h)}
+
+model = LM()
+text = pathlib.Path(torch.nn.modules.module.__file__).read_bytes()[:4096]
+ids = torch.tensor(list(text)).view(-1, 64)
+train_loader = [({"input_ids": ids[i:i + 8, :-1]}, ids[i:i + 8, 1:]) for i in range(0, 64, 8)]
+test_loader = train_loader[:2]
+loss_fn = lambda out, t: F.cross_entropy(out["logits"].flatten(0, 1), t.flatten())
+example_inputs = {"input_ids": ids[:2, :-1], "attention_mask": torch.ones(2, 63)}
+'''
+
+
+def test_keyword_inputs_and_a_metric_that_does_not_apply(tmp_path):
+    (tmp_path / "lm.py").write_text(KEYWORD_LM)
+    out = ssnfx("compile", "lm.py", "-b", "0.3", "--epochs", "1", "--no-search", "-o", "out",
+                cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    # Written first, then the metric is a note, not a crash that loses the training.
+    assert out.stdout.index("wrote out/") < out.stdout.index("test accuracy skipped")
+    assert "class scores of shape (batch, classes)" in out.stdout
+    assert "shape (8, 63, 256)" in out.stdout and "metric_fn" in out.stdout
+    assert (tmp_path / "out" / "shared.safetensors").is_file()
+    folded = ssnfx("fold", "out", "--format", "pt2", cwd=tmp_path)
+    assert folded.returncode == 0, folded.stderr
+    code = ("import torch; m = torch.export.load('out/model.pt2').module(); "
+            "print(tuple(m(input_ids=torch.zeros(2, 63, dtype=torch.long), "
+            "attention_mask=torch.ones(2, 63))['logits'].shape))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                         text=True)
+    assert run.stdout.strip() == "(2, 63, 256)", run.stderr
+    script = ssnfx("fold", "out", "--format", "torchscript", cwd=tmp_path)
+    assert script.returncode == 0, script.stderr
+
+
+def test_metric_fn_in_the_model_file_is_used(tmp_path):
+    (tmp_path / "lm.py").write_text(
+        KEYWORD_LM + "metric_fn = lambda model, loader: round(float(len(list(loader))), 1)\n")
+    out = ssnfx("compile", "lm.py", "-b", "0.3", "--epochs", "1", "--no-search", "-o", "out",
+                cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "test metric_fn 2.0" in out.stdout and "accuracy" not in out.stdout

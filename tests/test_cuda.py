@@ -95,7 +95,7 @@ def test_pipeline_on_device(name, tmp_path):
     and save/load into a copy on the device, exact."""
     model, x, budget = _case(name)
     shared, folded = check_pipeline(model, (x,), budget, atol=ATOL, backward=True,
-                                    checkpoint=tmp_path / "shared.pt")
+                                    checkpoint=tmp_path / "shared.safetensors")
     _on_device(shared)
     _on_device(folded)
 

@@ -20,7 +20,7 @@ def test_folded_state_dict_loads_strictly_into_the_original_class():
 def test_folded_graph_is_the_original_graph():
     model = SmallCNN()
     traced = ssnfx.trace(model)
-    folded = ssnfx.fold(ssnfx.share(model, 0.2))
+    folded = ssnfx.fold(ssnfx.rewrite(traced, ssnfx.make_plan(traced, 0.2)))
     def ops(gm):
         return [(n.op, str(n.target)) for n in gm.graph.nodes]
     assert sorted(ops(folded)) == sorted(ops(traced))
@@ -92,7 +92,12 @@ def test_fold_keeps_its_promise_in_every_mode(generation, method, combiner, tmp_
     model = _ConvGRU().eval()
     config = ssnfx.ShareConfig(method=method, combiner=combiner, generation=generation)
     shared = ssnfx.share(model, 0.5, config).eval()
-    folded = ssnfx.fold(shared)
+    mine = ssnfx.fold(shared)  # the user's class back, with plain weights
+    assert type(mine) is _ConvGRU and not hasattr(mine, "ssnfx")
+    assert all(type(m).__module__ != "ssnfx.shared_model" for m in mine.modules())
+    traced = ssnfx.trace(model)
+    folded = ssnfx.fold(ssnfx.rewrite(traced, shared.ssnfx.plan).eval())  # the graph's
+    folded.load_state_dict(mine.state_dict())
     folded.graph.lint()
     assert not hasattr(folded, "ssnfx")
     assert all(type(p) is torch.nn.Parameter for p in folded.parameters())
@@ -108,6 +113,7 @@ def test_fold_keeps_its_promise_in_every_mode(generation, method, combiner, tmp_
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), shared(x), rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(folded(x), shared(x), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(mine(x), shared(x), rtol=1e-5, atol=1e-5)
     if combiner == "wavg":  # one export per mode and method: what it ships has no store
         ssnfx.export(folded, (x,), tmp_path / "m.pt2")
         program = torch.export.load(tmp_path / "m.pt2")

@@ -10,7 +10,7 @@ import ssnfx.passes
 
 TOP_LEVEL = {
     "share", "trace", "search", "make_plan", "rewrite", "fold", "refine", "save", "load",
-    "export", "report",
+    "export", "report", "summary",
     "ShareConfig", "SearchConfig", "SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION",
     "RefineResult",
     "SsnfxError", "TraceError", "BudgetError", "PlanError", "SearchError", "CheckpointError",

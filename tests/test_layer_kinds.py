@@ -185,10 +185,21 @@ def test_a_registered_kind_is_used_by_share_and_initialize(scaled_kind):
 def test_a_registered_kind_is_told_when_a_leafs_weights_change(scaled_kind):
     model = _scaled_net()
     x = torch.randn(3, 32)
-    shared = ssnfx.share(model, 0.5, ssnfx.ShareConfig(leaf_modules=("0",)))
+    config = ssnfx.ShareConfig(leaf_modules=("0",))
+    gm = ssnfx.trace(model, leaf_modules=config.leaf_modules)
+    graph = ssnfx.rewrite(gm, ssnfx.make_plan(gm, 0.5, config))
     assert scaled_kind.refreshed == 1  # the rewrite's copy of the leaf lost its shared weight
-    shared(x)
+    graph(x)
     assert scaled_kind.refreshed == 2  # after the leaf call (functional_call)
-    folded = ssnfx.fold(shared)
+    ssnfx.fold(graph)
     assert scaled_kind.refreshed == 3  # after fold gave the leaf its static weights
+    # The user's class: both Scaled layers read generated weights, and are told so when shared,
+    # before each call, and when fold gives them plain weights.
+    scaled_kind.refreshed = 0
+    shared = ssnfx.share(model, 0.5, config)
+    assert scaled_kind.refreshed == 2
+    shared(x)
+    assert scaled_kind.refreshed == 4
+    folded = ssnfx.fold(shared)
+    assert scaled_kind.refreshed == 6 and not folded[0]._forward_pre_hooks
     torch.testing.assert_close(folded(x), shared(x))

@@ -14,8 +14,8 @@ from ssnfx.selector import select_blocks
 from models import SmallCNN
 
 N = 15_498  # SmallCNN's parameters
-USAGE = f"pass a fraction of the model's {N:,} parameters as a float (0.1 keeps 10%) or a " \
-        f"parameter count as an int"
+USAGE = f"pass a fraction of the model's {N:,} trainable parameters as a float (0.1 keeps " \
+        f"10%) or a parameter count as an int"
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,8 @@ def test_budget_below_the_least_says_the_least_and_it_is_exact(cnn, budget):
         ssnfx.make_plan(cnn, budget)
     msg = str(err.value)
     # 250 private (biases, batch norms) + 16 coefficients (4 slots x 4 WAvg candidates) + 1.
-    assert "below the least this model can be shared with: 267 (1.72% of 15,498)" in msg
+    assert "below the least this model can be shared with: 267 (1.72% of its 15,498 " \
+        "trainable" in msg
     assert "250 private parameters" in msg and "16 coefficients" in msg
     assert "Raise the budget" in msg and "'rr', 'avg'" in msg
     plan = ssnfx.make_plan(cnn, 267)  # the least it names is feasible, and met exactly
@@ -100,15 +101,10 @@ def test_model_without_parameters(model):
     assert "pass the model whose parameters should be shared" in str(err.value)
 
 
-def _frozen() -> nn.Module:
-    return nn.Sequential(nn.Linear(4, 4)).requires_grad_(False)
-
-
 @pytest.mark.parametrize("model,fix", [
     (lambda: nn.Sequential(nn.LayerNorm(4)), ssnfx.ShareConfig(share_norms=True, combiner="rr")),
     (lambda: nn.Sequential(nn.Linear(1, 1), nn.Linear(1, 5)),
      ssnfx.ShareConfig(share_biases=True, combiner="rr")),
-    (_frozen, None),
 ])
 def test_nothing_shareable(model, fix):
     with pytest.raises(ssnfx.BudgetError) as err:
@@ -116,8 +112,7 @@ def test_nothing_shareable(model, fix):
     msg = str(err.value)
     assert "Sequential has no shareable parameters" in msg
     assert "share_biases/share_norms" in msg and "unfreeze" in msg
-    if fix is not None:  # the remedy it names works
-        ssnfx.share(model(), 0.9, fix)
+    ssnfx.share(model(), 0.9, fix)  # the remedy it names works
 
 
 def test_private_patterns_can_leave_nothing_to_share(cnn):
@@ -224,3 +219,55 @@ def test_zero_element_parameters_stay_private():
     assert {s.name for s in plan.slots if s.shared} == {"0.weight", "0.bias", "2.bias"}
     shared = ssnfx.share(model, 0.5, config)
     assert shared(torch.randn(2, 16)).shape == (2, 4)
+
+
+class FrozenPositions(nn.Module):
+    """Marian's layout: a frozen sinusoidal position table beside trained token embeddings."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = nn.Embedding(64, 32)
+        self.positions = nn.Embedding(128, 32).requires_grad_(False)
+        self.mix = nn.Linear(32, 32)
+        self.head = nn.Linear(32, 64, bias=False)
+        self.frozen_head = nn.Parameter(torch.randn(32, 32), requires_grad=False)
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1], device=ids.device)
+        h = self.tokens(ids) + self.positions(pos)
+        return self.head(torch.relu(self.mix(h)) @ self.frozen_head)
+
+
+def test_frozen_parameters_stay_frozen_private_and_outside_the_budget():
+    model = FrozenPositions()
+    frozen = 128 * 32 + 32 * 32
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    shared = ssnfx.share(model, 0.25)
+    plan = shared.ssnfx.plan
+    assert plan.frozen_params == frozen and plan.trainable_params == trainable
+    assert plan.budget == int(0.25 * trainable)  # a fraction of the trainable parameters
+    assert sum(p.numel() for p in shared.parameters() if p.requires_grad) <= plan.budget
+    assert not shared.get_parameter("positions.weight").requires_grad
+    assert not shared.get_parameter("frozen_head").requires_grad
+    assert {s.name for s in plan.slots if not s.shared} >= {"positions.weight", "frozen_head"}
+    assert ssnfx.SharingPlan.from_json(plan.to_json()) == plan
+    assert "frozen (requires_grad=False, outside the budget): 5,120" in ssnfx.report(plan)
+    ids = torch.randint(0, 64, (2, 9))
+    shared(ids).sum().backward()
+    assert shared.get_parameter("positions.weight").grad is None
+    folded = ssnfx.fold(shared)
+    FrozenPositions().load_state_dict(folded.state_dict())
+    torch.testing.assert_close(folded(ids), shared(ids))
+
+
+def test_a_budget_error_lists_frozen_parameters_apart():
+    model = FrozenPositions()
+    with pytest.raises(ssnfx.BudgetError) as err:
+        ssnfx.share(model, 5)
+    msg = str(err.value)
+    assert "private parameters (norms, biases" in msg
+    assert "The 5,120 frozen parameters are outside the budget" in msg
+    for p in model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ssnfx.BudgetError, match="every parameter of FrozenPositions is frozen"):
+        ssnfx.share(model, 0.1)

@@ -157,7 +157,7 @@ def test_random_models_through_every_pass(spec, fraction, as_count, config):
     event("shared")
     with tempfile.TemporaryDirectory() as tmp:
         check_pipeline(model, (spec.example_input(),), budget, config, backward=True,
-                       checkpoint=os.path.join(tmp, "shared.pt"))
+                       checkpoint=os.path.join(tmp, "shared.safetensors"))
 
 
 @settings(max_examples=4 * settings().max_examples)

@@ -62,7 +62,8 @@ def test_shared_parameters_are_deleted(resnet18):
 
 
 def test_generators_run_first_once_per_group(resnet18):
-    shared = ssnfx.share(resnet18, 0.1)
+    gm = ssnfx.trace(resnet18)
+    shared = ssnfx.rewrite(gm, ssnfx.make_plan(gm, 0.1))
     calls = [n for n in shared.graph.nodes
              if n.op == "call_module" and n.target.startswith("ssnfx.")]
     assert [n.target for n in calls] == [f"ssnfx.{g.name}" for g in shared.ssnfx.plan.groups]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import ssnfx
 from ssnfx.export import export_pt2
 
 from helpers import check_pipeline
@@ -72,3 +73,27 @@ def test_timm_shares_as_it_is(name, tmp_path):
                                     checkpoint=tmp_path / "c.pt")
     if name in EXPORTED:
         export_pt2(folded, x[:1], tmp_path / "m.pt2", atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(EXPORTED))
+def test_the_shared_model_keeps_timms_methods_and_data_config(name, tmp_path):
+    """share returns the timm class: forward_features, forward_head, get_classifier and
+    pretrained_cfg work, resolve_data_config gives the model's own preprocessing (a ViT's
+    mean is 0.5, not ImageNet's), and fold gives the class back, exported to pt2."""
+    from timm.data import resolve_data_config
+
+    model, size, _ = _create(name)
+    model.eval()
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    shared = ssnfx.share(model, 0.1).eval()
+    assert isinstance(shared, type(model)) and shared.pretrained_cfg == model.pretrained_cfg
+    assert resolve_data_config(model=shared) == resolve_data_config(model=model)
+    folded = ssnfx.fold(shared)
+    assert type(folded) is type(model)
+    with torch.no_grad():
+        features = shared.forward_features(x)
+        torch.testing.assert_close(features, folded.forward_features(x), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(shared.forward_head(features), shared(x), rtol=1e-5,
+                                   atol=1e-5)
+    assert shared.get_classifier() is not None
+    export_pt2(folded, x, tmp_path / "m.pt2", atol=1e-4, rtol=1e-4)

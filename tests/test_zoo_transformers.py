@@ -109,22 +109,64 @@ def test_transformers_share_as_they_are(name, tmp_path):
     assert not torch.allclose(before, after)
 
 
-@pytest.mark.parametrize("name", ["gpt2", "llama"])
-def test_causal_lm_generates_from_the_folded_weights(name):
-    model, _, _ = _build(name)
-    folded = ssnfx.fold(ssnfx.share(model, 0.1).eval())
-    fresh = type(model)(model.config).eval()
-    fresh.load_state_dict(folded.state_dict(), strict=True)
+_IDS = dict(bos_token_id=0, eos_token_id=0, pad_token_id=0)
+_LM = {**_TEXT, **_IDS, "num_key_value_heads": 2}
+_SEQ2SEQ = dict(d_model=HIDDEN, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
+                vocab_size=VOCAB, max_position_embeddings=64, decoder_start_token_id=0,
+                pad_token_id=0, eos_token_id=1)
+
+#: Models that generate: causal LMs of several families (attention variants, ALiBi, a state
+#: space model) and seq2seq models (Marian with its frozen sinusoidal positions).
+GENERATORS: dict[str, Callable[[], Any]] = {
+    "gpt2": MODELS["gpt2"][0],
+    "llama": MODELS["llama"][0],
+    "t5": MODELS["t5"][0],
+    "opt": lambda: transformers.OPTForCausalLM(transformers.OPTConfig(
+        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, ffn_dim=128,
+        vocab_size=VOCAB, max_position_embeddings=64, word_embed_proj_dim=HIDDEN, **_IDS)),
+    "bloom": lambda: transformers.BloomForCausalLM(transformers.BloomConfig(
+        hidden_size=HIDDEN, n_layer=2, n_head=2, vocab_size=VOCAB, **_IDS)),
+    "falcon": lambda: transformers.FalconForCausalLM(transformers.FalconConfig(
+        hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, vocab_size=VOCAB,
+        **_IDS)),
+    "gemma": lambda: transformers.GemmaForCausalLM(transformers.GemmaConfig(**_LM, head_dim=32)),
+    "qwen3": lambda: transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**_LM, head_dim=32)),
+    "mamba": lambda: transformers.MambaForCausalLM(transformers.MambaConfig(
+        hidden_size=HIDDEN, num_hidden_layers=2, vocab_size=VOCAB, state_size=8, **_IDS)),
+    "marian": lambda: transformers.MarianMTModel(transformers.MarianConfig(**_SEQ2SEQ)),
+}
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_the_shared_model_is_the_users_class_and_generates(name, tmp_path):
+    """share returns the user's class: generate() (with its key-value cache) on the shared
+    model gives the folded model's tokens, fold returns the class with plain weights, and
+    save_pretrained / from_pretrained round-trips it."""
+    torch.manual_seed(0)
+    model = GENERATORS[name]().eval()
+    shared = ssnfx.share(model, 0.1).eval()
+    assert isinstance(shared, type(model)) and shared.config.to_dict() == model.config.to_dict()
+    assert shared.num_parameters() == count_params(shared) <= 0.1 * count_params(model) \
+        + shared.ssnfx.plan.frozen_params
+    assert shared.get_input_embeddings() is not None
     prompt = _ids(4)
     with torch.no_grad():
-        tokens = fresh.generate(prompt, max_new_tokens=5, do_sample=False, pad_token_id=0)
-        # Greedy decoding with the folded model's own forward gives the same tokens.
-        ids = prompt
-        for _ in range(5):
-            logits = folded(input_ids=ids, use_cache=False).logits
-            ids = torch.cat([ids, logits[:, -1].argmax(-1, keepdim=True)], 1)
-    assert tokens.shape == (2, 9)
-    assert torch.equal(tokens, ids)
+        tokens = shared.generate(prompt, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        folded = ssnfx.fold(shared)
+        assert type(folded) is type(model) and not hasattr(folded, "ssnfx")
+        assert torch.equal(folded.generate(prompt, max_new_tokens=6, do_sample=False,
+                                           pad_token_id=0), tokens)
+    folded.save_pretrained(tmp_path)
+    again = type(model).from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        assert torch.equal(again.generate(prompt, max_new_tokens=6, do_sample=False,
+                                          pad_token_id=0), tokens)
+    if name == "marian":  # frozen sinusoidal positions: frozen, private, outside the budget
+        plan = shared.ssnfx.plan
+        assert plan.frozen_params > 0 and plan.budget == int(0.1 * plan.trainable_params)
+        frozen = [n for n, p in shared.named_parameters() if not p.requires_grad]
+        assert frozen and all("embed_positions" in n for n in frozen)
 
 
 @pytest.mark.parametrize("name", ["bert", "t5"])
@@ -146,11 +188,106 @@ def test_small_and_large_budgets(name, budget):
     type(model)(model.config).load_state_dict(folded.state_dict(), strict=True)
 
 
-def test_readme_transformers_example_runs():
+def test_readme_transformers_example_runs(tmp_path, monkeypatch):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = re.search(r"```python\n(import torch, transformers, ssnfx\n.*?)```", readme,
                      re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # it writes a save_pretrained folder
     scope: dict[str, Any] = {}
     exec(compile(code, "README.md", "exec"), scope)
-    assert scope["deployed"].config is scope["config"]
+    assert type(scope["deployed"]) is transformers.GPT2LMHeadModel
+    assert isinstance(scope["shared"], transformers.GPT2LMHeadModel)
     assert torch.isfinite(scope["loss"])
+    again = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "gpt2-folded")
+    assert torch.equal(again.generate(scope["prompt"], max_new_tokens=8), scope["tokens"])
+
+
+def _text_rows(n: int, length: int = 33) -> list[dict[str, torch.Tensor]]:
+    """Causal LM examples from real text: the bytes of this ssnfx's own source."""
+    data = torch.tensor(list((Path(ssnfx.__file__).parent / "shared_model.py").read_bytes()))
+    rows = data[: n * length].view(n, length)
+    return [{"input_ids": r, "labels": r} for r in rows]
+
+
+def test_a_trainer_trains_checkpoints_and_resumes_a_shared_model(tmp_path):
+    """An HF Trainer run on a shared model: its checkpoints carry the plan (save_pretrained),
+    ssnfx.load reads them, and a resume from step 3 continues with the same losses."""
+    pytest.importorskip("accelerate")
+    rows = _text_rows(24)
+
+    def run(resume: str | None = None) -> list[float]:
+        torch.manual_seed(0)
+        shared = ssnfx.share(MODELS["llama"][0](), 0.1)
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / "run"), max_steps=6, save_steps=3, logging_steps=1,
+            per_device_train_batch_size=4, learning_rate=1e-2, report_to=[], use_cpu=True,
+            seed=0, data_seed=0, dataloader_num_workers=0, disable_tqdm=True)
+        trainer = transformers.Trainer(model=shared, args=args, train_dataset=rows)
+        trainer.train(resume_from_checkpoint=resume)
+        return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+    losses = run()
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    checkpoint = tmp_path / "run" / "checkpoint-3"
+    assert (checkpoint / "ssnfx_plan.json").is_file()
+    again = ssnfx.load(MODELS["llama"][0](), checkpoint)
+    assert isinstance(again, transformers.LlamaForCausalLM)
+    resumed = run(str(checkpoint))
+    assert resumed[-3:] == pytest.approx(losses[-3:], rel=1e-4)
+    with pytest.raises(ssnfx.PlanError, match="ssnfx.load"):
+        type(again).from_pretrained(checkpoint)
+
+
+HF_MODEL_FILE = '''
+import pathlib
+import torch
+import transformers
+import ssnfx
+
+config = transformers.LlamaConfig(
+    hidden_size=64, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+    intermediate_size=128, vocab_size=256, max_position_embeddings=64, bos_token_id=0,
+    eos_token_id=0, pad_token_id=0)
+torch.manual_seed(0)
+model = transformers.LlamaForCausalLM(config)
+text = pathlib.Path(ssnfx.__file__).read_bytes()[:2048]
+ids = torch.tensor(list(text)).view(-1, 32)
+train_loader = [({"input_ids": ids[i:i + 8], "labels": ids[i:i + 8]}, ids[i:i + 8])
+                for i in range(0, 64, 8)]
+test_loader = train_loader[:2]
+loss_fn = lambda out, targets: out.loss
+example_inputs = {"input_ids": ids[:1], "use_cache": False}  # no cache object to export
+'''
+
+
+def test_the_command_line_on_a_hugging_face_model_file(tmp_path):
+    """Keyword example inputs, the model's own loss, a test metric that does not apply (a
+    note, after the checkpoint is written), and fold writing pt2 plus a save_pretrained
+    folder that the class loads."""
+    from test_cli import ssnfx as cli
+
+    (tmp_path / "lm.py").write_text(HF_MODEL_FILE)
+    out = cli("compile", "lm.py", "-b", "0.2", "--epochs", "1", "--no-search", "-o", "out",
+              cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "test accuracy skipped" in out.stdout and "shape (8, 32, 256)" in out.stdout
+    folded = cli("fold", "out", "--format", "pt2", cwd=tmp_path)
+    assert folded.returncode == 0, folded.stderr
+    assert (tmp_path / "out" / "model.pt2").is_file()
+    again = transformers.LlamaForCausalLM.from_pretrained(tmp_path / "out" / "pretrained")
+    program = torch.export.load(tmp_path / "out" / "model.pt2").module()
+    ids = torch.randint(0, 256, (1, 32), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(program(input_ids=ids, use_cache=False).logits,
+                                   again(input_ids=ids).logits,
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_the_generate_benchmark_runs_quick():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_generate.py"
+    spec = importlib.util.spec_from_file_location("bench_generate", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert "| Llama 64x2" in bench.main(["--quick"])

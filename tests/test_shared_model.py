@@ -1,0 +1,170 @@
+"""The shared model is the user's class (ssnfx/shared_model.py): its methods, attributes and
+containers work, any method reads the generated weights, inference reuses them, fold gives the
+class back."""
+import copy
+import io
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+import ssnfx
+from ssnfx.generator import ParameterStore
+
+from models import GRUNet, SmallCNN
+
+
+class Encoder(nn.Module):
+    """A user's model with a method other than forward that a loss goes through."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens = nn.Embedding(50, 16)
+        self.mix = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 3)
+        self.temperature = 0.5  # a plain attribute, read by the methods
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mix(self.tokens(ids)).mean(1), dim=-1) / self.temperature
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(ids))
+
+
+def test_the_users_class_its_methods_and_attributes():
+    model = Encoder()
+    shared = ssnfx.share(model, 0.5)
+    assert isinstance(shared, Encoder) and type(shared).__name__ == "Encoder"
+    assert shared.temperature == 0.5 and shared.embed.__func__ is Encoder.embed
+    assert isinstance(shared.mix, nn.Linear) and type(shared.mix).__name__ == "Linear"
+    names = {n for n, _ in shared.named_parameters()}
+    assert "mix.weight" not in names and "mix.bias" in names and "ssnfx.g0.store" in names
+    ids = torch.randint(0, 50, (4, 7))
+    # A contrastive loss through embed(), not forward(): it trains the store.
+    z = shared.embed(ids)
+    loss = -F.log_softmax(z @ z.T, 1).diag().mean()
+    loss.backward()
+    assert shared.ssnfx.g0.store.grad.abs().sum() > 0
+    assert isinstance(ssnfx.share(torchvision.models.resnet18(), 0.1), torchvision.models.ResNet)
+
+
+def test_any_method_reads_what_forward_reads():
+    shared = ssnfx.share(Encoder(), 0.5).eval()
+    ids = torch.randint(0, 50, (4, 7))
+    with torch.no_grad():
+        torch.testing.assert_close(shared.head(shared.embed(ids)), shared(ids))
+    # Under autograd too, outside a call of the model: each read makes its weight.
+    w = shared.mix.weight
+    assert w.requires_grad and w.grad_fn is not None
+    with torch.no_grad():
+        torch.testing.assert_close(w, shared.ssnfx.generate()["mix.weight"])
+
+
+def _count_generations(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    generate = ParameterStore.generate
+
+    def counting(self, **kwargs):
+        calls.append(1)
+        return generate(self, **kwargs)
+
+    monkeypatch.setattr(ParameterStore, "generate", counting)
+    return calls
+
+
+def test_inference_reuses_weights_until_the_store_changes(monkeypatch):
+    calls = _count_generations(monkeypatch)
+    shared = ssnfx.share(SmallCNN(), 0.2)
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        first = shared(x)
+        for _ in range(3):
+            torch.testing.assert_close(shared(x), first, rtol=0, atol=0)
+    assert len(calls) == 1  # once for four calls
+    opt = torch.optim.SGD(shared.parameters(), lr=0.1)
+    shared(x).sum().backward()  # training: once per call, and the inference copy is dropped
+    assert len(calls) == 2 and shared.__dict__["_ssnfx_binding"].cached is None
+    opt.step()
+    with torch.no_grad():
+        assert not torch.equal(shared(x), first)  # the step changed the store: made again
+    assert len(calls) == 3
+    with torch.inference_mode():
+        shared(x)
+    assert len(calls) == 3  # inference mode reuses them as no_grad does
+    shared.to(torch.float64)  # new tensors: made again, in the new dtype
+    with torch.no_grad():
+        assert shared(x.double()).dtype == torch.float64
+    assert len(calls) == 4
+
+
+def test_a_call_makes_the_weights_once_however_deep(monkeypatch):
+    calls = _count_generations(monkeypatch)
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.inner(self.inner(x))
+
+    shared = ssnfx.share(nn.Sequential(Twice(), nn.Linear(4, 2)), 0.9)
+    shared(torch.randn(3, 4)).sum().backward()
+    assert len(calls) == 1
+
+
+def test_containers_leave_the_store_out():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    shared = ssnfx.share(model, 0.5)
+    assert len(shared) == 3 and [type(m).__name__ for m in shared] == ["Linear", "ReLU", "Linear"]
+    assert shared[-1] is shared[2] and isinstance(shared[1:], nn.Sequential)
+    x = torch.randn(3, 8)
+    torch.testing.assert_close(shared[1:](shared[0](x)), shared(x))
+
+
+def test_generated_weights_cannot_be_assigned():
+    shared = ssnfx.share(Encoder(), 0.5)
+    with pytest.raises(ssnfx.PlanError, match="Linear.weight is generated by ssnfx .*'mix"):
+        shared.mix.weight = torch.zeros(16, 16)
+
+
+def test_deepcopy_and_a_refused_pickle():
+    shared = ssnfx.share(GRUNet(), 0.3)
+    x = torch.randn(2, 5, 8)
+    twin = copy.deepcopy(shared)
+    torch.testing.assert_close(twin(x), shared(x))
+    with torch.no_grad():
+        twin.ssnfx.g0.store.add_(1.0)
+    assert not torch.allclose(twin(x), shared(x))  # its own store
+    with pytest.raises(ssnfx.CheckpointError, match="ssnfx.save"):
+        torch.save(shared, io.BytesIO())
+    torch.save(ssnfx.fold(shared), io.BytesIO())  # the user's class, plain weights
+
+
+def test_fold_gives_the_users_class_with_its_hooks():
+    model = Encoder()
+    seen = []
+    model.mix.register_forward_hook(lambda m, i, o: seen.append(1))
+    shared = ssnfx.share(model, 0.5).eval()
+    folded = ssnfx.fold(shared)
+    seen.clear()
+    assert type(folded) is Encoder and type(folded.mix) is nn.Linear
+    assert type(folded.mix.weight) is nn.Parameter and not hasattr(folded, "ssnfx")
+    ids = torch.randint(0, 50, (2, 5))
+    with torch.no_grad():
+        torch.testing.assert_close(folded(ids), shared(ids))
+    assert len(seen) == 2  # the submodule's hook, on both
+    Encoder().load_state_dict(folded.state_dict())
+    assert type(shared.mix) is not nn.Linear  # shared is not modified
+
+
+def test_a_layer_replaced_after_share_is_a_loud_error(tmp_path):
+    shared = ssnfx.share(Encoder(), 0.5)
+    shared.head = nn.Linear(16, 5)  # as timm's reset_classifier does
+    with pytest.raises(ssnfx.PlanError, match="'head.weight' of the shared Encoder is no longer"):
+        ssnfx.fold(shared)
+    with pytest.raises(ssnfx.CheckpointError, match="nothing was written"):
+        ssnfx.save(shared, tmp_path / "c.safetensors")
+    assert not (tmp_path / "c.safetensors").exists()
