@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> str:
             speed[name].append(tokens_per_second(m, prompt, args.tokens))
     med = {k: statistics.median(v) for k, v in speed.items()}
     params = sum(p.numel() for p in model.parameters())
-    rows = ["| model | budget | shared tok/s | folded tok/s | folded / shared time |",
+    rows = ["| model | budget | shared tok/s | folded tok/s | shared time / folded time |",
             "|---|---:|---:|---:|---:|",
             f"| Llama {hidden}x{layers} ({params / 1e6:.1f}M), batch 1 | {args.budget:.0%} | "
             f"{med['shared']:.1f} | {med['folded']:.1f} | "

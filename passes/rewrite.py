@@ -6,6 +6,9 @@ Every ``get_attr`` of a shared slot is replaced by its ``getitem``; a leaf modul
 parameters is called through :func:`call_leaf` (``torch.func.functional_call``) with them. The
 original shared parameters are not copied into the result: its ``parameters()`` are the stores,
 the coefficients and the private parameters.
+
+:func:`bind` applies the same plan and store to the user's model itself instead of its graph
+(what :func:`ssnfx.share` returns: the user's class; see :mod:`ssnfx.shared_model`).
 """
 from __future__ import annotations
 
@@ -86,16 +89,7 @@ def rewrite(gm: fx.GraphModule, plan: SharingPlan) -> fx.GraphModule:
         True
     """
     gm = as_traced(gm)
-    validate_plan(plan)
-    _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
-    check_traced_parameters(gm)
-    _check(plan, graph_slots(gm))
-    # The store takes the device and dtype of the weights it replaces (the meta device too:
-    # nothing is materialised there; see ssnfx.initialization.initialize).
-    like = next((fetch_attr(gm, s.name) for s in plan.slots if s.shared), None)
-    return apply_store(gm, ParameterStore(plan, target_stds(gm, plan),
-                                          device=getattr(like, "device", None),
-                                          dtype=getattr(like, "dtype", None)))
+    return apply_store(gm, _store(gm, plan))
 
 
 def bind(model: nn.Module, gm: fx.GraphModule, plan: SharingPlan) -> nn.Module:
@@ -119,15 +113,20 @@ def bind(model: nn.Module, gm: fx.GraphModule, plan: SharingPlan) -> nn.Module:
         >>> isinstance(shared, torchvision.models.ResNet), shared(torch.randn(1, 3, 64, 64)).shape
         (True, torch.Size([1, 1000]))
     """
-    gm = as_traced(gm)
+    return bind_store(model, _store(as_traced(gm), plan))
+
+
+def _store(gm: fx.GraphModule, plan: SharingPlan) -> ParameterStore:
+    """The store for ``plan``, once the plan is known to describe ``gm``."""
     validate_plan(plan)
-    _check_store_name(gm)
+    _check_store_name(gm)  # before the slots: a shared model's would only say "another model"
     check_traced_parameters(gm)
     _check(plan, graph_slots(gm))
+    # The store takes the device and dtype of the weights it replaces (the meta device too:
+    # nothing is materialised there; see ssnfx.initialization.initialize).
     like = next((fetch_attr(gm, s.name) for s in plan.slots if s.shared), None)
-    store = ParameterStore(plan, target_stds(gm, plan), device=getattr(like, "device", None),
-                           dtype=getattr(like, "dtype", None))
-    return bind_store(model, store)
+    return ParameterStore(plan, target_stds(gm, plan), device=getattr(like, "device", None),
+                          dtype=getattr(like, "dtype", None))
 
 
 def _check_store_name(gm: fx.GraphModule) -> None:

@@ -124,11 +124,22 @@ def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
             raise
         except Exception as e:
             raise ExportError(f"{fmt.name} could not export {type(folded).__name__}: "
-                              f"{type(e).__name__}: {e}") from e
+                              f"{type(e).__name__}: {e}{_hint(fmt.name, e)}") from e
         loaded = fmt.load(str(tmp))
         with torch.no_grad():
             check_outputs(loaded(*inputs, **kwargs), reference, atol, rtol,
                           f"the {fmt.name} export")
+
+
+def _hint(format: str, e: Exception) -> str:
+    """What to try when a writer fails in a way users meet (Hugging Face models)."""
+    if "cache_utils" in str(e):
+        return ("; the model returns its key-value cache: pass use_cache=False among the "
+                "example inputs")
+    if format == "torchscript":
+        return ("; TorchScript (deprecated) traces fewer models than torch.export: use "
+                "format='pt2'")
+    return ""
 
 
 def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:

@@ -325,8 +325,8 @@ def bind_store(model: nn.Module, store: nn.Module) -> nn.Module:
     """The shared model: a copy of ``model`` of its own class whose shared parameters (by the
     store's plan) are generated from ``store``, registered as ``shared.ssnfx``.
 
-    The copy shares nothing with ``model`` but the tensors of no slot that are not parameters
-    read here (none: every tensor is copied, the shared parameters are not).
+    The copy shares no tensor with ``model``: its private parameters and buffers are copies,
+    and the shared parameters are not copied at all (they are generated).
 
     Example:
         >>> import torch, ssnfx

@@ -21,7 +21,8 @@ def _load(name: str):
                                          ("bench_speed", "| WRN-16-1, batch 8 | 10% |"),
                                          ("bench_memory", "| resnet18 | 2 | default | 10% |"),
                                          ("bench_ensemble", "| independent 3/4 |"),
-                                         ("bench_distill", "| ssnfx 4x, one store | ✓ |")])
+                                         ("bench_distill", "| ssnfx 4x, one store | ✓ |"),
+                                         ("bench_forms", "| SmallCNN-like, batch 8 | 10% |")])
 def test_quick_mode(name, expect):
     body = _load(name).main(["--quick"])
     assert expect in body

@@ -291,3 +291,23 @@ def test_the_generate_benchmark_runs_quick():
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert "| Llama 64x2" in bench.main(["--quick"])
+
+
+def test_a_folded_model_exports_to_pt2_and_says_when_torchscript_cannot(tmp_path):
+    model, _, _ = _build("gpt2")
+    folded = ssnfx.fold(ssnfx.share(model, 0.1).eval())
+    ids = _ids()
+    ssnfx.export(folded, {"input_ids": ids, "use_cache": False}, tmp_path / "m.pt2")
+    program = torch.export.load(tmp_path / "m.pt2").module()
+    with torch.no_grad():
+        torch.testing.assert_close(program(input_ids=ids, use_cache=False).logits,
+                                   folded(input_ids=ids).logits, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ssnfx.ExportError, match="pass use_cache=False"):
+        ssnfx.export(folded, {"input_ids": ids}, tmp_path / "cache.pt2")
+    with pytest.raises(ssnfx.ExportError, match="use format='pt2'"):
+        ssnfx.export(folded, {"input_ids": ids, "use_cache": False}, tmp_path / "m.pt",
+                     "torchscript")
+    assert not (tmp_path / "cache.pt2").exists() and not (tmp_path / "m.pt").exists()
+    vit, kwargs, _ = _build("vit")  # an image model: its pixels alone
+    folded = ssnfx.fold(ssnfx.share(vit, 0.1).eval())
+    ssnfx.export(folded, {"pixel_values": kwargs["pixel_values"]}, tmp_path / "vit.pt2")
