@@ -8,7 +8,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["accuracy", "search", "search_groups", "search_swn", "search_settings",
-         "search_families", "speed", "forms", "generate", "memory", "compile", "ensemble", "distill", "digits", "gpu"]
+         "search_families", "speed", "forms", "generate", "memory", "compile", "ensemble",
+         "distill", "digits", "gpu"]
 HEADER = """# ssnfx benchmark results
 
 Every table below was produced by the command above it, on the machine, versions and date it
