@@ -311,3 +311,33 @@ def test_a_folded_model_exports_to_pt2_and_says_when_torchscript_cannot(tmp_path
     vit, kwargs, _ = _build("vit")  # an image model: its pixels alone
     folded = ssnfx.fold(ssnfx.share(vit, 0.1).eval())
     ssnfx.export(folded, {"pixel_values": kwargs["pixel_values"]}, tmp_path / "vit.pt2")
+
+
+def test_detr_keeps_its_frozen_backbone_outside_the_budget():
+    """DETR freezes its backbone's early layers: they stay frozen and outside the budget (a
+    BudgetError blamed norms and biases before)."""
+    config = transformers.DetrConfig(
+        use_timm_backbone=False, use_pretrained_backbone=False, backbone=None,
+        backbone_config=transformers.ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32, 64, 128], depths=[1, 1, 1, 1],
+            out_features=["stage4"]),
+        d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10,
+        num_labels=5)
+    torch.manual_seed(0)
+    model = transformers.DetrForObjectDetection(config).eval()
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    trainable = count_params(model) - frozen
+    assert frozen > trainable  # most of this small DETR is its frozen backbone
+    shared = ssnfx.share(model, 0.1).eval()
+    plan = shared.ssnfx.plan
+    assert plan.frozen_params == frozen and plan.budget == int(0.1 * trainable)
+    assert sum(p.numel() for p in shared.parameters() if p.requires_grad) <= plan.budget
+    assert f"frozen {frozen:,}" in ssnfx.summary(shared)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    folded = ssnfx.fold(shared)
+    assert type(folded) is type(model)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(pixel_values=x).logits, shared(pixel_values=x).logits,
+                                   rtol=1e-5, atol=1e-5)
+    type(model)(config).load_state_dict(folded.state_dict(), strict=True)
