@@ -97,3 +97,15 @@ def test_the_shared_model_keeps_timms_methods_and_data_config(name, tmp_path):
                                    atol=1e-5)
     assert shared.get_classifier() is not None
     export_pt2(folded, x, tmp_path / "m.pt2", atol=1e-4, rtol=1e-4)
+
+
+def test_readme_timm_example_runs():
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n(import timm, torch, ssnfx\n.*?)```", readme, re.S).group(1)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert type(scope["deployed"]) is type(scope["vit"])
+    assert scope["features"].shape[0] == 2 and scope["features"].requires_grad
