@@ -174,27 +174,36 @@ def check_bound(shared: nn.Module) -> None:
 
 
 # ---- the classes -----------------------------------------------------------------------------
-class _SharedRoot:
-    """What the shared model's class adds to the user's: a call that makes weights once, and
-    refusals where the user's class would silently do the wrong thing."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with self.__dict__[_BINDING].call():
-            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+class _Shared:
+    """What every module of a shared model whose class ssnfx made has: copies, and no pickle
+    (its class is made at run time, and ssnfx promises nothing it writes needs unpickling)."""
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise CheckpointError(
-            f"torch.save of the whole shared {type(self).__name__} would pickle its classes "
-            f"and code, which ssnfx does not support: save it with ssnfx.save(shared, path) and "
-            f"read it back with ssnfx.load(model, path) (tensors and the plan, nothing "
-            f"unpickled), or torch.save(shared.state_dict()); ssnfx.fold gives the model's own "
-            f"class with plain weights, which pickles as the model does")
+            f"torch.save of a shared {type(self).__name__} (a model, or a layer of one) would "
+            f"pickle its classes and code, which ssnfx does not support: save the model with "
+            f"ssnfx.save(shared, path) and read it back with ssnfx.load(model, path) (tensors "
+            f"and the plan, nothing unpickled), or torch.save(shared.state_dict()); ssnfx.fold "
+            f"gives the model's own class with plain weights, which pickles as the model does")
+
+    def __copy__(self) -> Any:
+        res = type(self).__new__(type(self))
+        res.__dict__.update(self.__dict__)
+        return res
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         res = type(self).__new__(type(self))
         memo[id(self)] = res
         res.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return res
+
+
+class _SharedRoot(_Shared):
+    """What the shared model's class adds to the user's: a call that makes weights once."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self.__dict__[_BINDING].call():
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
 
 
 class _SharedPretrained:
@@ -292,7 +301,7 @@ def _class_for(cls: type, locals_: tuple[str, ...], root: bool) -> type:
         if issubclass(cls, nn.RNNBase) and locals_:
             # Its own code assigns the list (on .to(), say): read at each call instead.
             ns["_flat_weights"] = property(_flat_weights, lambda self, value: None)
-        bases: tuple[type, ...] = (cls,)
+        bases: tuple[type, ...] = (_Shared, cls)
         if root:
             container = _SharedSequence if issubclass(cls, (nn.Sequential, nn.ModuleList)) \
                 else _SharedDict if issubclass(cls, nn.ModuleDict) else None

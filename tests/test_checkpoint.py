@@ -399,9 +399,9 @@ def test_concrete_args_and_leaves_are_replayed_by_load(tmp_path):
 @pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)
 def test_torch_save_of_a_whole_shared_model_says_how_to_save_it(tmp_path, generation):
     shared = ssnfx.share(GRUNet(), 0.3, ssnfx.ShareConfig(generation=generation))
-    with pytest.raises(ssnfx.CheckpointError, match=r"torch.save of the whole shared GRUNet .* "
-                                                    r"save it with ssnfx.save\(shared, path\)"):
+    with pytest.raises(ssnfx.CheckpointError, match=r"torch.save of a shared GRUNet .* save "
+                                                    r"the model with ssnfx.save\(shared, path\)"):
         torch.save(shared, tmp_path / "whole.pt")
-    # A folded model is plain: it pickles as any GraphModule.
+    # A folded model is plain: it pickles as the user's class does.
     torch.save(ssnfx.fold(shared), tmp_path / "folded.pt")
     assert (tmp_path / "folded.pt").stat().st_size > 0

@@ -140,6 +140,10 @@ def test_deepcopy_and_a_refused_pickle():
     assert not torch.allclose(twin(x), shared(x))  # its own store
     with pytest.raises(ssnfx.CheckpointError, match="ssnfx.save"):
         torch.save(shared, io.BytesIO())
+    with pytest.raises(ssnfx.CheckpointError, match="a shared GRU .*a layer of one"):
+        torch.save(shared.rnn, io.BytesIO())
+    alias = copy.copy(shared)
+    assert alias.ssnfx is shared.ssnfx and type(alias) is type(shared)
     torch.save(ssnfx.fold(shared), io.BytesIO())  # the user's class, plain weights
 
 
