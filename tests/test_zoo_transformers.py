@@ -341,3 +341,25 @@ def test_detr_keeps_its_frozen_backbone_outside_the_budget():
         torch.testing.assert_close(folded(pixel_values=x).logits, shared(pixel_values=x).logits,
                                    rtol=1e-5, atol=1e-5)
     type(model)(config).load_state_dict(folded.state_dict(), strict=True)
+
+
+def test_whisper_generates_from_audio_features_on_the_shared_model():
+    """A speech seq2seq model: generate() from input_features on the shared model gives the
+    folded model's tokens; its frozen sinusoidal encoder positions stay out of the budget."""
+    config = transformers.WhisperConfig(
+        vocab_size=VOCAB, num_mel_bins=16, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=64,
+        decoder_ffn_dim=64, d_model=32, max_source_positions=32, max_target_positions=64,
+        decoder_start_token_id=1, pad_token_id=0, eos_token_id=2, bos_token_id=1,
+        suppress_tokens=None, begin_suppress_tokens=None)
+    torch.manual_seed(0)
+    model = transformers.WhisperForConditionalGeneration(config).eval()
+    shared = ssnfx.share(model, 0.1).eval()
+    assert isinstance(shared, type(model)) and shared.ssnfx.plan.frozen_params == 32 * 32
+    features = torch.randn(1, 16, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tokens = shared.generate(input_features=features, max_new_tokens=6, do_sample=False)
+        folded = ssnfx.fold(shared)
+        assert torch.equal(folded.generate(input_features=features, max_new_tokens=6,
+                                           do_sample=False), tokens)
+    type(model)(config).load_state_dict(folded.state_dict(), strict=True)
