@@ -15,8 +15,8 @@ Where the weights come from (:class:`Binding`):
 * during a call of the model (its ``__call__``, once however deep the calls nest), the first read
   generates every weight of the model at once (the batched mode: one generator call per group)
   and the call's other reads reuse them; in the just-in-time mode
-  (``ShareConfig(generation="jit")``) each read makes its own weight and backward makes it
-  again (:mod:`ssnfx.jit`);
+  (``ShareConfig(generation="jit")``) each layer's call makes the weights it reads, drops them
+  when it returns, and backward makes them again (:mod:`ssnfx.jit`);
 * under ``torch.no_grad`` (inference, ``generate()``), the weights are made once and reused
   while the store's tensors are unchanged (their version counters, data pointers and dtypes):
   a token of ``generate()`` costs what the folded model's does;
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,8 +70,10 @@ class Binding:
         self.depth = 0
         self.weights: dict[str, torch.Tensor] | None = None  # this call's (batched)
         self.steps: dict[str, Any] = {}  # this call's groups started (just in time)
-        self.made: dict[str, weakref.ref] = {}  # this call's weights still alive (just in time)
-        self.recent: list[torch.Tensor] = []
+        # Just in time: a layer's weights while its call runs, read once however often the
+        # layer reads them (attention reads its projections to choose its fast path, then again
+        # to run), and dropped when it returns; one frame per layer call in progress.
+        self.frames: list[dict[str, torch.Tensor]] = []
         self.cached: tuple[tuple[Any, ...], dict[str, torch.Tensor]] | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> "Binding":
@@ -94,7 +95,7 @@ class Binding:
         finally:
             self.depth -= 1
             if self.depth == 0:
-                self.weights, self.steps, self.made, self.recent = None, {}, {}, []
+                self.weights, self.steps = None, {}
 
     def weight(self, name: str) -> torch.Tensor:
         """The generated weight of slot ``name``, made or reused as the module's docstring says."""
@@ -109,10 +110,9 @@ class Binding:
         if self.depth and not self.jit:
             self.weights = self.store.generate()
             return self.weights[name]
-        if self.depth:  # read again while alive (attention reads its projection twice)
-            w = self.made[name]() if name in self.made else None
-            if w is not None:
-                return w
+        frame = self.frames[-1] if self.depth and self.frames else None
+        if frame is not None and name in frame:
+            return frame[name]
         group, i = self.index[name]
         step = self.steps.get(group) if self.depth else None
         if step is None:
@@ -120,11 +120,8 @@ class Binding:
             if self.depth:
                 self.steps[group] = step
         w = jit.weight(step, i)
-        if self.depth:
-            self.made[name] = weakref.ref(w)
-            # The last two stay alive: a layer that reads its weights twice (attention, once
-            # to choose its fast path and once to run) reads each one once.
-            self.recent = [w, *self.recent[:1]]
+        if frame is not None:
+            frame[name] = w
         return w
 
     def _inference(self) -> dict[str, torch.Tensor]:
@@ -196,6 +193,18 @@ class _Shared:
         memo[id(self)] = res
         res.__dict__.update(copy.deepcopy(self.__dict__, memo))
         return res
+
+
+class _SharedLayer(_Shared):
+    """A layer of a just-in-time model: its call holds a frame for the weights it reads."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        frames = self.__dict__[_BINDING].frames
+        frames.append({})
+        try:
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        finally:
+            frames.pop()
 
 
 class _SharedRoot(_Shared):
@@ -288,11 +297,11 @@ def _flat_weights(self: nn.RNNBase) -> list[torch.Tensor | None]:
     return [getattr(self, n) if hasattr(self, n) else None for n in self._flat_weights_names]
 
 
-def _class_for(cls: type, locals_: tuple[str, ...], root: bool) -> type:
+def _class_for(cls: type, locals_: tuple[str, ...], root: bool, jit: bool = False) -> type:
     """The subclass of ``cls`` whose ``locals_`` are generated weights (and, for the model
     itself, whose call makes them once). It takes ``cls``'s names, so that what reads a class
     name (``save_pretrained``'s ``architectures``, a repr) sees the user's."""
-    key = (cls, locals_, root)
+    key = (cls, locals_, root, jit)
     made = _CLASSES.get(key)
     if made is None:
         ns: dict[str, Any] = {name: _weight_property(name) for name in locals_}
@@ -301,7 +310,7 @@ def _class_for(cls: type, locals_: tuple[str, ...], root: bool) -> type:
         if issubclass(cls, nn.RNNBase) and locals_:
             # Its own code assigns the list (on .to(), say): read at each call instead.
             ns["_flat_weights"] = property(_flat_weights, lambda self, value: None)
-        bases: tuple[type, ...] = (_Shared, cls)
+        bases: tuple[type, ...] = (_SharedLayer if jit else _Shared, cls)
         if root:
             container = _SharedSequence if issubclass(cls, (nn.Sequential, nn.ModuleList)) \
                 else _SharedDict if issubclass(cls, nn.ModuleDict) else None
@@ -366,7 +375,8 @@ def bind_store(model: nn.Module, store: nn.Module) -> nn.Module:
         module.__dict__[_SLOTS] = slots
         module.__dict__[_BINDING] = binding
         if module is not out:
-            module.__class__ = _class_for(type(module), tuple(sorted(slots)), root=False)
+            module.__class__ = _class_for(type(module), tuple(sorted(slots)), root=False,
+                                          jit=binding.jit)
         _tell_on_each_call(module)
     root_locals = tuple(sorted(owners.get(id(out), (out, {}))[1]))
     out.__class__ = _class_for(type(out), root_locals, root=True)
