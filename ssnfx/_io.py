@@ -16,7 +16,7 @@ except ImportError:  # Windows: no advisory locks; outputs are still replaced at
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["atomic_path", "write_atomic", "claim_dir", "recover_dir", "new_dir",
-           "replace_dir"]
+           "replace_dir", "dir_replacing"]
 
 
 @contextlib.contextmanager
@@ -112,3 +112,16 @@ def replace_dir(tmp: Path, out: Path) -> None:
     os.rename(tmp, out)
     if old is not None:
         shutil.rmtree(old)
+
+
+@contextlib.contextmanager
+def dir_replacing(out: Path) -> Iterator[Path]:
+    """Yield a new folder to write the output in; it replaces ``out`` (:func:`replace_dir`)
+    only if the block completes, else it is removed. Call with the lock held."""
+    tmp = new_dir(out)
+    try:
+        yield tmp
+        replace_dir(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

@@ -18,7 +18,6 @@ import importlib.util
 import io
 import json
 import math
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -29,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__
-from ._io import claim_dir, new_dir, recover_dir, replace_dir
+from ._io import claim_dir, dir_replacing, new_dir, recover_dir
 from ._progress import stages
 from .api import share
 from .batches import call_model
@@ -238,18 +237,13 @@ def cmd_compile(args: argparse.Namespace) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)
     with _writing(out), claim_dir(out):
         _check_output(out, args.force)
-        tmp = new_dir(out)
-        try:
+        with dir_replacing(out) as tmp:
             save_checkpoint(shared, tmp / CHECKPOINT)  # the plan and the weights, in one place
             (tmp / "source.json").write_text(json.dumps(
                 {"model": str(Path(args.model.split(":")[0]).resolve())
                  + (":" + args.model.split(":", 1)[1] if ":" in args.model else ""),
                  "ssnfx": __version__}, indent=1))
             (tmp / "report.txt").write_text(report(plan) + "\n")
-            replace_dir(tmp, out)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
     _say(args, report(plan))
     _say(args, f"wrote {out}/ ({CHECKPOINT}, report.txt; the plan: ssnfx report {out} "
                f"--json)")
@@ -302,14 +296,8 @@ def cmd_fold(args: argparse.Namespace) -> int:
     _say(args, f"wrote {target} ({args.format}); it reproduces the folded model on the example "
                f"inputs within atol {args.atol:g}")
     if hasattr(folded, "save_pretrained"):  # a Hugging Face model: its own folder format too
-        with _writing(pretrained), claim_dir(pretrained):
-            tmp = new_dir(pretrained)
-            try:
-                folded.save_pretrained(tmp)
-                replace_dir(tmp, pretrained)
-            finally:
-                if tmp.exists():
-                    shutil.rmtree(tmp)
+        with _writing(pretrained), claim_dir(pretrained), dir_replacing(pretrained) as tmp:
+            folded.save_pretrained(tmp)
         _say(args, f"wrote {pretrained}/ (save_pretrained: {type(folded).__name__}"
                    f".from_pretrained reads it)")
     return 0
