@@ -44,8 +44,8 @@ def original_param_count(gm: fx.GraphModule) -> int:
 def frozen_param_count(gm: fx.GraphModule) -> int:
     """Parameters of the traced model with ``requires_grad=False`` (read or not), which stay
     frozen and outside the budget."""
-    frozen = {s.name for s in slots_of(gm) if not gm.get_parameter(s.name).requires_grad}
-    return sum(s.numel for s in slots_of(gm) if s.name in frozen) + sum(
+    return sum(s.numel for s in slots_of(gm)
+               if not gm.get_parameter(s.name).requires_grad) + sum(
         t.numel() for t in gm.meta.get(Meta.UNREAD, {}).values()
         if t.__class__.__name__ == "Parameter" and not t.requires_grad)
 
