@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from .errors import PlanError
 from .lsm import identical_weights, layer_similarity
-from .markers import store_of
+from .markers import require_store, store_of
 from .passes.members import member_names
 from .plan import SharingPlan
 
@@ -30,12 +30,8 @@ def summary(shared: nn.Module) -> str:
         trainable params: 1,040 || all params: 1,040 || trainable%: 100.00 || 25.00% of the
         original's 4,160 trainable (stores 972, coefficients 4, private 64; frozen 0)
     """
-    store = store_of(shared)
-    if store is None:
-        raise PlanError(f"summary expects a shared model (from ssnfx.share); "
-                        f"{type(shared).__name__} has none")
-    plan: SharingPlan = store.plan
-    params = list({id(p): p for p in shared.parameters()}.values())
+    plan: SharingPlan = require_store(shared, "summary", PlanError).plan
+    params = list(shared.parameters())  # (each Parameter once, as parameters() gives them)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     total = sum(p.numel() for p in params)
     stores = sum(g.numel for g in plan.groups)
