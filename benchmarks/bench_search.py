@@ -162,7 +162,7 @@ def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
     """Median step time of the provisional search model over the unshared one (interleaved)."""
     x, y = next(iter(loader))
     plain = ResNetFM(width)
-    provisional = provisional_model(ssnfx.trace(ResNetFM(width)), 0.1, ssnfx.ShareConfig(),
+    provisional = provisional_model(ssnfx.trace(ResNetFM(width)), ssnfx.ShareConfig(),
                                     ssnfx.SearchConfig())
     times: dict[str, list[float]] = {"plain": [], "provisional": []}
     for _ in range(repeats):

@@ -64,6 +64,7 @@ class Run:
     beta: float = 0.9                # refine's threshold
     wider: int = 0                   # reduced baseline: this many channels above the widest fit
     members: bool = False            # ResNetFM(width) and a PatchTransformer as one ensemble
+    tile: int | None = None          # ShareConfig.tile (SWN: the longest SuperWeight side)
 
     @property
     def key(self) -> str:
@@ -77,7 +78,7 @@ class Run:
 
 #: The fields added after runs were cached: keys leave them out at their defaults.
 _ADDED = ("split", "hard", "statistic", "search_steps", "refine_after", "beta", "wider",
-          "members")
+          "members", "tile")
 #: The members of a ``members`` run, in output order.
 MEMBERS = ("cnn", "vit")
 
@@ -139,7 +140,7 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
         config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
                                    strategy="single" if run.strategy == "search"
                                    else run.strategy, groups=run.groups, split=run.split,
-                                   hard_sharing=run.hard)
+                                   hard_sharing=run.hard, tile=run.tile)
         if run.strategy == "search":
             search = ssnfx.SearchConfig(progress=False, steps=run.search_steps,
                                         **({"statistic": run.statistic} if run.statistic

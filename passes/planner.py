@@ -163,7 +163,8 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         frozen_params=frozen_count, slots=slots, groups=[],
         hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
-               "hard_sharing": config.hard_sharing, "split": config.split,
+               "hard_sharing": config.hard_sharing, "tile": config.tile,
+               "selection": config.selection, "split": config.split,
                "generation": config.generation},
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
@@ -175,7 +176,8 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         reserved = sum(len(t) for t in layout.values()) if config.hard_sharing else 0
         plan.groups.append(GroupPlan(name=f"g{i}", slots=[s.name for s in members], numel=0,
                                      candidates=candidates, superweights=sws,
-                                     layout=layout, reserved=reserved))
+                                     layout=layout, reserved=reserved,
+                                     selection=config.selection))
     _allocate(plan, target)
     return plan
 
@@ -269,7 +271,9 @@ def _allocate(plan: SharingPlan, target: int) -> None:
     # spend more on coefficients than the budget holds when a group's coefficient rows are as
     # many as its SuperWeights' parameters (tiny layers).
     rough = _split(max(target - private, len(plan.groups)), plan)
-    for g in plan.groups if plan.combiner != "rr" else ():  # RR reads one block whatever P is
+    # RR reads one block whatever P is; resized candidates split the whole store whatever P is.
+    for g in [g for g in plan.groups if g.selection == "blocks"] if plan.combiner != "rr" \
+            else ():
         covered = sum(r * c for r, c in g.superweights)
         per_candidate = plan.coefficient_params(replace(g, candidates=g.candidates + 1)) \
             - plan.coefficient_params(g)

@@ -29,7 +29,7 @@ from ..batches import losses
 from ..errors import PlanError
 from ..markers import require_store
 from ..plan import SharingPlan, Tile
-from .search import pair_graph, superweight_clusters
+from .clustering import pair_graph, superweight_clusters
 
 __all__ = ["RefineResult", "refine"]
 

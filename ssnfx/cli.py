@@ -409,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-search", action="store_true",
                    help="use the data-free plan even when the file has train_loader and loss_fn")
     c.add_argument("--search-steps", type=_POSITIVE_INT,
-                   help="search steps (default: a fifth of an epoch, 20 to 200)")
+                   help="search steps (default: SearchConfig.epochs, two epochs)")
     c.add_argument("--epochs", type=_COUNT, default=0, help="train this many epochs (default 0)")
     c.add_argument("--lr", type=_POSITIVE, default=1e-2, help="Adam learning rate (default 0.01)")
     c.add_argument("-f", "--force", action="store_true", help="replace an existing output")

@@ -9,6 +9,7 @@ from .combiners import COMBINER_REGISTRY
 from .errors import PlanError
 from .jit import GENERATIONS
 from .methods import METHOD_REGISTRY, get_method
+from .plan import SELECTIONS
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS", "SPLITS", "DEFAULT_GROUPS"]
 
@@ -49,6 +50,11 @@ class ShareConfig:
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).
+        tile: SWN only: the longest side of a SuperWeight; ``None``: the layers' own cuts
+            (SWN Sec. 2.1.2).
+        selection: how SuperWeights select candidates from their group's store: ``"blocks"``
+            (whole blocks, round robin, SSN Sec. 3.1) or ``"resized"`` (P equal candidates that
+            every SuperWeight resizes to its shape, SSN Sec. 3.2; what the search trains).
         generation: ``"batched"`` (every weight of a group at the start of the forward, in a
             few batched ops) or ``"jit"`` (each weight right before the layer that reads it,
             made again in backward instead of kept: the step's peak memory no longer holds every
@@ -83,6 +89,8 @@ class ShareConfig:
     candidates: int = 4
     emb_dim: int = 24
     hard_sharing: bool = False
+    tile: int | None = None
+    selection: str = "blocks"
     split: str = "largest-first"
     generation: str = "batched"
     share_biases: bool = False
@@ -115,18 +123,22 @@ class ShareConfig:
         if self.generation not in GENERATIONS:
             raise PlanError(f"ShareConfig.generation must be one of {GENERATIONS}, got "
                             f"{self.generation!r}")
+        if self.selection not in SELECTIONS:
+            raise PlanError(f"ShareConfig.selection must be one of {SELECTIONS}, got "
+                            f"{self.selection!r}")
         if self.split not in SPLITS:
             raise PlanError(f"ShareConfig.split must be one of {SPLITS}, got {self.split!r}")
         if self.combiner is not None and self.combiner not in COMBINERS:
             raise PlanError(f"ShareConfig.combiner must be one of {tuple(COMBINERS)} or None, "
                             f"got {self.combiner!r}")
-        for name in ("groups", "candidates", "emb_dim"):
+        for name in ("groups", "candidates", "emb_dim", "tile"):
             value = getattr(self, name)
-            if name == "groups" and value is None:
+            if name in ("groups", "tile") and value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PlanError(f"ShareConfig.{name} must be a positive int"
-                                f"{' or None' if name == 'groups' else ''}, got {value!r}")
+                optional = " or None" if name in ("groups", "tile") else ""
+                raise PlanError(f"ShareConfig.{name} must be a positive int{optional}, got "
+                                f"{value!r}")
 
     @property
     def resolved_groups(self) -> int:

@@ -112,8 +112,10 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
             informative.append(any(p.numel() > 1 for p in parts))
             # A candidate set is the block size and the blocks taken (count 0: the store's
             # upsampled start, the same for every SuperWeight of that size).
+            # (Resized candidates are the same for every SuperWeight of a shape.)
             candidates.append((g.name, tuple(
-                (t.row, t.col, *g.superweights[t.superweight], *picks[t.superweight])
+                (t.row, t.col, *g.superweights[t.superweight],
+                 *(picks[t.superweight] if g.selection == "blocks" else ()))
                 for t in tiles)))
     if len(rows) < 2:
         return None

@@ -38,11 +38,15 @@ class Method:
         shares_by: which grouping of a search the plan takes: ``"groups"`` (parameter groups
             from the layer embeddings) or ``"clusters"`` (SuperWeight clusters from the
             gradient similarity).
+        statistic: what its search trains and measures by default
+            (:data:`ssnfx.passes.search.STATISTICS`): ``"coefficients"`` (SSN Sec. 3.2's
+            provisional model) or ``"superweights"`` (SWN Eq. 2 on a hard-shared model).
     """
 
     name: ClassVar[str] = ""
     default_combiner: ClassVar[str] = "linear"
     shares_by: ClassVar[str] = "groups"
+    statistic: ClassVar[str] = "coefficients"
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:
         """The group's SuperWeights ``[(rows, cols)]`` and each slot's tiles, for ``slots``
@@ -108,9 +112,10 @@ class SuperWeights(Method):
     name = "swn"
     default_combiner = "linear"
     shares_by = "clusters"
+    statistic = "superweights"
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:
-        return swn_layout(slots, config.hard_sharing)
+        return swn_layout(slots, config.hard_sharing, config.tile)
 
 
 for _method in (Shapeshifter(), SuperWeights()):

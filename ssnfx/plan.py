@@ -25,10 +25,13 @@ from typing import Any
 from .combiners import get_combiner
 from .errors import PlanError
 
-__all__ = ["PLAN_VERSION", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
+__all__ = ["PLAN_VERSION", "SELECTIONS", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
 
 #: Bumped whenever a plan's meaning changes; a plan with a larger version is refused.
-PLAN_VERSION = 1
+#: 2: a group's ``selection`` (version 1 plans select blocks).
+PLAN_VERSION = 2
+#: How a group's SuperWeights select their candidates from its store (see :class:`GroupPlan`).
+SELECTIONS = ("blocks", "resized")
 
 
 def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -112,6 +115,11 @@ class GroupPlan:
         reserved: coefficient rows allocated in all (at least the rows the layout uses). Hard
             sharing reserves a row per tile, so that the refine step can untie coefficients
             without adding parameters (SWN Sec. 2.2.2).
+        selection: how a SuperWeight selects its candidates: ``"blocks"``, up to P whole
+            blocks of its size, round robin across SuperWeights, the store's start upsampled
+            where it holds no block (SSN Sec. 3.1); ``"resized"``, the store split into P equal,
+            non-overlapping candidates that every SuperWeight bilinearly resizes, up or down, to
+            its own shape (SSN Sec. 3.2: the search's "same set of candidates" for every layer).
     """
 
     name: str
@@ -121,6 +129,7 @@ class GroupPlan:
     superweights: list[tuple[int, int]]
     layout: dict[str, list[Tile]]
     reserved: int = 0
+    selection: str = "blocks"
 
     @property
     def num_coefficients(self) -> int:
@@ -139,6 +148,7 @@ class GroupPlan:
             "layout": {k: [[t.superweight, t.row, t.col, t.coefficients] for t in v]
                        for k, v in self.layout.items()},
             "reserved": self.reserved,
+            "selection": self.selection,
         }
 
     @staticmethod
@@ -151,6 +161,7 @@ class GroupPlan:
             superweights=[(int(r), int(c)) for r, c in d["superweights"]],
             layout={k: [Tile(*map(int, t)) for t in v] for k, v in d["layout"].items()},
             reserved=int(d.get("reserved", 0)),
+            selection=str(d.get("selection", "blocks")),
         )
 
 

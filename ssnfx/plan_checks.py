@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from .combiners import COMBINER_REGISTRY
 from .errors import PlanError
 from .jit import GENERATIONS
-from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
+from .plan import PLAN_VERSION, SELECTIONS, GroupPlan, SharingPlan, Slot
 
 __all__ = ["validate_plan"]
 
@@ -115,6 +115,8 @@ def _check_groups(groups: Iterable[GroupPlan], slots: dict[str, Slot]) -> None:
             value = getattr(g, key)
             if value < 1:
                 _fail(f"{where}.{key}", f"is {value!r}; it must be at least 1")
+        if g.selection not in SELECTIONS:
+            _fail(f"{where}.selection", f"is {g.selection!r}; it must be one of {SELECTIONS}")
         if g.reserved < 0:
             _fail(f"{where}.reserved", f"is {g.reserved!r}; it must be >= 0")
         for k, (rows, cols) in enumerate(g.superweights):

@@ -12,6 +12,9 @@
   layer i reads candidate i mod |C|.
 * :func:`upsample_source`: the largest block with a SuperWeight's aspect ratio that fits a store
   too small for it; it is bilinearly upsampled (SSN Sec. 3.1).
+* :func:`resize_source`: the block of a SuperWeight's aspect ratio that one of P equal
+  candidates is viewed as before it is bilinearly resized, up or down, to the SuperWeight
+  (SSN Sec. 3.2, a group's ``selection="resized"``).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from collections.abc import Sequence
 
 from .plan import Slot, Tile
 
-__all__ = ["ssn_layout", "swn_layout", "select_blocks", "upsample_source"]
+__all__ = ["ssn_layout", "swn_layout", "select_blocks", "upsample_source", "resize_source"]
 
 
 def ssn_layout(slots: Sequence[Slot]) -> tuple[list[tuple[int, int]], dict[str, list[Tile]]]:
@@ -35,12 +38,15 @@ def ssn_layout(slots: Sequence[Slot]) -> tuple[list[tuple[int, int]], dict[str, 
     return [s.matrix for s in slots], {s.name: [Tile(i, 0, 0, i)] for i, s in enumerate(slots)}
 
 
-def swn_layout(slots: Sequence[Slot], hard_sharing: bool = False
+def swn_layout(slots: Sequence[Slot], hard_sharing: bool = False, tile: int | None = None
                ) -> tuple[list[tuple[int, int]], dict[str, list[Tile]]]:
     """SuperWeights from sorted layer shapes, concatenated into each slot (SWN Sec. 2.1.2).
 
     With ``hard_sharing`` every use of a SuperWeight shares one coefficient row (the state SWN
     trains in before its refine step); otherwise each tile has its own row (soft sharing).
+    ``tile`` also cuts the canvas every ``tile`` rows and columns, so that no SuperWeight is
+    longer than ``tile`` on either side: a store too small for the layers' own blocks then
+    still holds several distinct Weight Templates.
 
     Example:
         >>> from ssnfx.plan import Slot
@@ -51,9 +57,16 @@ def swn_layout(slots: Sequence[Slot], hard_sharing: bool = False
         [(4, 4), (4, 2), (4, 4), (4, 2)]
         >>> [(t.superweight, t.row, t.col) for t in layout["b"]]
         [(0, 0, 0), (1, 0, 4), (2, 4, 0), (3, 4, 4)]
+        >>> swn_layout([b], tile=4)[0]
+        [(4, 4), (4, 2), (4, 4), (4, 2)]
     """
-    row_cuts = sorted({s.matrix[0] for s in slots})
-    col_cuts = sorted({s.matrix[1] for s in slots})
+    def cuts(sizes: set[int]) -> list[int]:
+        if tile is not None:
+            sizes |= set(range(tile, max(sizes), tile))
+        return sorted(sizes)
+
+    row_cuts = cuts({s.matrix[0] for s in slots})
+    col_cuts = cuts({s.matrix[1] for s in slots})
     row_start = [0] + row_cuts[:-1]
     col_start = [0] + col_cuts[:-1]
     superweights: list[tuple[int, int]] = []
@@ -135,3 +148,19 @@ def upsample_source(numel: int, rows: int, cols: int) -> tuple[int, int]:
     r = min(numel, max(min(floor, rows), min(rows, int(rows * scale))))
     c = max(1, min(cols, numel // r))
     return r, c
+
+
+def resize_source(numel: int, rows: int, cols: int) -> tuple[int, int]:
+    """The ``(r, c)`` block of ``rows x cols``'s aspect ratio, as large as ``numel``
+    parameters allow, that a candidate of ``numel`` parameters is viewed as before it is
+    bilinearly resized, up or down, to ``rows x cols`` (SSN Sec. 3.2). Unlike
+    :func:`upsample_source` it may be larger than the SuperWeight (a candidate larger than a
+    layer is resized down, so that every layer reads all of every candidate's breadth).
+
+    Example:
+        >>> resize_source(100, 40, 10), resize_source(6400, 40, 10), resize_source(3, 1, 64)
+        ((20, 5), (160, 40), (1, 3))
+    """
+    scale = math.sqrt(numel / (rows * cols))
+    r = max(1, min(numel, round(rows * scale)))
+    return r, max(1, numel // r)

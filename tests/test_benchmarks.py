@@ -1,5 +1,6 @@
 """Each benchmark script's --quick mode runs, so the scripts cannot rot."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # (dataclasses look their module up there)
     spec.loader.exec_module(module)
     return module
 
@@ -22,7 +24,8 @@ def _load(name: str):
                                          ("bench_memory", "| resnet18 | 2 | default | 10% |"),
                                          ("bench_ensemble", "| independent 3/4 |"),
                                          ("bench_distill", "| ssnfx 4x, one store | ✓ |"),
-                                         ("bench_forms", "| SmallCNN-like, batch 8 | 10% |")])
+                                         ("bench_forms", "| SmallCNN-like, batch 8 | 10% |"),
+                                         ("bench_lm", "| depth | ")])
 def test_quick_mode(name, expect):
     body = _load(name).main(["--quick"])
     assert expect in body

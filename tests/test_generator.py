@@ -101,21 +101,27 @@ def test_every_generation_path_has_exact_gradients():
     # One group's buckets on all three paths, several block sizes from one store, candidates
     # repeating within and across instances (a block read twice must get both gradients),
     # checked against finite differences.
-    from ssnfx.generator import _GATHER, _UPSAMPLE, _WINDOW, _Generate, _lerp_weights
+    from ssnfx.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW, _Generate, _lerp_weights
 
     torch.manual_seed(0)
     store = torch.randn(60, dtype=torch.double, requires_grad=True)
-    mix = torch.randn(8, 3, dtype=torch.double, requires_grad=True)
+    mix = torch.randn(11, 3, dtype=torch.double, requires_grad=True)
     specs = ((_GATHER, 0, 2, 3, 2, 3, 0, 0),      # 2 instances of 2 x 3, 3 candidates each
              (_WINDOW, 2, 3, 2, 1, 7, 1, 4),      # 3 of 1 x 7 from blocks 1-4
              (_UPSAMPLE, 5, 1, 1, 4, 5, 2, 3),    # 1 of 4 x 5 from the store's first 2 x 3
-             (_UPSAMPLE, 6, 2, 1, 5, 4, 2, 2))    # 2 of 5 x 4 from its first 2 x 2
+             (_UPSAMPLE, 6, 2, 1, 5, 4, 2, 2),    # 2 of 5 x 4 from its first 2 x 2
+             (_RESIZE, 8, 2, 3, 3, 2, 4, 5),      # 2 of 3 x 2 mixing 3 candidates of 4 x 5
+             (_RESIZE, 10, 1, 3, 6, 9, 4, 5))     # 1 of 6 x 9 from the same three
     up1, up2 = _lerp_weights(2, 4), _lerp_weights(2, 5)
     tensors = (torch.tensor([[0, 1, 2], [2, 2, 4]]), torch.tensor([[0, 1], [2, 3], [1, 1]]),
                up1[0], up1[1].double(), up2[0], up2[1].double())
     assert torch.autograd.gradcheck(lambda s, m: _Generate.apply(s, m, specs, *tensors),
                                      (store, mix))
-    gather, window, up, ups = _Generate.apply(store, mix, specs, *tensors)
+    gather, window, up, ups, down, resized = _Generate.apply(store, mix, specs, *tensors)
+    for out, rows, (h, w) in ((down, mix[8:10], (3, 2)), (resized, mix[10:11], (6, 9))):
+        candidates = torch.nn.functional.interpolate(  # three chunks of 20, each 4 x 5
+            store.view(3, 1, 4, 5), size=(h, w), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(out, rows @ candidates.view(3, h * w))
     torch.testing.assert_close(gather[1], mix[1, 0] * store[12:18] + mix[1, 1] * store[12:18]
                                + mix[1, 2] * store[24:30])
     torch.testing.assert_close(window[2], (mix[4, 0] + mix[4, 1]) * store[14:21])
@@ -131,10 +137,13 @@ def _plain_weights(g) -> list[torch.Tensor]:
     place, times its gain. The reference for the batched generator."""
     import torch.nn.functional as F
 
-    from ssnfx.selector import select_blocks, upsample_source
+    from ssnfx.selector import resize_source, select_blocks, upsample_source
 
     group, store = g._group, g.store
     picks = select_blocks(group.numel, group.superweights, group.candidates)
+    if group.selection == "resized":  # every SuperWeight mixes the P equal candidates
+        p = min(group.candidates, group.numel)
+        picks = [(0, p)] * len(group.superweights)
     weights = []
     for i, name in enumerate(g.names):
         rows, cols = g._slots[name].matrix
@@ -153,7 +162,13 @@ def _plain_weights(g) -> list[torch.Tensor]:
                 mix = g.alpha[t.coefficients, :max(count, 1)]
             else:
                 mix = store.new_full((used,), 1.0 if combiner == "rr" else 1.0 / used)
-            if count == 0:
+            if group.selection == "resized":
+                chunk = group.numel // count
+                a, b = resize_source(chunk, r, c)
+                tile = sum(mix[j] * F.interpolate(
+                    store[j * chunk:][:a * b].view(1, 1, a, b), size=(r, c), mode="bilinear",
+                    align_corners=False).view(r, c) for j in range(used))
+            elif count == 0:
                 a, b = upsample_source(group.numel, r, c)
                 tile = mix[0] * F.interpolate(store[:a * b].view(1, 1, a, b), size=(r, c),
                                               mode="bilinear", align_corners=False).view(r, c)
@@ -179,15 +194,18 @@ def _model(name: str) -> nn.Module:
 
 @pytest.mark.parametrize("model", ["cnn", "stack"])
 @pytest.mark.parametrize("budget", [0.05, 0.3, 3.0])
-@pytest.mark.parametrize("method,combiner,hard", [
-    ("ssn", "wavg", False), ("ssn", "emb", False), ("ssn", "rr", False), ("ssn", "avg", False),
-    ("swn", "linear", False), ("swn", "linear", True)])
-def test_batched_generation_equals_the_plain_path(model, budget, method, combiner, hard):
-    """The batched generator (buckets gathered, windowed or upsampled in one autograd function,
-    mixing and gains for the whole group at once) gives the plain path's weights, and the same
-    gradients to the store and the coefficients."""
+@pytest.mark.parametrize("method,combiner,hard,selection", [
+    ("ssn", "wavg", False, "blocks"), ("ssn", "emb", False, "blocks"),
+    ("ssn", "rr", False, "blocks"), ("ssn", "avg", False, "blocks"),
+    ("swn", "linear", False, "blocks"), ("swn", "linear", True, "blocks"),
+    ("ssn", "emb", False, "resized"), ("swn", "linear", True, "resized")])
+def test_batched_generation_equals_the_plain_path(model, budget, method, combiner, hard,
+                                                  selection):
+    """The batched generator (buckets gathered, windowed, upsampled or resized in one autograd
+    function, mixing and gains for the whole group at once) gives the plain path's weights, and
+    the same gradients to the store and the coefficients."""
     cfg = ssnfx.ShareConfig(method=method, combiner=combiner, hard_sharing=hard,
-                            strategy="single")
+                            strategy="single", selection=selection)
     try:  # float64 throughout, so that only the order of the arithmetic differs
         shared = ssnfx.share(_model(model).double(), budget, cfg)
     except ssnfx.BudgetError:
@@ -211,12 +229,15 @@ def test_batched_generation_equals_the_plain_path(model, budget, method, combine
 
 
 def test_the_plain_path_test_covers_every_generation_path():
-    from ssnfx.generator import _GATHER, _UPSAMPLE, _WINDOW
+    from ssnfx.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW
 
     kinds = set()
     for model in ("cnn", "stack"):
         for budget in (0.05, 0.3, 3.0):
-            shared = ssnfx.share(_model(model), budget, ssnfx.ShareConfig(strategy="single"))
-            kinds |= {(kind, n > 1) for kind, _, n, *_ in shared.ssnfx.g0._specs}
+            for selection in ("blocks", "resized"):
+                cfg = ssnfx.ShareConfig(strategy="single", selection=selection)
+                shared = ssnfx.share(_model(model), budget, cfg)
+                kinds |= {(kind, n > 1) for kind, _, n, *_ in shared.ssnfx.g0._specs}
     # every path, and the upsampled bucket both alone (scaled at its source) and with several
-    assert kinds >= {(_GATHER, True), (_WINDOW, True), (_UPSAMPLE, False), (_UPSAMPLE, True)}
+    assert kinds >= {(_GATHER, True), (_WINDOW, True), (_UPSAMPLE, False), (_UPSAMPLE, True),
+                     (_RESIZE, False), (_RESIZE, True)}

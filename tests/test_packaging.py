@@ -25,7 +25,8 @@ def test_wheel_holds_the_passes_under_ssnfx(tmp_path):
                    capture_output=True, text=True, timeout=300)
     wheel, = tmp_path.glob("ssnfx-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for module in ("trace", "search", "planner", "rewrite", "fold", "refine", "members"):
+    for module in ("trace", "search", "clustering", "statistics", "planner", "rewrite", "fold",
+                   "refine", "members"):
         assert f"ssnfx/passes/{module}.py" in names
     assert "ssnfx/__init__.py" in names and "ssnfx/methods.py" in names
     # Nothing outside the package: no top-level passes/, tests or benchmarks.

@@ -20,6 +20,19 @@ def test_json_round_trip(resnet_gm, method):
     assert json.loads(again.to_json()) == json.loads(plan.to_json())
 
 
+def test_version_1_plans_select_blocks(resnet_gm):
+    """Plans written before groups had a selection (version 1) still load, selecting blocks;
+    an unknown selection is refused by name."""
+    d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
+    d["version"] = 1
+    for g in d["groups"]:
+        del g["selection"]
+    assert [g.selection for g in ssnfx.SharingPlan.from_dict(d).groups] == ["blocks"]
+    d["groups"][0]["selection"] = "hashed"
+    with pytest.raises(ssnfx.PlanError, match=r"groups\[0\].selection is 'hashed'"):
+        ssnfx.SharingPlan.from_dict(d)
+
+
 def test_newer_version_is_refused(resnet_gm):
     d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
     d["version"] = ssnfx.PLAN_VERSION + 1
