@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lm import ByteLM, bits_per_byte, corpus, lm_params, validation_windows, windows  # noqa: E402
 
 import ssnfx  # noqa: E402
+from ssnfx.training import refine_if_due  # noqa: E402
 
-from common import RESULTS, write  # noqa: E402
+from common import RESULTS, publish  # noqa: E402
 
 CACHE = RESULTS / "lm_runs.jsonl"
 #: The variants, in table order: what each trains at the budget.
@@ -41,7 +42,8 @@ VARIANTS = {
     "width": "reduced width: 4 blocks, the widest within the budget",
     "depth": "reduced depth: 1 block, the widest within the budget",
     "ssnfx": "ssnfx.share(model, budget): the default (SSN, one group, data-free)",
-    "swn": "ssnfx.share(model, budget, ShareConfig(method='swn')), data-free",
+    "swn": "ssnfx.share(model, budget, ShareConfig(method='swn')), data-free (soft sharing, "
+           "the automatic tile)",
 }
 
 
@@ -58,12 +60,15 @@ class Run:
     lr: float = 3e-3
     #: ShareConfig fields over the variant's own, as JSON (ssnfx variants; "" for none).
     config: str = ""
+    #: Steps of ssnfx's search on the training text before training (0: data-free).
+    search: int = 0
 
     @property
     def key(self) -> str:
         d = asdict(self)
-        if not d["config"]:  # (runs cached before the field existed keep their keys)
-            del d["config"]
+        for name in ("config", "search"):  # (runs cached before they existed keep their keys)
+            if not d[name]:
+                del d[name]
         return json.dumps(d, sort_keys=True)
 
 
@@ -73,7 +78,12 @@ def widest(budget: int, depth: int, context: int) -> int:
     return max(fits) if fits else 1
 
 
-def build(run: Run) -> nn.Module:
+def loss_fn(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-byte cross-entropy."""
+    return F.cross_entropy(logits.reshape(-1, 256), targets.reshape(-1))
+
+
+def build(run: Run, train: torch.Tensor | None = None) -> nn.Module:
     torch.manual_seed(run.seed)
     full = lm_params(run.dim, run.depth, run.context)
     target = math.floor(run.budget * full)
@@ -86,13 +96,21 @@ def build(run: Run) -> nn.Module:
         return model
     method = {"ssnfx": "ssn", "swn": "swn"}[run.variant]
     overrides = json.loads(run.config) if run.config else {}
-    return ssnfx.share(model, run.budget, ssnfx.ShareConfig(**{"method": method, **overrides}))
+    config = ssnfx.ShareConfig(**{"method": method, **overrides})
+    if not run.search:
+        return ssnfx.share(model, run.budget, config)
+    # The search's two epochs (SearchConfig's default) over run.search / 2 batches of its own.
+    assert train is not None
+    batches = windows(train, run.batch, run.context, seed=2000 + run.seed)
+    data = [next(batches) for _ in range(max(1, run.search // 2))]
+    return ssnfx.share(model, run.budget, config, data=data, loss_fn=loss_fn,
+                       search_config=ssnfx.SearchConfig(progress=False))
 
 
 def execute(run: Run, text: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
     """Train ``run`` (Adam, 100 warm-up steps, cosine to a tenth) and score it."""
     train, val = text
-    model = build(run)
+    model = build(run, train)
     params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.lr)
     warm = min(100, run.steps // 10)
@@ -107,13 +125,17 @@ def execute(run: Run, text: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]
     curve = []
     start = time.process_time()
     batches = windows(train, run.batch, run.context, seed=1000 + run.seed)
+    refine_batches = [next(windows(train, run.batch, run.context, seed=3000 + run.seed + i))
+                      for i in range(10)]
     for step in range(run.steps):
         x, y = next(batches)
-        loss = F.cross_entropy(model(x).reshape(-1, 256), y.reshape(-1))
+        loss = loss_fn(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
+        # SWN's schedule where the plan has one (hard sharing, then refine).
+        refine_if_due(model, refine_batches, loss_fn, step + 1, run.steps)
         if (step + 1) % max(1, run.steps // 8) == 0:
             curve.append([step + 1, round(bits_per_byte(model, held_out[:64]), 4)])
     return {"params": params, "bpb": round(bits_per_byte(model, held_out), 4), "curve": curve,
@@ -132,7 +154,7 @@ def load() -> dict[str, dict[str, Any]]:
 
 
 def runs_for(budgets: list[float], seeds: int, variants: list[str], steps: int,
-             config: str = "") -> list[Run]:
+             config: str = "", search: int = 0) -> list[Run]:
     """Seed by seed, so that a job cut short leaves every cell with as many seeds as it got."""
     out = []
     for seed in range(seeds):
@@ -140,31 +162,50 @@ def runs_for(budgets: list[float], seeds: int, variants: list[str], steps: int,
             out.append(Run("full", 1.0, seed, steps))
         for budget in budgets:
             out += [Run(v, budget, seed, steps,
-                        config=config if v in ("ssnfx", "swn") else "")
+                        config=config if v in ("ssnfx", "swn") else "",
+                        search=search if v in ("ssnfx", "swn") else 0)
                     for v in variants if v != "full"]
     return out
 
 
 def table(results: dict[str, dict[str, Any]], budgets: list[float], steps: int) -> str:
-    def cell(run_of: Any) -> str:
-        values = [results[r.key] for s in range(10) if (r := run_of(s)).key in results]
+    """One row per variant, ShareConfig overrides and search length found in ``results`` (the
+    reduced models and the full one first), one column per budget."""
+    rows: dict[tuple[str, str, int], dict[float, list[dict[str, Any]]]] = {}
+    for key, value in results.items():
+        run = Run(**json.loads(key))
+        if run.steps == steps and (run.variant == "full" or run.budget in budgets):
+            rows.setdefault((run.variant, run.config, run.search), {}).setdefault(
+                run.budget, []).append(value)
+    order = list(VARIANTS)
+
+    def cell(values: list[dict[str, Any]] | None) -> str:
         if not values:
             return "-"
         bpb = [v["bpb"] for v in values]
         spread = f" ± {statistics.stdev(bpb):.3f}" if len(bpb) > 1 else ""
         return f"{statistics.mean(bpb):.3f}{spread} ({len(bpb)}; {values[0]['params']:,})"
 
+    def label(variant: str, config: str, search: int) -> str:
+        extra = [config] if config else []
+        extra += [f"search {search} steps"] if search else []
+        return variant + (f" `{' '.join(extra)}`" if extra else "")
+
     lines = ["| variant | " + " | ".join(f"{b:.0%}" for b in budgets) + " |",
              "|---|" + "---|" * len(budgets)]
-    full = cell(lambda s: Run("full", 1.0, s, steps))
-    lines.append(f"| full (100%) | {full} |" + " |" * (len(budgets) - 1))
-    for v in [v for v in VARIANTS if v != "full"]:
-        lines.append(f"| {v} | " + " | ".join(cell(lambda s, b=b: Run(v, b, s, steps))
-                                             for b in budgets) + " |")
+    for (variant, config, search), by_budget in sorted(
+            rows.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1], kv[0][2])):
+        if variant == "full":
+            lines.append(f"| full (100%) | {cell(by_budget.get(1.0))} |"
+                         + " |" * (len(budgets) - 1))
+            continue
+        lines.append(f"| {label(variant, config, search)} | "
+                     + " | ".join(cell(by_budget.get(b)) for b in budgets) + " |")
     legend = "\n".join(f"- **{k}**: {text}" for k, text in VARIANTS.items())
     return ("Validation bits per byte (lower is better), mean ± std over seeds; in brackets the "
-            "number of seeds and the trainable parameters.\n\n" + "\n".join(lines) + "\n\n"
-            + legend)
+            "number of seeds and the trainable parameters. A ShareConfig override in code font "
+            "(`tile: 0`: SWN's own cuts, the runs before the automatic tile).\n\n"
+            + "\n".join(lines) + "\n\n" + legend)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -176,6 +217,8 @@ def main(argv: list[str] | None = None) -> str:
     p.add_argument("--table", action="store_true", help="tabulate the cache only")
     p.add_argument("--quick", action="store_true", help="a few steps, nothing cached")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--search", type=int, default=0,
+                   help="search steps before training the ssnfx variants (0: data-free)")
     p.add_argument("--config", default="", help="ShareConfig fields as JSON, for the ssnfx "
                    "variants (e.g. '{\"tile\": 64}')")
     args = p.parse_args(argv)
@@ -184,27 +227,25 @@ def main(argv: list[str] | None = None) -> str:
         text = corpus(limit=1 << 18)
         quick = {run.key: execute(run, text)
                  for run in runs_for([0.1], 1, args.variants, steps=4, config=args.config)}
-        body = table(quick, [0.1], 4)
-        print(body)
-        return body
+        return publish("lm", "", table(quick, [0.1], 4), "", quick=True)
     results = load()
     if not args.table:
         text = corpus()
-        for run in runs_for(args.budgets, args.seeds, args.variants, args.steps, args.config):
+        for run in runs_for(args.budgets, args.seeds, args.variants, args.steps, args.config,
+                            args.search):
             if run.key in results:
                 continue
             result = execute(run, text)
             results[run.key] = result
             with CACHE.open("a") as f:
                 f.write(json.dumps({"key": run.key, "result": result}) + "\n")
-            print(f"{run.variant} {run.config} {run.budget:.0%} seed {run.seed}: "
+            print(f"{run.variant} {run.config} search {run.search} {run.budget:.0%} "
+                  f"seed {run.seed}: "
                   f"{result['bpb']:.4f} bpb, "
                   f"{result['params']:,} parameters, {result['cpu_seconds']} s", flush=True)
     body = table(results, sorted(args.budgets, reverse=True), args.steps)
-    path = write("lm", "Byte-level transformer LM: accuracy at equal parameters", body,
-                 "python benchmarks/bench_lm.py")
-    print(path.read_text())
-    return body
+    return publish("lm", "Byte-level transformer LM: accuracy at equal parameters", body,
+                   "python benchmarks/bench_lm.py")
 
 
 if __name__ == "__main__":

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["accuracy", "search", "search_groups", "search_swn", "search_settings",
-         "search_families", "speed", "forms", "generate", "memory", "compile", "ensemble",
-         "distill", "digits", "gpu"]
+ORDER = ["accuracy", "lm", "conflict", "tile", "search_faithful", "search", "search_groups",
+         "search_swn", "search_settings", "search_families", "speed", "forms", "generate",
+         "memory", "compile", "ensemble", "distill", "digits", "gpu"]
 HEADER = """# ssnfx benchmark results
 
 Every table below was produced by the command above it, on the machine, versions and date it

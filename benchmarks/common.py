@@ -48,6 +48,16 @@ def write(name: str, title: str, body: str, command: str) -> Path:
     return path
 
 
+def publish(name: str, title: str, body: str, command: str, quick: bool = False) -> str:
+    """Print a benchmark's ``body`` and return it; unless ``quick``, first write it to
+    ``results/<name>.md`` (:func:`write`) and print the file."""
+    if quick:
+        print(body)
+        return body
+    print(write(name, title, body, command).read_text())
+    return body
+
+
 def fashion_data(quick: bool) -> Path:
     """The Fashion-MNIST a benchmark reads: the full set (``$SSNFX_FASHION_MNIST``, else Debian's
     folder; see :func:`ssnfx.data.fashion_mnist_source`), or in a ``--quick`` run without it the

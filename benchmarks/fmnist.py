@@ -65,6 +65,9 @@ class Run:
     wider: int = 0                   # reduced baseline: this many channels above the widest fit
     members: bool = False            # ResNetFM(width) and a PatchTransformer as one ensemble
     tile: int | None = None          # ShareConfig.tile (SWN: the longest SuperWeight side)
+    guard: bool = False              # SearchConfig.guard
+    silhouette: bool = False         # SearchConfig.silhouette
+    refine_at: float | None = None   # ShareConfig.refine_at: train() refines hard sharing then
 
     @property
     def key(self) -> str:
@@ -73,12 +76,17 @@ class Run:
         for name in _ADDED:
             if d[name] == defaults[name]:
                 del d[name]
+        if self.strategy == "search":  # runs of the search before SSN Sec. 3.2 stay apart
+            d["search_version"] = SEARCH_VERSION
         return json.dumps(d, sort_keys=True)
 
 
 #: The fields added after runs were cached: keys leave them out at their defaults.
 _ADDED = ("split", "hard", "statistic", "search_steps", "refine_after", "beta", "wider",
-          "members", "tile")
+          "members", "tile", "guard", "silhouette", "refine_at")
+#: The search's version in the keys of search runs: 2 is SSN Sec. 3.2's provisional model and
+#: SWN's Eq. 2 by default (issue 21); the cache's older search runs have no such key.
+SEARCH_VERSION = 2
 #: The members of a ``members`` run, in output order.
 MEMBERS = ("cnn", "vit")
 
@@ -140,11 +148,12 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
         config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
                                    strategy="single" if run.strategy == "search"
                                    else run.strategy, groups=run.groups, split=run.split,
-                                   hard_sharing=run.hard, tile=run.tile)
+                                   hard_sharing=run.hard, tile=run.tile,
+                                   refine_at=run.refine_at)
         if run.strategy == "search":
             search = ssnfx.SearchConfig(progress=False, steps=run.search_steps,
-                                        **({"statistic": run.statistic} if run.statistic
-                                           else {}))
+                                        statistic=run.statistic, guard=run.guard,
+                                        silhouette=run.silhouette)
             model = ssnfx.share(source, run.budget, config, data=train_loader, loss_fn=loss_fn,
                                 search_config=search)
             out["search_steps"] = model.ssnfx.plan.measured["steps"]

@@ -158,17 +158,21 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     # RR reads one candidate per SuperWeight, the next block of the store for the next one
     # (SSN Sec. 3.1.1: layer i takes candidate i mod |C|): a selection of one block each.
     candidates = 1 if combiner == "rr" else config.candidates
+    method = get_method(config.method)
+    # The method's settings that depend on the budget (SWN's tile), decided once for the plan.
+    private = original - frozen_count - sum(s.numel for s in shared)
+    config = method.resolve(config, shared, target - private)
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         frozen_params=frozen_count, slots=slots, groups=[],
         hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
                "strategy": config.strategy if measured is None else "search",
                "hard_sharing": config.hard_sharing, "tile": config.tile,
+               "refine_at": config.refine_at if config.hard_sharing else None,
                "selection": config.selection, "split": config.split,
                "generation": config.generation},
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
-    method = get_method(config.method)
     for i, names in enumerate(groups):
         members = sorted((by_name[n] for n in names), key=lambda s: s.position)
         sws, layout = method.layout(members, config)

@@ -98,6 +98,8 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
     plan: SharingPlan = store.plan
     rows = _shared_rows(plan)
     if not rows:
+        plan.measured.setdefault("refined", []).append(
+            {"steps": 0, "beta": beta, "rows": 0, "untied": 0})
         return RefineResult(plan)
     groups = {g.name: g for g in plan.groups}
     grads: dict[tuple[str, int], torch.Tensor] = {}
@@ -133,11 +135,16 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
         if len(clusters) > 1:
             _untie(new_plan, key, uses, labels, clusters, generators[key[0]])
             result.untied[f"{key[0]}/{key[1]}"] = clusters
-    if result.changed:
-        slots = {s.name: s for s in new_plan.slots}
-        for g in new_plan.groups:
-            generators[g.name]._build(g, slots)
-        store.plan = new_plan
+    # Recorded, changed or not, so that a training schedule refines once (ssnfx.training).
+    record = {"steps": steps, "beta": beta, "rows": len(rows), "untied": len(result.untied)}
+    if not result.changed:  # the plan stays the same object
+        plan.measured.setdefault("refined", []).append(record)
+        return RefineResult(plan, similarity=result.similarity)
+    new_plan.measured.setdefault("refined", []).append(record)
+    slots = {s.name: s for s in new_plan.slots}
+    for g in new_plan.groups:
+        generators[g.name]._build(g, slots)
+    store.plan = new_plan
     return result
 
 

@@ -56,14 +56,14 @@ from ..plan import SharingPlan, Slot
 from .clustering import fitting_clusters, kmeans_groups, pair_graph, superweight_clusters
 from .planner import MAX_BUDGET_RATIO, make_plan
 from .rewrite import rewrite
-from .statistics import CoefficientGradients, SuperWeightGradients
+from .statistics import CoefficientGradients, GradientCovariation, SuperWeightGradients
 from .trace import as_traced
 
 __all__ = ["SearchConfig", "STATISTICS", "FEATURES", "DEFAULT_GROUPS", "search",
            "provisional_model", "search_store", "similarity_graph"]
 
 #: What a search can train and measure (see :class:`SearchConfig`).
-STATISTICS = ("coefficients", "superweights")
+STATISTICS = ("coefficients", "superweights", "covariation")
 #: What K-means clusters the layers by (see :class:`SearchConfig`).
 FEATURES = ("phi", "displacement")
 #: The groups K-means forms when neither ``ShareConfig.groups`` nor the silhouette choice
@@ -108,8 +108,12 @@ class SearchConfig:
             model of SSN Sec. 3.2 (groups by K-means over phi, and the gradient each slot sends
             to its coefficients over the common candidates), or ``"superweights"``, SWN Eq. 2
             (a hard-shared SWN model in one cluster, slots compared by the gradients they send
-            to the SuperWeights they share; no groups); ``None``: the method's own
-            (:attr:`ssnfx.methods.Method.statistic`: SSN the first, SWN the second).
+            to the SuperWeights they share; no groups), or ``"covariation"``, on the method's
+            own search model: how the sizes of the slots' weight gradients rise and fall
+            together from step to step (:class:`ssnfx.passes.statistics.GradientCovariation`;
+            groups and clusters alike by K-means over those correlations); ``None``: the
+            method's own (:attr:`ssnfx.methods.Method.statistic`: SSN the first, SWN the
+            second).
         progress: show a progress bar (on a terminal).
 
     What the search shares with the final model comes from its :class:`ShareConfig`: the
@@ -306,23 +310,29 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
     groups: list[list[str]] | None = None
     scores: dict[str, float] = {}
     fitting: list[int] = []
-    if statistic == "superweights":
+    model_of = statistic if statistic != "covariation" else method.statistic
+    if model_of == "superweights":
         measured, graph = _superweight_search(gm, budget, data, loss_fn, config, sc, steps,
                                               measured_steps)
     else:
         measured, graph = _coefficient_search(gm, data, loss_fn, config, sc, steps,
                                               measured_steps)
-        names = measured["slots"]
+    names = measured["slots"]
+    size = {n: graph.nodes[n]["numel"] for n in names}
+    # The guard: the one-group store at the target budget can give every group its largest
+    # layer.
+    store = make_plan(gm, budget, replace(config, strategy="single")).groups[0].numel \
+        if sc.guard else 0
+
+    def fits(candidate: list[list[str]]) -> bool:
+        return sum(max(size[n] for n in g) for g in candidate) <= store
+
+    features = None
+    if statistic == "covariation":  # each layer's correlations with every other, clustered
+        features = np.array(measured["covariation"])
+    elif statistic == "coefficients":  # SSN Sec. 3.2: the layer representations
         features = np.array([graph.nodes[n]["embedding"] for n in names])
-        size = {n: graph.nodes[n]["numel"] for n in names}
-        # The guard: the one-group store at the target budget can give every group its
-        # largest layer.
-        store = make_plan(gm, budget, replace(config, strategy="single")).groups[0].numel \
-            if sc.guard else 0
-
-        def fits(candidate: list[list[str]]) -> bool:
-            return sum(max(size[n] for n in g) for g in candidate) <= store
-
+    if features is not None:
         count = None if sc.silhouette else (config.groups or DEFAULT_GROUPS)
         groups, scores, fitting = kmeans_groups(features, names, count, sc.max_groups,
                                                 sc.min_silhouette, config.seed,
@@ -349,12 +359,15 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
                                    config.seed)[0]
             if plannable(groups):
                 break
-    if method.shares_by == "clusters":
+    if statistic == "covariation":  # the K-means groups serve as clusters too
+        clusters, tau = groups, None
+    elif method.shares_by == "clusters":
         clusters, tau = fitting_clusters(graph, sc.tau, plannable)
     else:  # recorded for inspection only: the plan shares by groups
         clusters, tau = superweight_clusters(graph, sc.tau), sc.tau
     measured.update({
-        "groups": groups, "silhouette": scores, "fitting_group_counts": fitting,
+        "statistic": statistic, "groups": groups, "silhouette": scores,
+        "fitting_group_counts": fitting,
         "superweight_clusters": clusters, "tau": sc.tau, "tau_used": tau,
         "guard": sc.guard, "split": final.split, "search_config": asdict(sc)})
     chosen = {"groups": groups, "clusters": clusters}[method.shares_by]
@@ -423,29 +436,34 @@ def _coefficient_search(gm: fx.GraphModule, data: Iterable[Any],
 
     start = representation()
     stats = CoefficientGradients(generator)
+    covariation = GradientCovariation(names)
+    generator.hook = covariation.record
 
     def after_backward(measure: bool) -> list[str]:
         stats.step(measure)
-        return stats.non_finite(names)
+        return stats.non_finite(names) or covariation.step(measure)
 
     try:
         measured = _train(model, data, loss_fn, steps, measured_steps, sc, after_backward)
     finally:
         stats.close()
+        generator.hook = None
     gradient = stats.similarity()
     phi = representation()
     if sc.features == "phi":  # SSN Sec. 3.2: K-means "on all the layer representations"
         features = phi
     else:  # how far each slot's representation moved from its orthogonal start, unit length
         features = F.normalize(phi - start, dim=1)
-    if not (torch.isfinite(gradient).all() and torch.isfinite(features).all()):
+    co = covariation.similarity()
+    if not (torch.isfinite(gradient).all() and torch.isfinite(features).all()
+            and torch.isfinite(co).all()):
         raise _non_finite_error()
     unit = F.normalize(features, dim=1)
     measured.update({
-        "statistic": "coefficients", "combiner": generator.combiner.name, "slots": names,
+        "model": "provisional", "combiner": generator.combiner.name, "slots": names,
         "features": sc.features, "search_store": generator.store.numel(),
         "embeddings": _rounded(features), "embedding_similarity": _rounded(unit @ unit.T),
-        "gradient_similarity": _rounded(gradient)})
+        "gradient_similarity": _rounded(gradient), "covariation": _rounded(co)})
     # Groups and clusters are derived from the layer-similarity graph, the same graph that
     # similarity_graph(plan) rebuilds from the plan: a replay sees what the search saw.
     return measured, _layer_graph(slots, measured)
@@ -469,17 +487,26 @@ def _superweight_search(gm: fx.GraphModule, budget: float | int, data: Iterable[
     slots = {s.name: s for s in plan.slots if s.shared}
     names = list(slots)
     stats = SuperWeightGradients(group, slots)
+    covariation = GradientCovariation(names)
     generator = getattr(model.ssnfx, group.name)
-    generator.hook = stats.record
+
+    def record(i: int, grad: torch.Tensor) -> None:
+        stats.record(i, grad)
+        covariation.record(i, grad)
+
+    def after_backward(measure: bool) -> list[str]:
+        return stats.step(measure) or covariation.step(measure)
+
+    generator.hook = record
     try:
-        measured = _train(model, data, loss_fn, steps, measured_steps, sc, stats.step)
+        measured = _train(model, data, loss_fn, steps, measured_steps, sc, after_backward)
     finally:
         generator.hook = None
-    gradient = stats.similarity(names)
-    if not torch.isfinite(gradient).all():
+    gradient, co = stats.similarity(names), covariation.similarity()
+    if not (torch.isfinite(gradient).all() and torch.isfinite(co).all()):
         raise _non_finite_error()
-    measured.update({"statistic": "superweights", "combiner": combiner, "slots": names,
-                     "gradient_similarity": _rounded(gradient)})
+    measured.update({"model": "hard-shared", "combiner": combiner, "slots": names,
+                     "gradient_similarity": _rounded(gradient), "covariation": _rounded(co)})
     return measured, _layer_graph(slots, measured)
 
 
@@ -496,14 +523,17 @@ def _rounded(m: torch.Tensor) -> list[list[float]]:
 
 def _layer_graph(slots: dict[str, Slot], measured: dict[str, Any]) -> nx.Graph:
     """The layer-similarity graph of what a search measured: nodes are slots (shape, parameter
-    count, learned embedding), edges carry ``embedding`` and ``gradient`` similarity."""
+    count, learned embedding), edges carry ``gradient`` similarity and, where measured,
+    ``embedding`` similarity and gradient ``covariation``."""
     names = measured["slots"]
     graph = pair_graph(names, measured["gradient_similarity"])
     for name in names:
         graph.nodes[name].update(shape=slots[name].shape, numel=slots[name].numel)
-    if "embeddings" in measured:  # the superweights statistic learns no embeddings
-        for i, j in itertools.combinations(range(len(names)), 2):
-            graph.edges[names[i], names[j]]["embedding"] = measured["embedding_similarity"][i][j]
+    for key, attribute in (("embedding_similarity", "embedding"), ("covariation", "covariation")):
+        if key in measured:  # (Eq. 2's model learns no embeddings; older plans: no covariation)
+            for i, j in itertools.combinations(range(len(names)), 2):
+                graph.edges[names[i], names[j]][attribute] = measured[key][i][j]
+    if "embeddings" in measured:
         for name, embedding in zip(names, measured["embeddings"]):
             graph.nodes[name]["embedding"] = embedding
     return graph

@@ -50,8 +50,15 @@ class ShareConfig:
         emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).
-        tile: SWN only: the longest side of a SuperWeight; ``None``: the layers' own cuts
-            (SWN Sec. 2.1.2).
+        refine_at: with hard sharing, the fraction of a training run after which
+            :func:`ssnfx.training.train` (or a loop that calls
+            :func:`ssnfx.training.refine_if_due`) unties the coefficients whose uses pull apart
+            (SWN Sec. 2.2.2: E = 10 of 200 epochs, 0.05); ``None``: never (call
+            :func:`ssnfx.refine` yourself). Recorded in the plan.
+        tile: SWN only: the longest side of a SuperWeight (the canvas is also cut every
+            ``tile`` rows and columns); ``0``: the layers' own cuts only (SWN Sec. 2.1.2);
+            ``None``: chosen from the budget (:func:`ssnfx.methods.auto_tile`). The plan records
+            the tile used.
         selection: how SuperWeights select candidates from their group's store: ``"blocks"``
             (whole blocks, round robin, SSN Sec. 3.1) or ``"resized"`` (P equal candidates that
             every SuperWeight resizes to its shape, SSN Sec. 3.2; what the search trains).
@@ -89,6 +96,7 @@ class ShareConfig:
     candidates: int = 4
     emb_dim: int = 24
     hard_sharing: bool = False
+    refine_at: float | None = 0.05
     tile: int | None = None
     selection: str = "blocks"
     split: str = "largest-first"
@@ -131,14 +139,21 @@ class ShareConfig:
         if self.combiner is not None and self.combiner not in COMBINERS:
             raise PlanError(f"ShareConfig.combiner must be one of {tuple(COMBINERS)} or None, "
                             f"got {self.combiner!r}")
+        if self.refine_at is not None and (
+                isinstance(self.refine_at, bool) or not isinstance(self.refine_at, (int, float))
+                or not 0 <= self.refine_at < 1):
+            raise PlanError(f"ShareConfig.refine_at must be a fraction in [0, 1) of the "
+                            f"training run, or None, got {self.refine_at!r}")
         for name in ("groups", "candidates", "emb_dim", "tile"):
             value = getattr(self, name)
             if name in ("groups", "tile") and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                optional = " or None" if name in ("groups", "tile") else ""
-                raise PlanError(f"ShareConfig.{name} must be a positive int{optional}, got "
-                                f"{value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or value < (
+                    0 if name == "tile" else 1):
+                what = {"groups": "a positive int or None",
+                        "tile": "an int >= 0 (0: no cuts beyond the layers' own) or None (auto)"
+                        }.get(name, "a positive int")
+                raise PlanError(f"ShareConfig.{name} must be {what}, got {value!r}")
 
     @property
     def resolved_groups(self) -> int:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from .combiners import get_combiner
 from .layer_kinds import kind_of
-from .plan import GroupPlan, SharingPlan, Slot
+from .plan import GroupPlan, SharingPlan, Slot, matrix_shape
 from .selector import resize_source, select_blocks, upsample_source
 
 __all__ = ["GroupGenerator", "ParameterStore", "sample_std", "store_std", "fitted_gain",
@@ -359,6 +359,21 @@ class _SlotBucket:
     tiles: list[tuple[int, int, int, int, int, bool]] = field(default_factory=list)
     # each tile: (bucket, row, col, rows, cols, whole); unless whole, its instance rows are in
     # buffer sb{k}_t{j}
+    grid: tuple[int, int] | None = None
+    # a regular grid of tiles of one bucket's shape (SWN with ShareConfig.tile): assembled by one
+    # gather (buffer sb{k}_grid, slot by slot, row-major) and one permute
+
+
+def _grid(sb: _SlotBucket) -> tuple[int, int] | None:
+    """``(rows, cols)`` of tiles when a slot bucket's tiles are a regular, row-major grid of one
+    bucket's shape (more than one tile), else None."""
+    bucket, _, _, r, c, _ = sb.tiles[0]
+    rows, cols = matrix_shape(sb.shape)
+    gr, gc = rows // r, cols // c
+    if len(sb.tiles) < 2 or gr * r != rows or gc * c != cols:
+        return None
+    expected = [(bucket, a * r, b * c, r, c) for a in range(gr) for b in range(gc)]
+    return (gr, gc) if [t[:5] for t in sb.tiles] == expected else None
 
 
 class GroupGenerator(nn.Module):
@@ -557,17 +572,25 @@ class GroupGenerator(nn.Module):
 
         for k, sb in enumerate(self._slot_buckets):
             tiles0 = group.layout[self.names[sb.slots[0]]]
+            picks_of_tiles = []
             for j, t0 in enumerate(tiles0):
                 r, c = group.superweights[t0.superweight]
                 rows = [where[(group.layout[self.names[i]][j].superweight,
                                group.layout[self.names[i]][j].coefficients)] for i in sb.slots]
                 bucket, picked = rows[0][0], [row for _, row in rows]
+                picks_of_tiles.append(picked)
                 # A tile that takes its bucket's instances in order needs no index_select.
                 whole = picked == list(range(len(self._buckets[bucket].instances)))
                 sb.tiles.append((bucket, t0.row, t0.col, r, c, whole))
-                if not whole:
-                    self.register_buffer(f"sb{k}_t{j}", torch.tensor(picked, device=device),
-                                         persistent=False)
+            sb.grid = _grid(sb)
+            if sb.grid is not None:  # slot by slot, its tiles row-major
+                order = torch.tensor(picks_of_tiles, device=device).t().reshape(-1)
+                self.register_buffer(f"sb{k}_grid", order, persistent=False)
+            else:
+                for j, (picked, tile) in enumerate(zip(picks_of_tiles, sb.tiles)):
+                    if not tile[5]:
+                        self.register_buffer(f"sb{k}_t{j}", torch.tensor(picked, device=device),
+                                             persistent=False)
             self.register_buffer(f"sb{k}_slots", torch.tensor(sb.slots, device=device),
                                  persistent=False)
 
@@ -732,13 +755,20 @@ class GroupGenerator(nn.Module):
         weights: list[torch.Tensor | None] = [None] * len(self.names)
         for k, sb in enumerate(self._slot_buckets):
             n = len(sb.slots)
-            bands: dict[int, list[torch.Tensor]] = {}
-            for j, (bucket, row, col, r, c, whole) in enumerate(sb.tiles):
-                src = instances[bucket]
-                tile = src if whole else src.index_select(0, getattr(self, f"sb{k}_t{j}"))
-                bands.setdefault(row, []).append(tile.view(n, r, c))
-            parts = [torch.cat(ts, dim=2) if len(ts) > 1 else ts[0] for ts in bands.values()]
-            w = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+            if sb.grid is not None:
+                bucket, _, _, r, c, _ = sb.tiles[0]
+                gr, gc = sb.grid
+                w = instances[bucket].index_select(0, getattr(self, f"sb{k}_grid")) \
+                    .view(n, gr, gc, r, c).permute(0, 1, 3, 2, 4).reshape(n, gr * r, gc * c)
+            else:
+                bands: dict[int, list[torch.Tensor]] = {}
+                for j, (bucket, row, col, r, c, whole) in enumerate(sb.tiles):
+                    src = instances[bucket]
+                    tile = src if whole else src.index_select(0, getattr(self, f"sb{k}_t{j}"))
+                    bands.setdefault(row, []).append(tile.view(n, r, c))
+                parts = [torch.cat(ts, dim=2) if len(ts) > 1 else ts[0]
+                         for ts in bands.values()]
+                w = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
             if not self._gain_in_mix:
                 w = w * self.gain.index_select(0, getattr(self, f"sb{k}_slots")).view(n, 1, 1)
             # One slot is a view: unbinding it would cost a copy of its gradient (a stack).

@@ -1,6 +1,7 @@
 """A plain training loop with a progress bar: what the CLI, the tests and the benchmarks share."""
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -10,12 +11,42 @@ import torch.nn as nn
 from ._progress import progress as _progress
 from .batches import call_model
 from .errors import SsnfxError
+from .markers import store_of
+from .passes.refine import RefineResult, refine
 
-__all__ = ["train", "accuracy", "predict", "MetricError"]
+__all__ = ["train", "refine_if_due", "accuracy", "predict", "MetricError"]
 
 
 class MetricError(SsnfxError, ValueError):
     """The model's outputs are not what a metric needs (class scores per example)."""
+
+
+def refine_if_due(model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
+                  step: int, total: int) -> RefineResult | None:
+    """SWN Sec. 2.2.2 in any training loop: after step ``step`` (1-based) of ``total``, refine a
+    hard-shared model once its plan's ``refine_at`` fraction of the run is reached
+    (:class:`ssnfx.ShareConfig`), measuring on batches of ``data``; returns what
+    :func:`ssnfx.refine` did, or None when nothing was due (or the model is not shared, or
+    already refined). :func:`train` calls it after every step.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
+        >>> shared = ssnfx.share(net, 0.5, ssnfx.ShareConfig(method="swn", hard_sharing=True,
+        ...                                                  refine_at=0.5))
+        >>> data = [(torch.randn(4, 8), torch.randn(4, 8))] * 4
+        >>> mse = torch.nn.functional.mse_loss
+        >>> [refine_if_due(shared, data, mse, step, 4) is not None for step in (1, 2, 3)]
+        [False, True, False]
+    """
+    store = store_of(model)
+    plan = getattr(store, "plan", None)
+    at = None if plan is None else plan.hyper.get("refine_at")
+    if at is None or plan.measured.get("refined") or step < max(1, math.ceil(at * total)):
+        return None
+    result = refine(model, data, loss_fn)
+    model.train()  # (the measurement ran in the model's mode; a callback may not have)
+    return result
 
 
 def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
@@ -23,9 +54,11 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
           progress: bool = True, on_epoch: Callable[[int], None] | None = None) -> list[float]:
     """Train ``model`` for ``epochs`` over ``(inputs, targets)`` batches; returns the epoch losses.
 
-    The default optimizer is Adam with a cosine schedule over all steps. ``on_epoch(epoch)`` is
-    called after each epoch (0-based), in the middle of one optimizer's schedule: for example to
-    :func:`ssnfx.refine` a hard-shared model after E epochs (SWN Sec. 2.2.2).
+    The default optimizer is Adam with a cosine schedule over all steps. A hard-shared SWN model
+    is refined when its plan says (``ShareConfig.refine_at``, SWN Sec. 2.2.2: hard sharing for
+    the first part of training, then the coefficients whose uses pull apart untied), in the
+    middle of one optimizer's schedule (:func:`refine_if_due`). ``on_epoch(epoch)`` is called
+    after each epoch (0-based).
 
     Example:
         >>> import torch, ssnfx
@@ -42,6 +75,7 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
     steps = epochs * len(loader) if hasattr(loader, "__len__") else None
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if steps else None
     losses = []
+    step = 0
     for epoch in range(epochs):
         total, count = 0.0, 0
         batches = _progress(loader, len(loader) if hasattr(loader, "__len__") else None,
@@ -55,6 +89,11 @@ def train(model: nn.Module, loader: Iterable[Any], loss_fn: Callable[..., torch.
                 schedule.step()
             total += float(loss.detach()) * len(y)
             count += len(y)
+            step += 1
+            if steps is not None:
+                refine_if_due(model, loader, loss_fn, step, steps)
+        if steps is None:  # a loader without a length: refine at an epoch's end
+            refine_if_due(model, loader, loss_fn, epoch + 1, epochs)
         losses.append(total / max(count, 1))
         if on_epoch is not None:
             on_epoch(epoch)

@@ -25,7 +25,9 @@ def _load(name: str):
                                          ("bench_ensemble", "| independent 3/4 |"),
                                          ("bench_distill", "| ssnfx 4x, one store | ✓ |"),
                                          ("bench_forms", "| SmallCNN-like, batch 8 | 10% |"),
-                                         ("bench_lm", "| depth | ")])
+                                         ("bench_lm", "| depth | "),
+                                         ("bench_tile", "| 32 | "),
+                                         ("bench_conflict", "| oracle | ")])
 def test_quick_mode(name, expect):
     body = _load(name).main(["--quick"])
     assert expect in body

@@ -15,7 +15,7 @@ def test_round_trip_and_defaults():
 @pytest.mark.parametrize("kwargs,match", [
     ({"method": "lora"}, "method"), ({"combiner": "max"}, "combiner"),
     ({"candidates": 0}, "candidates"), ({"groups": True}, "groups"), ({"emb_dim": 2.5}, "emb_dim"),
-    ({"tile": 0}, "tile"), ({"selection": "hashed"}, "selection")])
+    ({"tile": -1}, "tile"), ({"selection": "hashed"}, "selection")])
 def test_bad_values_name_the_field(kwargs, match):
     with pytest.raises(ssnfx.PlanError, match=match):
         ssnfx.ShareConfig(**kwargs)

@@ -24,7 +24,8 @@ def _stack(n: int) -> nn.Module:
 
 def _ops(n: int, method: str, combiner: str) -> tuple[int, bool]:
     """Ops to generate a group of n alike layers at budget 1.5, and whether it used a matmul."""
-    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, strategy="single")
+    # (SWN's tile fixed: the automatic one changes with the budget, and with it the layout.)
+    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, strategy="single", tile=0)
     shared = ssnfx.share(_stack(n), budget=1.5, config=cfg)  # >= P blocks for all
     with _CountOps() as ops:
         weights = shared.ssnfx.g0()
@@ -194,18 +195,19 @@ def _model(name: str) -> nn.Module:
 
 @pytest.mark.parametrize("model", ["cnn", "stack"])
 @pytest.mark.parametrize("budget", [0.05, 0.3, 3.0])
-@pytest.mark.parametrize("method,combiner,hard,selection", [
-    ("ssn", "wavg", False, "blocks"), ("ssn", "emb", False, "blocks"),
-    ("ssn", "rr", False, "blocks"), ("ssn", "avg", False, "blocks"),
-    ("swn", "linear", False, "blocks"), ("swn", "linear", True, "blocks"),
-    ("ssn", "emb", False, "resized"), ("swn", "linear", True, "resized")])
+@pytest.mark.parametrize("method,combiner,hard,selection,tile", [
+    ("ssn", "wavg", False, "blocks", None), ("ssn", "emb", False, "blocks", None),
+    ("ssn", "rr", False, "blocks", None), ("ssn", "avg", False, "blocks", None),
+    ("swn", "linear", False, "blocks", None), ("swn", "linear", True, "blocks", None),
+    ("swn", "linear", False, "blocks", 8), ("swn", "linear", True, "blocks", 8),
+    ("ssn", "emb", False, "resized", None), ("swn", "linear", True, "resized", None)])
 def test_batched_generation_equals_the_plain_path(model, budget, method, combiner, hard,
-                                                  selection):
+                                                  selection, tile):
     """The batched generator (buckets gathered, windowed, upsampled or resized in one autograd
     function, mixing and gains for the whole group at once) gives the plain path's weights, and
     the same gradients to the store and the coefficients."""
     cfg = ssnfx.ShareConfig(method=method, combiner=combiner, hard_sharing=hard,
-                            strategy="single", selection=selection)
+                            strategy="single", selection=selection, tile=tile)
     try:  # float64 throughout, so that only the order of the arithmetic differs
         shared = ssnfx.share(_model(model).double(), budget, cfg)
     except ssnfx.BudgetError:
@@ -232,12 +234,16 @@ def test_the_plain_path_test_covers_every_generation_path():
     from ssnfx.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW
 
     kinds = set()
+    grids = 0
     for model in ("cnn", "stack"):
         for budget in (0.05, 0.3, 3.0):
             for selection in ("blocks", "resized"):
                 cfg = ssnfx.ShareConfig(strategy="single", selection=selection)
                 shared = ssnfx.share(_model(model), budget, cfg)
                 kinds |= {(kind, n > 1) for kind, _, n, *_ in shared.ssnfx.g0._specs}
+        tiled = ssnfx.share(_model(model), 0.3, ssnfx.ShareConfig(method="swn", tile=8))
+        grids += sum(sb.grid is not None for sb in tiled.ssnfx.g0._slot_buckets)
+    assert grids > 0  # slots assembled from a regular grid of tiles by one gather
     # every path, and the upsampled bucket both alone (scaled at its source) and with several
     assert kinds >= {(_GATHER, True), (_WINDOW, True), (_UPSAMPLE, False), (_UPSAMPLE, True),
                      (_RESIZE, False), (_RESIZE, True)}

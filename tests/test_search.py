@@ -87,7 +87,7 @@ def test_similarity_graph():
     assert graph.number_of_nodes() == 6 and graph.number_of_edges() == 15
     assert graph.nodes["a1.weight"]["numel"] == 512
     edge = graph.edges["a1.weight", "c1.weight"]
-    assert set(edge) == {"embedding", "gradient"}
+    assert set(edge) == {"embedding", "gradient", "covariation"}
     # The decision replays from the graph alone: clusters from its edges, groups from its nodes.
     m = plan.measured
     assert superweight_clusters(graph, m["tau_used"]) == m["superweight_clusters"]
@@ -327,7 +327,8 @@ def test_eq2_statistic_splits_conflicting_layers():
     assert g["a2.weight"] == g["c2.weight"] != g["b2.weight"]
     assert [g.slots for g in plan.groups] == plan.measured["superweight_clusters"]
     graph = ssnfx.passes.similarity_graph(plan)  # the graph needs no embeddings
-    assert graph.edges["a1.weight", "b1.weight"] == {"gradient": sim["a1.weight"][idx["b1.weight"]]}
+    assert set(graph.edges["a1.weight", "b1.weight"]) == {"gradient", "covariation"}
+    assert graph.edges["a1.weight", "b1.weight"]["gradient"] == sim["a1.weight"][idx["b1.weight"]]
     # SSN plans take learned groups, which only the coefficient statistic gives: asked for Eq.
     # 2, an SSN search says so instead of ignoring it.
     with pytest.raises(ssnfx.SearchError, match="shares by groups"):
@@ -418,3 +419,63 @@ def test_kmeans_reads_phi_and_the_split_is_proportional(monkeypatch):
     stores = sum(g.numel for g in plan.groups)
     for g in plan.groups:
         assert abs(g.numel - stores * weights[g.name] / sum(weights.values())) <= 1
+
+
+class _TwoTasks(torch.nn.Module):
+    """Two branches of alike layers on two unrelated regression tasks."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
+                                     torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                                     torch.nn.Linear(16, 2))
+        self.q = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(),
+                                     torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                                     torch.nn.Linear(16, 2))
+
+    def forward(self, x, z):
+        return torch.cat([self.p(x), self.q(z)], 1)
+
+
+def _two_task_data(batches: int = 12):
+    gen = torch.Generator().manual_seed(0)
+    wp, wq = torch.randn(8, 2, generator=gen), torch.randn(8, 2, generator=gen)
+    out = []
+    for _ in range(batches):  # each task's batches come at scales of their own
+        x = torch.randn(16, 8, generator=gen) * (0.2 + 2 * torch.rand(1, generator=gen))
+        z = torch.randn(16, 8, generator=gen) * (0.2 + 2 * torch.rand(1, generator=gen))
+        out.append(((x, z), torch.cat([x @ wp, torch.sin(z @ wq)], 1)))
+    return out
+
+
+@pytest.mark.parametrize("method", ["ssn", "swn"])
+def test_covariation_groups_the_layers_of_each_task(method):
+    """The sizes of a task's layer gradients rise and fall together from batch to batch: the
+    covariation statistic puts each branch in its own group, on either method's search model."""
+    torch.manual_seed(0)
+    plan = ssnfx.search(ssnfx.trace(_TwoTasks()), 0.5, _two_task_data(), F.mse_loss,
+                        ssnfx.ShareConfig(method=method, groups=2),
+                        ssnfx.SearchConfig(statistic="covariation", progress=False))
+    m = plan.measured
+    assert m["statistic"] == "covariation"
+    assert m["model"] == {"ssn": "provisional", "swn": "hard-shared"}[method]
+    assert sorted(map(sorted, m["groups"])) == [["p.0.weight", "p.2.weight", "p.4.weight"],
+                                                 ["q.0.weight", "q.2.weight", "q.4.weight"]]
+    assert [g.slots for g in plan.groups] == m["groups"]
+
+
+def test_covariation_is_the_correlation_of_log_gradient_norms():
+    from ssnfx.passes.statistics import GradientCovariation
+
+    torch.manual_seed(0)
+    stats = GradientCovariation(["a", "b", "c"])
+    norms = torch.rand(6, 3, dtype=torch.float64) + 0.1
+    for t, row in enumerate(norms):
+        for i, n in enumerate(row):
+            stats.record(i, torch.full((2, 2), float(n) / 2))  # a 2 x 2 gradient of norm n
+        assert stats.step(measure=t > 0) == []
+    import numpy as np
+    expected = np.corrcoef(norms[1:].log().numpy().T)
+    assert np.allclose(stats.similarity().numpy(), expected, atol=1e-6)
+    stats.record(0, torch.tensor([float("nan")]))
+    assert stats.step() == ["a"]

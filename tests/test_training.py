@@ -49,3 +49,31 @@ def test_refine_between_epochs_keeps_one_schedule():
     # One cosine schedule over both epochs: half of the rate after the first, none at the end.
     assert seen[0][1] == pytest.approx(5e-3) and seen[1][1] == pytest.approx(0, abs=1e-9)
     assert shared.training
+
+
+def test_swn_schedule_search_hard_sharing_refine(monkeypatch):
+    """SWN Sec. 2.2 in two calls: share() with data trains a hard-shared model and clusters the
+    layers by Eq. 2 over its last epoch; train() trains the clustered model hard-shared for the
+    first ``refine_at`` of its steps, then refines (once), then trains on, in one schedule."""
+    import ssnfx.training as training
+
+    train_loader, _ = digits(batch_size=64, seed=0)
+    cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True, refine_at=0.25)
+    shared = ssnfx.share(SmallCNN(width=8), 0.3, cfg, data=train_loader,
+                         loss_fn=F.cross_entropy,
+                         search_config=ssnfx.SearchConfig(epochs=1, measure=0.5,
+                                                          progress=False))
+    m = shared.ssnfx.plan.measured
+    assert m["statistic"] == "superweights" and m["measured_steps"] == round(0.5 * 23)
+    assert [g.slots for g in shared.ssnfx.plan.groups] == m["superweight_clusters"]
+    assert shared.ssnfx.plan.hyper["refine_at"] == 0.25 and "refined" not in m
+    steps = []
+    real = training.refine
+    monkeypatch.setattr(training, "refine", lambda *a, **k: steps.append(len(seen)) or
+                        real(*a, **k))
+    seen = []
+    losses = train(shared, train_loader, lambda o, y: seen.append(1) or F.cross_entropy(o, y),
+                   epochs=2, progress=False)
+    # Refined once, after a quarter of the 2 x 23 steps (the measurement's own losses after).
+    assert steps == [12] and len(shared.ssnfx.plan.measured["refined"]) == 1
+    assert losses[1] < losses[0]
