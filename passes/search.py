@@ -307,36 +307,12 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         raise SearchError(f"method {config.method!r} shares by groups, which the statistic "
                           f"'superweights' (SWN Eq. 2) does not learn; use SearchConfig("
                           f"statistic='coefficients') or None")
-    groups: list[list[str]] | None = None
-    scores: dict[str, float] = {}
-    fitting: list[int] = []
-    model_of = statistic if statistic != "covariation" else method.statistic
-    if model_of == "superweights":
-        measured, graph = _superweight_search(gm, budget, data, loss_fn, config, sc, steps,
-                                              measured_steps)
-    else:
-        measured, graph = _coefficient_search(gm, data, loss_fn, config, sc, steps,
-                                              measured_steps)
-    names = measured["slots"]
-    size = {n: graph.nodes[n]["numel"] for n in names}
-    # The guard: the one-group store at the target budget can give every group its largest
-    # layer.
-    store = make_plan(gm, budget, replace(config, strategy="single")).groups[0].numel \
-        if sc.guard else 0
-
-    def fits(candidate: list[list[str]]) -> bool:
-        return sum(max(size[n] for n in g) for g in candidate) <= store
-
-    features = None
-    if statistic == "covariation":  # each layer's correlations with every other, clustered
-        features = np.array(measured["covariation"])
-    elif statistic == "coefficients":  # SSN Sec. 3.2: the layer representations
-        features = np.array([graph.nodes[n]["embedding"] for n in names])
-    if features is not None:
-        count = None if sc.silhouette else (config.groups or DEFAULT_GROUPS)
-        groups, scores, fitting = kmeans_groups(features, names, count, sc.max_groups,
-                                                sc.min_silhouette, config.seed,
-                                                fits if sc.guard else None)
+    # The covariation is measured on the method's own search model.
+    train_and_measure = {"coefficients": _coefficient_search,
+                         "superweights": _superweight_search}[
+        method.statistic if statistic == "covariation" else statistic]
+    measured, graph = train_and_measure(gm, budget, data, loss_fn, config, sc, steps,
+                                        measured_steps)
     # SSN Sec. 3.2 splits the budget in proportion to the weights each group represents; the
     # guard keeps ShareConfig.split (largest-first by default, SWN's reference code).
     final = config if sc.guard or method.shares_by != "groups" else replace(
@@ -352,13 +328,8 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         return not sc.guard or all(g.numel >= max(r * c for r, c in g.superweights)
                                    for g in plan.groups)
 
-    if groups is not None and not plannable(groups):
-        # K groups cost more coefficients than the budget holds: the most that fit, by K-means.
-        for k in range(len(groups) - 1, 0, -1):
-            groups = kmeans_groups(features, names, k, sc.max_groups, sc.min_silhouette,
-                                   config.seed)[0]
-            if plannable(groups):
-                break
+    groups, scores, fitting = _kmeans_groups(gm, budget, config, sc, statistic, measured, graph,
+                                             plannable)
     if statistic == "covariation":  # the K-means groups serve as clusters too
         clusters, tau = groups, None
     elif method.shares_by == "clusters":
@@ -372,6 +343,42 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         "guard": sc.guard, "split": final.split, "search_config": asdict(sc)})
     chosen = {"groups": groups, "clusters": clusters}[method.shares_by]
     return make_plan(gm, budget, final, groups=chosen, measured=measured)
+
+
+def _kmeans_groups(gm: fx.GraphModule, budget: float | int, config: ShareConfig,
+                   sc: SearchConfig, statistic: str, measured: dict[str, Any], graph: nx.Graph,
+                   plannable: Callable[[list[list[str]]], bool]
+                   ) -> tuple[list[list[str]] | None, dict[str, float], list[int]]:
+    """Groups by K-means over the layers' features: phi (SSN Sec. 3.2) or their covariation
+    rows; None for Eq. 2, which learns none. ``config.groups`` of them (else
+    :data:`DEFAULT_GROUPS`), or the count by silhouette score; fewer where the budget cannot
+    plan that many (their coefficients). Returns the groups, the silhouette scores and the
+    counts the guard let through."""
+    names = measured["slots"]
+    if statistic == "covariation":  # each layer's correlations with every other
+        features = np.array(measured["covariation"])
+    elif statistic == "coefficients":  # SSN Sec. 3.2: the layer representations
+        features = np.array([graph.nodes[n]["embedding"] for n in names])
+    else:
+        return None, {}, []
+    fits = None
+    if sc.guard:  # the one-group store at the target budget can hold each group's largest layer
+        store = make_plan(gm, budget, replace(config, strategy="single")).groups[0].numel
+        size = {n: graph.nodes[n]["numel"] for n in names}
+
+        def fits(candidate: list[list[str]]) -> bool:
+            return sum(max(size[n] for n in g) for g in candidate) <= store
+
+    count = None if sc.silhouette else (config.groups or DEFAULT_GROUPS)
+    groups, scores, fitting = kmeans_groups(features, names, count, sc.max_groups,
+                                            sc.min_silhouette, config.seed, fits)
+    # K groups may cost more coefficients than the budget holds: the most that fit, by K-means.
+    for k in range(len(groups) - 1, 0, -1):
+        if plannable(groups):
+            break
+        groups = kmeans_groups(features, names, k, sc.max_groups, sc.min_silhouette,
+                               config.seed)[0]
+    return groups, scores, fitting
 
 
 def _train(model: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., torch.Tensor],
@@ -417,12 +424,13 @@ def _non_finite_error() -> SearchError:
                        "no plan (lower SearchConfig.lr, or check the data and loss_fn)")
 
 
-def _coefficient_search(gm: fx.GraphModule, data: Iterable[Any],
+def _coefficient_search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
                         loss_fn: Callable[..., torch.Tensor], config: ShareConfig,
                         sc: SearchConfig, steps: int, measured_steps: int
                         ) -> tuple[dict[str, Any], nx.Graph]:
-    """Train the provisional model (SSN Sec. 3.2); read the layer representations phi and
-    the coefficient gradients. Returns what was measured and the layer-similarity graph."""
+    """Train the provisional model (SSN Sec. 3.2, whatever the budget); read the layer
+    representations phi and the coefficient gradients. Returns what was measured and the
+    layer-similarity graph."""
     model = provisional_model(gm, config, sc)
     generator = model.ssnfx.g0
     names = list(generator.names)

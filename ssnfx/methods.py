@@ -154,7 +154,7 @@ def auto_tile(slots: Sequence[Slot], available: int, config: ShareConfig) -> int
     (``ByteLM(128, 4)``) tiles of 32 took the validation loss from 3.16 to 2.58 bits per byte at
     5% and from 2.45 to 2.35 at 10% (64: 2.72 and 2.37; 16: 2.63 at 5%); on a ResNet of 77,754
     parameters on Fashion-MNIST the layers' own cuts were best (86.6% at 5%, tiles of 32 and 16:
-    86.2% and 85.7%), where tiles' coefficients would take 12-45% of the budget.
+    86.2% and 85.8%, 2 seeds), where tiles' coefficients would take 12-45% of the budget.
 
     Example:
         >>> from ssnfx.plan import Slot
