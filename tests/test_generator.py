@@ -234,7 +234,7 @@ def test_the_plain_path_test_covers_every_generation_path():
     from ssnfx.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW
 
     kinds = set()
-    grids = 0
+    grids = flats = 0
     for model in ("cnn", "stack"):
         for budget in (0.05, 0.3, 3.0):
             for selection in ("blocks", "resized"):
@@ -243,7 +243,10 @@ def test_the_plain_path_test_covers_every_generation_path():
                 kinds |= {(kind, n > 1) for kind, _, n, *_ in shared.ssnfx.g0._specs}
         tiled = ssnfx.share(_model(model), 0.3, ssnfx.ShareConfig(method="swn", tile=8))
         grids += sum(sb.grid is not None for sb in tiled.ssnfx.g0._slot_buckets)
+        swn = ssnfx.share(_model(model), 0.3, ssnfx.ShareConfig(method="swn"))
+        flats += sum(sb.flat for sb in swn.ssnfx.g0._slot_buckets)
     assert grids > 0  # slots assembled from a regular grid of tiles by one gather
+    assert flats > 0  # slots of many irregular tiles, by one gather over all instances
     # every path, and the upsampled bucket both alone (scaled at its source) and with several
     assert kinds >= {(_GATHER, True), (_WINDOW, True), (_UPSAMPLE, False), (_UPSAMPLE, True),
                      (_RESIZE, False), (_RESIZE, True)}
