@@ -9,26 +9,47 @@ The top level is the pipeline (share, trace, search, make_plan, rewrite, fold, r
 load, export, report, summary), its configs and plan types, and the errors. Recipes and extension
 registries live in their modules: ``ssnfx.ensemble``, ``ssnfx.anytime``, ``ssnfx.distill``,
 ``ssnfx.lsm``, ``ssnfx.combiners``, ``ssnfx.export``, ``ssnfx.passes``, ``ssnfx.config``.
+
+Every name is imported on first use (PEP 562), so that ``import ssnfx`` and ``ssnfx --help``
+cost no torch import; ``ssnfx.share`` and ``from ssnfx import share`` work as with eager imports.
 """
-from . import _checkout  # noqa: F401, I001  (first: where ssnfx.passes comes from)
-from . import anytime, distill, ensemble, lsm  # noqa: F401  (ssnfx.anytime etc. after import ssnfx)
-from .api import share
-from .checkpoint import load, save
-from .config import ShareConfig
-from .errors import (
-    BudgetError,
-    CheckpointError,
-    EnsembleError,
-    ExportError,
-    PlanError,
-    SearchError,
-    SsnfxError,
-    TraceError,
-)
-from .export import export
-from .passes import RefineResult, SearchConfig, fold, make_plan, refine, rewrite, search, trace
-from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
-from .report import report, summary
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+from . import _checkout  # noqa: F401  (first: where ssnfx.passes comes from)
+
+if TYPE_CHECKING:  # what type checkers and the API reference see; _PUBLIC below must agree
+    from .api import share
+    from .checkpoint import load, save
+    from .config import ShareConfig
+    from .errors import (
+        BudgetError,
+        CheckpointError,
+        EnsembleError,
+        ExportError,
+        PlanError,
+        SearchError,
+        SsnfxError,
+        TraceError,
+    )
+    from .export import export
+    from .passes import (
+        RefineResult,
+        SearchConfig,
+        fold,
+        make_plan,
+        refine,
+        rewrite,
+        search,
+        trace,
+    )
+    from .plan import PLAN_VERSION, GroupPlan, SharingPlan, Slot
+    from .report import report, summary
 
 __version__ = "0.1.0"
 
@@ -41,6 +62,18 @@ __all__ = [
     "ExportError", "EnsembleError",
     "__version__",
 ]
+
+#: Each top-level name and the submodule that defines it, imported when the name is first read.
+_PUBLIC = {
+    "share": "api", "save": "checkpoint", "load": "checkpoint", "ShareConfig": "config",
+    **dict.fromkeys(["SsnfxError", "TraceError", "BudgetError", "PlanError", "SearchError",
+                     "CheckpointError", "ExportError", "EnsembleError"], "errors"),
+    "export": "export",
+    **dict.fromkeys(["trace", "search", "make_plan", "rewrite", "fold", "refine",
+                     "SearchConfig", "RefineResult"], "passes"),
+    **dict.fromkeys(["SharingPlan", "GroupPlan", "Slot", "PLAN_VERSION"], "plan"),
+    "report": "report", "summary": "report",
+}
 
 #: Names that were once at the top level, and the module that has them now.
 _MOVED = {
@@ -59,11 +92,41 @@ _MOVED = {
 }
 
 
-def __getattr__(name: str):
-    # ssnfx.export is the function, so the import statement is the form that always works.
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+        globals()[name] = value  # once: later reads are plain attribute reads
+        return value
     if name in _MOVED:
+        # ssnfx.export is the function, so the import statement is the form that always works.
         module = _MOVED[name]
         new = "initialize" if name == "reset_parameters" else name
         raise AttributeError(f"ssnfx.{name} moved: use ssnfx.{module}.{new} "
                              f"(from ssnfx.{module} import {new})")
+    # A submodule (ssnfx.ensemble, ssnfx.passes, ...) is there after `import ssnfx` alone, as
+    # it was when the top level imported it eagerly.
+    if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'ssnfx' has no attribute {name!r}")
+
+
+#: The modules of recipes and registries, listed by ``dir(ssnfx)`` beside the top-level names.
+_MODULES = ("anytime", "combiners", "config", "distill", "ensemble", "lsm", "passes")
+
+
+def __dir__() -> list[str]:
+    return sorted({*__all__, *_MODULES})
+
+
+class _TopLevel(types.ModuleType):
+    """This package, whose ``export`` and ``report`` are the functions although submodules of
+    the same names exist: importing a submodule binds it on its package (the import system's
+    ``setattr``), which would replace the lazily imported function by the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _PUBLIC.get(name) == name:
+            return  # the function is read from the submodule on first use instead
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _TopLevel

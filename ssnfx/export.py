@@ -102,7 +102,8 @@ def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
         path: the file; written only once the check passes.
         format: a name in :data:`EXPORT_FORMATS`; ``None`` picks the one whose suffix ``path``
             has.
-        atol, rtol: tolerances of the check.
+        atol: absolute tolerance of the check.
+        rtol: relative tolerance of the check.
         options: passed to the format's writer (``dynamic_shapes`` for ``pt2``).
 
     Example:

@@ -2,9 +2,11 @@
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -180,6 +182,56 @@ def test_help_and_version(tmp_path):
         out = ssnfx(cmd, "--help", cwd=tmp_path)
         assert out.returncode == 0 and "usage: ssnfx " + cmd in out.stdout
     assert ssnfx("bogus", cwd=tmp_path).returncode == 2
+
+
+HELP = """import sys
+from ssnfx.cli import main
+for argv in (["--help"], ["compile", "--help"], ["fold", "--help"], ["report", "--help"]):
+    try:
+        main(argv)
+    except SystemExit:
+        pass
+print(sorted(m for m in ("torch", "ssnfx.passes", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_help_answers_at_once(tmp_path):
+    """--help parses before anything heavy is imported: no torch, so it answers in well under
+    a second (it took 6-12 s when the package imported torch first)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", HELP], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.stdout.strip().splitlines()[-1] == "[]", run.stderr
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        assert ssnfx("--help", cwd=tmp_path).returncode == 0
+        times.append(time.perf_counter() - start)
+    assert min(times) < 1.0, times
+
+
+def test_help_names_every_registered_choice(tmp_path):
+    from ssnfx.cli import registered_names
+
+    for cmd, kinds in (("compile", ("method", "combiner", "strategy")), ("fold", ("format",))):
+        text = " ".join(ssnfx(cmd, "--help", cwd=tmp_path).stdout.split())
+        for kind in kinds:
+            for name in registered_names(kind):
+                assert re.search(rf"\b{name}\b", text), (cmd, kind, name)
+    out = ssnfx("compile", "m.py", "--method", "bogus", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "argument --method: invalid choice: 'bogus' (choose from ssn, swn)" in out.stderr
+
+
+def test_quiet_prints_nothing(compiled):
+    work, _ = compiled
+    out = ssnfx("report", "out", "-q", cwd=work)
+    assert out.returncode == 0 and out.stdout == "" and out.stderr == ""
+    out = ssnfx("report", "out", "-q", "--png", "quiet.png", cwd=work)
+    assert out.returncode == 0 and out.stdout == "" and (work / "quiet.png").is_file()
+    out = ssnfx("fold", "out", "-q", "--force", "-o", "quiet.pt2", cwd=work)
+    assert out.returncode == 0 and out.stdout == "" and (work / "quiet.pt2").is_file()
+    assert ssnfx("report", "out", "-q", "--json", cwd=work).stdout.startswith("{")
 
 
 # ---- faults: nothing lost, every fault one line ----------------------------------------------

@@ -58,3 +58,26 @@ def test_the_ensemble_module_is_not_the_function():
         ssnfx.ensemble(folded)
     probs = ssnfx.ensemble.ensemble(folded)(torch.randn(2, 8))
     torch.testing.assert_close(probs.sum(1), torch.ones(2))
+
+
+def test_the_top_level_is_imported_on_first_use():
+    """`import ssnfx` imports no torch (the command line's --help answers at once); the first
+    name read imports its module, and the names a type checker or the API reference read (the
+    TYPE_CHECKING imports) are the ones imported at run time."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, ssnfx; print('torch' in sys.modules); ssnfx.share; "
+            "print('torch' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.stdout.split() == ["False", "True"], run.stderr
+    tree = ast.parse(Path(ssnfx.__file__).read_text())
+    block = next(n for n in tree.body if isinstance(n, ast.If)
+                 and getattr(n.test, "id", "") == "TYPE_CHECKING")
+    static = {a.asname or a.name: node.module for node in block.body
+              for a in node.names}
+    assert static == ssnfx._PUBLIC
+    assert set(static) | {"__version__"} == TOP_LEVEL
