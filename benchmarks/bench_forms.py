@@ -1,7 +1,7 @@
 """The two forms of a shared model, step time against the unshared model in one run.
 
 ``ssnfx.share`` returns the user's class, whose layers read generated weights through
-properties (``ssnfx/shared_model.py``); ``ssnfx.rewrite`` returns the torch.fx graph with the
+properties (``ssnfx/core/shared_model.py``); ``ssnfx.rewrite`` returns the torch.fx graph with the
 generators in it. Both generate the same weights from the same store; this measures what each
 costs per training step (forward, loss, backward, Adam) and per inference call, as the median of
 per-round ratios to the unshared model, the three models taking turns.

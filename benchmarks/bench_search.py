@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import fashion_mnist
-from ssnfx.passes.search import provisional_model
+from ssnfx.passes.searching import provisional_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import data_note, fashion_data, mean_std, write  # noqa: E402

@@ -1,6 +1,6 @@
 """SWN's tile: SuperWeights no longer than t on either side, on a CNN and on a transformer LM.
 
-The evidence behind :func:`ssnfx.methods.auto_tile`. The CNN is ResNetFM(16) on all of
+The evidence behind :func:`ssnfx.core.methods.auto_tile`. The CNN is ResNetFM(16) on all of
 Fashion-MNIST (benchmarks/fmnist.py, 3 epochs, the accuracy table's settings); the LM is
 ``ByteLM(128, 4)`` on torch's sources (benchmarks/bench_lm.py, 2,000 steps). Runs are cached
 with their benchmarks; this script trains the CNN runs it lacks and tabulates both.

@@ -72,11 +72,14 @@ def run_at(revision: str | None) -> dict[str, Any]:
                 # A revision whose top-level passes/ only an install maps to ssnfx.passes.
                 inside.symlink_to(source / "passes", target_is_directory=True)
         try:
-            env = {**os.environ, "PYTHONPATH": str(source)}
-            # An editable install maps ssnfx.passes to this checkout's passes/ whatever
-            # PYTHONPATH says: its finder is dropped, so the revision imports its own.
-            code = ("import json, runpy, sys; sys.meta_path[:] = [f for f in sys.meta_path if "
-                    "not getattr(f, '__module__', '').startswith('__editable__')]; "
+            # This checkout runs as installed (README: pip install -e). Another revision runs
+            # from its worktree: an editable install maps ssnfx.passes to this checkout's
+            # passes/ whatever PYTHONPATH says, so its finder is dropped there.
+            env = {**os.environ, "PYTHONPATH": str(source)} if revision is not None \
+                else dict(os.environ)
+            drop = ("sys.meta_path[:] = [f for f in sys.meta_path if not getattr(f, "
+                    "'__module__', '').startswith('__editable__')]; " if revision else "")
+            code = (f"import json, runpy, sys; {drop}"
                     f"m = runpy.run_path({str(Path(__file__))!r}); "
                     f"print(json.dumps(m['measure']()))")
             done = subprocess.run([sys.executable, "-c", code], cwd=source, env=env,

@@ -2,7 +2,7 @@
 GraphModule (SWN Sec. 4's ensembles and anytime inference from one store).
 
 A model from ``ssnfx.share([m1, m2, ...])`` marks each member's output with
-:func:`ssnfx.ensemble.member_output`; this pass keeps the outputs asked for and removes what
+:func:`ssnfx.core.members.member_output`; this pass keeps the outputs asked for and removes what
 only the others need (dead-code elimination), shared, folded or traced alike. From a folded
 model a single member's parameters get the member's own names, so that its state_dict loads
 strictly into a fresh instance of its class and it exports on its own.
@@ -16,10 +16,10 @@ from typing import Any
 import torch.fx as fx
 import torch.nn as nn
 
-from ..ensemble import Members, member_output
-from ..errors import EnsembleError
-from ..graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
-from ..markers import STORE, Meta, store_of
+from ssnfx.core.errors import EnsembleError
+from ssnfx.core.graph_module import assign_attr, build_graph_module, fetch_attr, graphs_of
+from ssnfx.core.markers import STORE, Meta, store_of
+from ssnfx.core.members import Members, member_output
 
 __all__ = ["member_names", "member", "select_members", "check_members"]
 
@@ -144,7 +144,7 @@ def member(model: fx.GraphModule, name: str) -> fx.GraphModule:
     From a folded model (``ssnfx.fold(shared)``) the member's parameters carry its own names
     (``"conv1.weight"``, not ``"0.conv1.weight"``): its state_dict loads strictly into a fresh
     instance of the member's class, and it exports on its own
-    (:func:`ssnfx.export.export_pt2`). From a
+    (:func:`ssnfx.deploy.export_pt2`). From a
     shared model it keeps the qualified names and reads the ensemble's store (the same
     parameters: training it trains the store of all members); to deploy a member, fold first:
     ``ssnfx.ensemble.member(ssnfx.fold(shared), name)``. The result holds the input's tensors,

@@ -17,14 +17,14 @@ from typing import Any
 
 import torch.fx as fx
 
-from ..config import ShareConfig
-from ..errors import BudgetError, PlanError
-from ..grouping import group_slots
-from ..layer_kinds import kind_of
-from ..markers import Meta
-from ..methods import get_method
-from ..plan import GroupPlan, SharingPlan, Slot
-from .trace import as_traced, check_traced_parameters, slots_of
+from ssnfx.core.config import ShareConfig
+from ssnfx.core.errors import BudgetError, PlanError
+from ssnfx.core.grouping import group_slots
+from ssnfx.core.layer_kinds import kind_of
+from ssnfx.core.markers import Meta
+from ssnfx.core.methods import get_method
+from ssnfx.core.plan import GroupPlan, SharingPlan, Slot
+from ssnfx.passes.tracing import as_traced, check_traced_parameters, slots_of
 
 __all__ = ["make_plan", "resolve_budget", "original_param_count", "frozen_param_count",
            "MAX_BUDGET_RATIO"]
@@ -233,7 +233,7 @@ def _apportion(total: int, weights: dict[str, int]) -> dict[str, int]:
 
 def _split(available: int, plan: SharingPlan) -> dict[str, int]:
     """Store sizes summing to ``available`` (at least one parameter per group), by the plan's
-    ``hyper["split"]`` (:data:`ssnfx.config.SPLITS`):
+    ``hyper["split"]`` (:data:`ssnfx.core.config.SPLITS`):
 
     * ``"largest-first"`` (SWN's reference code): each group first gets its largest SuperWeight,
       the least store that spares it any upsampling (SSN Table 3(c) sizes groups by their

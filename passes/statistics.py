@@ -19,8 +19,8 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ..generator import GroupGenerator
-from ..plan import GroupPlan, Slot
+from ssnfx.core.generator import GroupGenerator
+from ssnfx.core.plan import GroupPlan, Slot
 
 __all__ = ["CoefficientGradients", "SuperWeightGradients", "GradientCovariation"]
 
@@ -29,7 +29,7 @@ class CoefficientGradients:
     """Per slot, the gradient of its row of the generator's mixing weights (the slot's weight is
     ``sum_k mix_k C_k``, so it is ``[<dL/dW_i, C_k>]_k``), summed over the measured steps.
 
-    Hooked onto a :class:`~ssnfx.generator.GroupGenerator` in batched generation (its
+    Hooked onto a :class:`~ssnfx.core.generator.GroupGenerator` in batched generation (its
     ``mixing_hook``); a row's gradient goes to the slot that owns it.
     """
 

@@ -27,9 +27,9 @@ from typing import Any
 import torch
 import torch.fx as fx
 
-from .ensemble import average_probabilities
-from .errors import EnsembleError
-from .passes.members import member, member_names
+from ssnfx.core.errors import EnsembleError
+from ssnfx.ensemble import average_probabilities
+from ssnfx.passes.members import member, member_names
 
 __all__ = ["member_costs", "order_by_cost", "subset_accuracy", "anytime_subset",
            "anytime_frontier"]

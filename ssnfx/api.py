@@ -7,14 +7,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .config import ShareConfig
-from .ensemble import EnsembleLoss, Members, as_members, ensemble_loss
-from .errors import SearchError
-from .graph_module import release
-from .passes.planner import make_plan
-from .passes.rewrite import bind, rewrite
-from .passes.search import SearchConfig, search
-from .passes.trace import trace
+from ssnfx.core.config import ShareConfig
+from ssnfx.core.errors import SearchError
+from ssnfx.core.graph_module import release
+from ssnfx.core.members import Members, as_members
+from ssnfx.ensemble import EnsembleLoss, ensemble_loss
+from ssnfx.passes.planner import make_plan
+from ssnfx.passes.rewriting import bind, rewrite
+from ssnfx.passes.searching import SearchConfig, search
+from ssnfx.passes.tracing import trace
 
 __all__ = ["share"]
 
@@ -28,7 +29,7 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
 
     With ``data`` and ``loss_fn`` the search pass learns where to share (:func:`ssnfx.search`);
     without them the data-free plan of ``config.strategy`` is used (one group by default; see
-    :mod:`ssnfx.grouping`). The input model is not modified.
+    :mod:`ssnfx.core.grouping`). The input model is not modified.
 
     Several models (a list or dict) share one store (SWN Sec. 4): they are wrapped in
     :class:`ssnfx.ensemble.Members`, whose output is the tuple of the members' outputs; the
@@ -52,7 +53,7 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     Returns:
         A copy of ``model`` of its own class (``isinstance`` holds, every method works) whose
         shared weights are generated from the store ``shared.ssnfx`` (see
-        :mod:`ssnfx.shared_model`): train it like the original, then :func:`ssnfx.fold` it for
+        :mod:`ssnfx.core.shared_model`): train it like the original, then :func:`ssnfx.fold` it for
         deployment. Several models give the GraphModule of their
         :class:`ssnfx.ensemble.Members`.
 

@@ -24,16 +24,16 @@ import safetensors.torch
 import torch
 import torch.nn as nn
 
-from . import tensor_json
-from ._io import write_atomic
-from .ensemble import Members
-from .errors import CheckpointError, PlanError
-from .graph_module import release
-from .markers import require_store
-from .passes.rewrite import bind, rewrite
-from .passes.trace import trace
-from .plan import SharingPlan
-from .shared_model import PLAN_FILE, check_bound
+from ssnfx import tensor_json
+from ssnfx.core._io import write_atomic
+from ssnfx.core.errors import CheckpointError, PlanError
+from ssnfx.core.graph_module import release
+from ssnfx.core.markers import require_store
+from ssnfx.core.members import Members
+from ssnfx.core.plan import SharingPlan
+from ssnfx.core.shared_model import PLAN_FILE, check_bound
+from ssnfx.passes.rewriting import bind, rewrite
+from ssnfx.passes.tracing import trace
 
 __all__ = ["save", "load", "read", "check_loadable", "with_aliases", "FORMAT",
            "SAFETENSORS_FORMAT", "TORCH_SUFFIXES"]
@@ -134,7 +134,7 @@ def check_loadable(value: Any, where: str = "extra") -> None:
         >>> check_loadable({"run": {"out": pathlib.PurePosixPath("runs/a")}})
         Traceback (most recent call last):
         ...
-        ssnfx.errors.CheckpointError: extra['run']['out'] is a pathlib.PurePosixPath, ...
+        ssnfx.core.errors.CheckpointError: extra['run']['out'] is a pathlib.PurePosixPath, ...
     """
     kind = type(value)
     if kind in _PLAIN:

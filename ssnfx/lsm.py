@@ -22,8 +22,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .markers import store_of
-from .selector import select_blocks
+from ssnfx.core.markers import store_of
+from ssnfx.core.selector import select_blocks
 
 __all__ = ["LayerSimilarity", "layer_similarity", "identical_weights"]
 
@@ -77,7 +77,8 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
     (other candidate counts or tile counts) are not compared (NaN).
 
     Two layers draw on the same templates when they are in one group and every tile of theirs
-    combines the same candidate blocks at the same place (:func:`ssnfx.selector.select_blocks`).
+    combines the same candidate blocks at the same place
+    (:func:`ssnfx.core.selector.select_blocks`).
 
     Returns None when the model is not shared or has fewer than two layers with learned
     coefficients (combiners RR and Avg learn none).

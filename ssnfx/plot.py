@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ._io import atomic_path
-from .errors import PlanError, SsnfxError
-from .lsm import layer_similarity
-from .markers import store_of
-from .plan import SharingPlan
-from .sharing_map import Block, StoreRead, blocks, split_name, store_reads
+from ssnfx.core._io import atomic_path
+from ssnfx.core.errors import PlanError, SsnfxError
+from ssnfx.core.markers import store_of
+from ssnfx.core.plan import SharingPlan
+from ssnfx.lsm import layer_similarity
+from ssnfx.sharing_map import Block, StoreRead, blocks, split_name, store_reads
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

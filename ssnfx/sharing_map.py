@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .combiners import get_combiner
-from .plan import GroupPlan, SharingPlan
-from .selector import resize_source, select_blocks, upsample_source
+from ssnfx.core.combiners import get_combiner
+from ssnfx.core.plan import GroupPlan, SharingPlan
+from ssnfx.core.selector import resize_source, select_blocks, upsample_source
 
 __all__ = ["split_name", "Block", "blocks", "StoreRead", "store_reads"]
 
@@ -85,7 +85,7 @@ class StoreRead:
 
 def store_reads(plan: SharingPlan, group: GroupPlan) -> dict[str, StoreRead]:
     """For each slot of ``group``, the store ranges its SuperWeights' candidates read, as the
-    generator selects them (:func:`ssnfx.selector.select_blocks`, or the P equal candidates of
+    generator selects them (:func:`ssnfx.core.selector.select_blocks`, or the P equal candidates of
     a ``"resized"`` group): two slots whose ranges overlap share those parameters.
 
     Example:

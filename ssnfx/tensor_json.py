@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
+from ssnfx.core.errors import CheckpointError
 
 __all__ = ["encode", "decode"]
 

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ._progress import progress as _progress
-from .batches import call_model
-from .errors import SsnfxError
-from .markers import store_of
-from .passes.refine import RefineResult, refine
+from ssnfx.core._progress import progress as _progress
+from ssnfx.core.batches import call_model
+from ssnfx.core.errors import SsnfxError
+from ssnfx.core.markers import store_of
+from ssnfx.passes.refining import RefineResult, refine
 
 __all__ = ["train", "refine_if_due", "accuracy", "predict", "MetricError"]
 

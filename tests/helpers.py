@@ -12,7 +12,7 @@ import torch.nn as nn
 
 import ssnfx
 from ssnfx.checkpoint import with_aliases
-from ssnfx.export import export_torchscript
+from ssnfx.deploy import export_torchscript
 
 __all__ = ["check_pipeline", "check_members", "count_params", "outputs_close", "first_tensor"]
 

@@ -48,11 +48,11 @@ def blocks(page: Path) -> list[Block]:
 def registries_restored() -> Iterator[None]:
     """What a page registers (a combiner, an export format) is gone after it, as for a reader
     whose Python exits: the registries are the process's, and other tests count them."""
-    from ssnfx.combiners import COMBINER_REGISTRY
-    from ssnfx.export import EXPORT_FORMATS
-    from ssnfx.grouping import STRATEGIES
-    from ssnfx.layer_kinds import LAYER_KINDS
-    from ssnfx.methods import METHOD_REGISTRY
+    from ssnfx.core.combiners import COMBINER_REGISTRY
+    from ssnfx.core.grouping import STRATEGIES
+    from ssnfx.core.layer_kinds import LAYER_KINDS
+    from ssnfx.core.methods import METHOD_REGISTRY
+    from ssnfx.deploy import EXPORT_FORMATS
 
     registries = (COMBINER_REGISTRY, EXPORT_FORMATS, STRATEGIES, LAYER_KINDS, METHOD_REGISTRY)
     saved = [dict(r) for r in registries]

@@ -397,7 +397,7 @@ def test_concrete_args_and_leaves_are_replayed_by_load(tmp_path):
     torch.testing.assert_close(again(tokens), tied(tokens), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)
+@pytest.mark.parametrize("generation", ssnfx.core.jit.GENERATIONS)
 def test_torch_save_of_a_whole_shared_model_says_how_to_save_it(tmp_path, generation):
     shared = ssnfx.share(GRUNet(), 0.3, ssnfx.ShareConfig(generation=generation))
     with pytest.raises(ssnfx.CheckpointError, match=r"torch.save of a shared GRUNet .* save "

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
-from ssnfx.export import export_pt2, export_torchscript
+from ssnfx.deploy import export_pt2, export_torchscript
 
 from helpers import check_pipeline, count_params
 from models import AttnNet, SmallCNN, ThreeBranches, conflict_data
@@ -141,7 +141,7 @@ def test_adam_steps_then_fold(name):
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_jit_generation_matches_batched_on_device(name):
-    """Just-in-time generation on the device (ssnfx.jit: weights made before their layer and
+    """Just-in-time generation on the device (ssnfx.core.jit: weights made before their layer and
     again in backward): the outputs and every gradient of a step equal the batched mode's, the
     store's gradient on the device. In float64: the two modes sum in other orders, and in fp32
     ResNet's BatchNorm over 4 images at 1x1 amplifies that to 1% of its gradients (1e-12 in

@@ -13,7 +13,8 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(ssnfx.passes.__path__))
 
 
 def test_every_pass_is_here():
-    assert {"trace", "search", "planner", "rewrite", "fold", "refine", "members"} <= set(MODULES)
+    assert {"tracing", "searching", "planner", "rewriting", "folding", "refining",
+            "members"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -21,5 +22,5 @@ def test_docstring_examples(name):
     module = importlib.import_module(f"ssnfx.passes.{name}")
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed"
-    if name in ("trace", "search", "planner", "rewrite", "fold", "refine", "members"):
+    if name in ("tracing", "searching", "planner", "rewriting", "folding", "refining", "members"):
         assert result.attempted > 0, f"ssnfx.passes.{name} has no runnable example"

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import digits
+from ssnfx.deploy import export_pt2, export_torchscript
 from ssnfx.ensemble import Members, ensemble, ensemble_loss, member, member_names, select_members
-from ssnfx.export import export_pt2, export_torchscript
 from ssnfx.training import accuracy, train
 
 from helpers import check_members, check_pipeline, count_params

@@ -8,7 +8,7 @@ import torchvision
 
 import ssnfx
 from ssnfx.cli import build_parser
-from ssnfx.export import (
+from ssnfx.deploy import (
     EXPORT_FORMATS,
     ExportFormat,
     export_pt2,

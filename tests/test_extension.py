@@ -8,13 +8,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ssnfx
-from ssnfx.export import EXPORT_FORMATS, ExportFormat, register_export_format
+from ssnfx.deploy import EXPORT_FORMATS, ExportFormat, register_export_format
 
 from helpers import count_params
 from models import SmallCNN
 
 
-class Tempered(ssnfx.combiners.Combiner):
+class Tempered(ssnfx.core.combiners.Combiner):
     """A softmax of learned logits at temperature 0.5, plus one learned temperature offset per
     group: not one of the papers' combiners."""
 
@@ -44,7 +44,7 @@ def _write(model: nn.Module, inputs: tuple, path: str) -> None:
 
 
 def test_a_combiner_and_an_export_format_defined_here(tmp_path):
-    ssnfx.combiners.register_combiner(Tempered())
+    ssnfx.core.combiners.register_combiner(Tempered())
     fmt = register_export_format(ExportFormat("weights", ".sd", _write, None))
     try:
         model = SmallCNN()
@@ -80,5 +80,5 @@ def test_a_combiner_and_an_export_format_defined_here(tmp_path):
         again = ssnfx.load(SmallCNN(), tmp_path / "c.pt").eval()
         torch.testing.assert_close(again(x), shared(x))
     finally:
-        ssnfx.combiners.COMBINER_REGISTRY.pop("tempered")
+        ssnfx.core.combiners.COMBINER_REGISTRY.pop("tempered")
         EXPORT_FORMATS.pop(fmt.name)

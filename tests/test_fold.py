@@ -81,9 +81,9 @@ class _ConvGRU(torch.nn.Module):
         return self.head(out[:, -1])
 
 
-@pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)
-@pytest.mark.parametrize("method", sorted(ssnfx.config.METHODS))
-@pytest.mark.parametrize("combiner", sorted(ssnfx.config.COMBINERS))
+@pytest.mark.parametrize("generation", ssnfx.core.jit.GENERATIONS)
+@pytest.mark.parametrize("method", sorted(ssnfx.core.config.METHODS))
+@pytest.mark.parametrize("combiner", sorted(ssnfx.core.config.COMBINERS))
 def test_fold_keeps_its_promise_in_every_mode(generation, method, combiner, tmp_path):
     """Plain parameters only, the original's names and count, a strict load into the original
     class, no generator left in the graph, and (per mode and method) an export without the
@@ -94,7 +94,7 @@ def test_fold_keeps_its_promise_in_every_mode(generation, method, combiner, tmp_
     shared = ssnfx.share(model, 0.5, config).eval()
     mine = ssnfx.fold(shared)  # the user's class back, with plain weights
     assert type(mine) is _ConvGRU and not hasattr(mine, "ssnfx")
-    assert all(type(m).__module__ != "ssnfx.shared_model" for m in mine.modules())
+    assert all(type(m).__module__ != "ssnfx.core.shared_model" for m in mine.modules())
     traced = ssnfx.trace(model)
     folded = ssnfx.fold(ssnfx.rewrite(traced, shared.ssnfx.plan).eval())  # the graph's
     folded.load_state_dict(mine.state_dict())

@@ -34,7 +34,7 @@ def _ops(n: int, method: str, combiner: str) -> tuple[int, bool]:
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.core.config.COMBINERS)
 def test_generation_is_batched(method, combiner):
     """More alike layers cost no more ops: no loop per layer, on either generation path (one
     matmul while the store holds few blocks per candidate, else one gather per candidate)."""
@@ -48,7 +48,7 @@ def test_generation_is_batched(method, combiner):
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.core.config.COMBINERS)
 def test_generated_weights_keep_the_layers_init_scale(method, combiner):
     model = SmallCNN()
     shared = ssnfx.share(model, 0.2, ssnfx.ShareConfig(method=method, combiner=combiner))
@@ -63,7 +63,7 @@ def test_generated_weights_keep_the_layers_init_scale(method, combiner):
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.core.config.COMBINERS)
 def test_gradients_reach_store_and_coefficients(method, combiner):
     shared = ssnfx.share(SmallCNN(), 0.3, ssnfx.ShareConfig(method=method, combiner=combiner,
                                                            strategy="single"))
@@ -102,7 +102,7 @@ def test_every_generation_path_has_exact_gradients():
     # One group's buckets on all three paths, several block sizes from one store, candidates
     # repeating within and across instances (a block read twice must get both gradients),
     # checked against finite differences.
-    from ssnfx.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW, _Generate, _lerp_weights
+    from ssnfx.core.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW, _Generate, _lerp_weights
 
     torch.manual_seed(0)
     store = torch.randn(60, dtype=torch.double, requires_grad=True)
@@ -138,7 +138,7 @@ def _plain_weights(g) -> list[torch.Tensor]:
     place, times its gain. The reference for the batched generator."""
     import torch.nn.functional as F
 
-    from ssnfx.selector import resize_source, select_blocks, upsample_source
+    from ssnfx.core.selector import resize_source, select_blocks, upsample_source
 
     group, store = g._group, g.store
     picks = select_blocks(group.numel, group.superweights, group.candidates)
@@ -231,7 +231,7 @@ def test_batched_generation_equals_the_plain_path(model, budget, method, combine
 
 
 def test_the_plain_path_test_covers_every_generation_path():
-    from ssnfx.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW
+    from ssnfx.core.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW
 
     kinds = set()
     grids = flats = 0

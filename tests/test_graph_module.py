@@ -4,7 +4,7 @@ import torch
 import torch.nn as nn
 
 import ssnfx
-from ssnfx.graph_module import ModeGraphModule
+from ssnfx.core.graph_module import ModeGraphModule
 
 from helpers import check_pipeline
 

@@ -1,4 +1,4 @@
-"""Just-in-time generation (ssnfx.jit): the same function and gradients as the batched mode,
+"""Just-in-time generation (ssnfx.core.jit): the same function and gradients as the batched mode,
 weights not kept between their layer's forward and backward, the store's gradient once a step."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import torch
 import torch.nn as nn
 
 import ssnfx
-import ssnfx.jit
-from ssnfx.generator import GroupGenerator
+import ssnfx.core.jit
+from ssnfx.core.generator import GroupGenerator
 
 from models import AttnNet, GRUNet, SmallCNN, TiedAcrossLeaf, TiedInsideLeaf, TiedLM
 
@@ -67,7 +67,7 @@ def test_jit_computes_what_the_batched_mode_computes(case):
     jit, out_jit, grads_jit = _step(make, x, budget, config, "jit")
     assert jit.ssnfx.plan.hyper["generation"] == "jit"
     graph = ssnfx.rewrite(ssnfx.trace(make()), jit.ssnfx.plan).graph  # the pass's product too
-    assert any(n.target is ssnfx.jit.weight for n in graph.nodes)
+    assert any(n.target is ssnfx.core.jit.weight for n in graph.nodes)
     # float64: the two modes sum in other orders, so they agree to rounding, not bitwise.
     torch.testing.assert_close(out_jit, out, rtol=1e-10, atol=1e-12)
     assert grads_jit.keys() == grads.keys() and any(k.startswith("ssnfx.") for k in grads)
@@ -97,7 +97,7 @@ def _made_weights(monkeypatch) -> list[weakref.ref]:
 def test_weights_are_not_kept_between_forward_and_backward(monkeypatch, regenerate):
     made = _made_weights(monkeypatch)
     if not regenerate:  # the control: layers keep the weights they read, as in batched mode
-        monkeypatch.setattr(ssnfx.jit, "_pack", lambda t: t)
+        monkeypatch.setattr(ssnfx.core.jit, "_pack", lambda t: t)
     torch.manual_seed(0)
     shared = ssnfx.share(AttnNet(), 0.3, ssnfx.ShareConfig(generation="jit"))
     out = shared(torch.randn(2, 5, 8))
@@ -168,7 +168,7 @@ def test_jit_under_bf16_autocast_matches_the_batched_mode():
 def test_jit_from_the_meta_device():
     """A model shared on the meta device (nothing allocated) is generated just in time once
     materialised: the block indices the mode reads are kept as ints, never read off meta."""
-    from ssnfx.initialization import initialize
+    from ssnfx.core.initialization import initialize
 
     with torch.device("meta"):
         net = nn.Sequential(*[nn.Linear(64, 64) for _ in range(4)])

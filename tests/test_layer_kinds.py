@@ -12,8 +12,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ssnfx
-from ssnfx.initialization import initialize
-from ssnfx.layer_kinds import DEFAULT_KIND, LAYER_KINDS, LayerKind, kind_of, register_layer_kind
+from ssnfx.core.initialization import initialize
+from ssnfx.core.layer_kinds import (
+    DEFAULT_KIND,
+    LAYER_KINDS,
+    LayerKind,
+    kind_of,
+    register_layer_kind,
+)
 
 
 def _layers() -> dict[str, nn.Module]:

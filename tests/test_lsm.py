@@ -5,8 +5,8 @@ import torch
 import torch.nn as nn
 
 import ssnfx
+from ssnfx.core.plan import Tile
 from ssnfx.lsm import identical_weights, layer_similarity
-from ssnfx.plan import Tile
 from ssnfx.plot import coefficient_similarity
 
 from helpers import check_pipeline

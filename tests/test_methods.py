@@ -1,4 +1,5 @@
-"""ssnfx.methods: the method registry; a method defined and registered here is used throughout."""
+"""ssnfx.core.methods: the method registry; a method defined and registered here is used
+throughout."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,8 +9,8 @@ import torch
 import torch.nn as nn
 
 import ssnfx
-from ssnfx.methods import METHOD_REGISTRY, Method, get_method, register_method
-from ssnfx.plan import Slot, Tile
+from ssnfx.core.methods import METHOD_REGISTRY, Method, get_method, register_method
+from ssnfx.core.plan import Slot, Tile
 
 from helpers import check_pipeline
 

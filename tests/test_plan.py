@@ -4,7 +4,7 @@ import pytest
 import torchvision
 
 import ssnfx
-from ssnfx.plan import matrix_shape
+from ssnfx.core.plan import matrix_shape
 
 
 @pytest.fixture(scope="module")

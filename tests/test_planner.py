@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 
 import ssnfx
+from ssnfx.core.selector import select_blocks
 from ssnfx.passes.planner import MAX_BUDGET_RATIO
-from ssnfx.selector import select_blocks
 
 from models import SmallCNN
 

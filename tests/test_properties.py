@@ -16,8 +16,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import ssnfx
+from ssnfx.core.selector import upsample_source
 from ssnfx.passes.planner import MAX_BUDGET_RATIO, original_param_count, resolve_budget
-from ssnfx.selector import upsample_source
 
 from helpers import check_pipeline, count_params
 from models import NetSpec, RandomNet
@@ -90,15 +90,15 @@ def net_specs(draw: st.DrawFn) -> NetSpec:
 
 configs = st.builds(
     ssnfx.ShareConfig,
-    method=st.sampled_from(sorted(ssnfx.config.METHODS)),
-    combiner=st.sampled_from((None, *sorted(ssnfx.config.COMBINERS))),
+    method=st.sampled_from(sorted(ssnfx.core.config.METHODS)),
+    combiner=st.sampled_from((None, *sorted(ssnfx.core.config.COMBINERS))),
     strategy=st.sampled_from(["single", "depth", "shape", "random"]),
     groups=st.integers(1, 3),
     candidates=st.integers(1, 5),
     hard_sharing=st.booleans(),
     share_biases=st.booleans(),
     share_norms=st.booleans(),
-    generation=st.sampled_from(ssnfx.jit.GENERATIONS))
+    generation=st.sampled_from(ssnfx.core.jit.GENERATIONS))
 
 
 def _budget(fraction: float, as_count: bool, model: torch.nn.Module) -> float | int:
@@ -187,7 +187,7 @@ DTYPES = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 1e-2, torch.
 
 @given(widths=st.lists(st.integers(0, 12), min_size=2, max_size=4),
        dtype=st.sampled_from([*DTYPES, torch.complex64]), fraction=st.floats(0.05, 2.0),
-       share_biases=st.booleans(), generation=st.sampled_from(ssnfx.jit.GENERATIONS))
+       share_biases=st.booleans(), generation=st.sampled_from(ssnfx.core.jit.GENERATIONS))
 def test_empty_parameters_and_dtypes(widths, dtype, fraction, share_biases, generation):
     """Linear stacks with 0-wide layers (0-element weights and biases) in every floating and a
     complex dtype: a 0-element parameter stays private, a complex one that would be shared is

@@ -21,6 +21,15 @@ def test_readme_is_read_in_five_minutes():
     assert all(b.language in LANGUAGES for b in blocks(README))
 
 
+def test_readme_layout_is_the_tree():
+    layout = next(b.code for b in blocks(README) if b.language == "text" and "passes/" in b.code)
+    folders = [line.split()[0] for line in layout.strip().splitlines()]
+    assert all((ROOT / f).is_dir() for f in folders)
+    # every package inside ssnfx/ is named (as a folder or in a description)
+    packages = {p.name for p in (ROOT / "ssnfx").iterdir() if (p / "__init__.py").is_file()}
+    assert all(f"{name}/" in layout for name in packages), packages
+
+
 def test_readme_snippets_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     scope = run_python(README, zoo=False)

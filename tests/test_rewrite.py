@@ -72,7 +72,7 @@ def test_generators_run_first_once_per_group(resnet18):
 
 
 @pytest.mark.parametrize("method", ["ssn", "swn"])
-@pytest.mark.parametrize("combiner", ssnfx.config.COMBINERS)
+@pytest.mark.parametrize("combiner", ssnfx.core.config.COMBINERS)
 def test_every_combiner_and_method(method, combiner):
     check_pipeline(SmallCNN(), (torch.randn(3, 1, 8, 8),), budget=0.2,
                    config=ssnfx.ShareConfig(method=method, combiner=combiner))

@@ -1,4 +1,3 @@
-import importlib
 import json
 import math
 import re
@@ -9,10 +8,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
+from ssnfx.core.plan import GroupPlan, Slot
+from ssnfx.core.selector import swn_layout
 from ssnfx.passes.clustering import kmeans_groups, superweight_clusters
 from ssnfx.passes.statistics import SuperWeightGradients
-from ssnfx.plan import GroupPlan, Slot
-from ssnfx.selector import swn_layout
 
 from models import KeywordModel, SmallCNN, ThreeBranches
 from models import conflict_data as _conflict_data
@@ -109,7 +108,7 @@ def test_search_trains_and_records_its_cost():
     assert m["loss_last"] < m["loss_first"] / 2
 
 
-search_pass = importlib.import_module("ssnfx.passes.search")  # ssnfx.passes.search is the function
+import ssnfx.passes.searching as search_pass  # noqa: E402
 
 
 def _xy(n=4):
@@ -372,7 +371,7 @@ def test_provisional_model_is_ssn_sec_3_2():
     """One group over every shared layer; its store, sized by SearchConfig.store and not by the
     budget, split into P equal, non-overlapping candidates; every layer bilinearly resizes each
     of the same P candidates (up or down) to its shape and mixes all P of them."""
-    from ssnfx.passes.search import provisional_model
+    from ssnfx.passes.searching import provisional_model
 
     torch.manual_seed(0)
     gm = ssnfx.trace(SmallCNN())
@@ -389,7 +388,7 @@ def test_provisional_model_is_ssn_sec_3_2():
     sizes = set()
     for i, (slot, w) in enumerate(zip(g.names, g())):
         rows, cols = plan.slot(slot).matrix
-        r, c = ssnfx.selector.resize_source(chunk, rows, cols)
+        r, c = ssnfx.core.selector.resize_source(chunk, rows, cols)
         sizes.add((r * c > rows * cols) - (r * c < rows * cols))
         resized = F.interpolate(candidates[:, :r * c].reshape(4, 1, r, c), size=(rows, cols),
                                 mode="bilinear", align_corners=False).view(4, -1)

@@ -1,7 +1,7 @@
 import pytest
 
-from ssnfx.plan import Slot
-from ssnfx.selector import select_blocks, ssn_layout, swn_layout, upsample_source
+from ssnfx.core.plan import Slot
+from ssnfx.core.selector import select_blocks, ssn_layout, swn_layout, upsample_source
 
 
 def _slot(name, shape, pos=0):

@@ -1,4 +1,4 @@
-"""The shared model is the user's class (ssnfx/shared_model.py): its methods, attributes and
+"""The shared model is the user's class (ssnfx/core/shared_model.py): its methods, attributes and
 containers work, any method reads the generated weights, inference reuses them, fold gives the
 class back."""
 import copy
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
-from ssnfx.generator import ParameterStore
+from ssnfx.core.generator import ParameterStore
 
 from models import GRUNet, SmallCNN
 

@@ -7,8 +7,8 @@ import torch.nn as nn
 import torchvision
 
 import ssnfx
-from ssnfx.leaf_call import call_root
-from ssnfx.passes.trace import check_traced_parameters
+from ssnfx.core.leaf_call import call_root
+from ssnfx.passes.tracing import check_traced_parameters
 
 from models import (
     AttnNet,
@@ -241,7 +241,7 @@ def _hooked(model):
     return model
 
 
-@pytest.mark.parametrize("generation", ssnfx.jit.GENERATIONS)
+@pytest.mark.parametrize("generation", ssnfx.core.jit.GENERATIONS)
 def test_hooks_on_the_model_itself_keep_running(generation):
     """torch.fx traces the root's forward, not its __call__: the hooks are carried over to
     every GraphModule built from the trace, and survive fold and deepcopy."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ssnfx
-from ssnfx.export import export_pt2
+from ssnfx.deploy import export_pt2
 
 from helpers import check_pipeline
 

@@ -204,7 +204,8 @@ def test_readme_transformers_example_runs(tmp_path, monkeypatch):
 
 def _text_rows(n: int, length: int = 33) -> list[dict[str, torch.Tensor]]:
     """Causal LM examples from real text: the bytes of this ssnfx's own source."""
-    data = torch.tensor(list((Path(ssnfx.__file__).parent / "shared_model.py").read_bytes()))
+    source = Path(ssnfx.__file__).parent / "core" / "shared_model.py"
+    data = torch.tensor(list(source.read_bytes()))
     rows = data[: n * length].view(n, length)
     return [{"input_ids": r, "labels": r} for r in rows]
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .errors import SearchError
+from ssnfx.core.errors import SearchError
 
 __all__ = ["call_model", "run_batch", "cycle", "describe", "losses", "check_loss"]
 

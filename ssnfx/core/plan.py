@@ -18,88 +18,15 @@ coefficients).
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from .combiners import get_combiner
-from .errors import PlanError
+from ssnfx.core.combiners import get_combiner
+from ssnfx.core.errors import PlanError
+from ssnfx.core.plan_checks import validate_plan
+from ssnfx.core.slots import PLAN_VERSION, SELECTIONS, Slot, Tile, matrix_shape
 
 __all__ = ["PLAN_VERSION", "SELECTIONS", "Slot", "Tile", "GroupPlan", "SharingPlan", "matrix_shape"]
-
-#: Bumped whenever a plan's meaning changes; a plan with a larger version is refused.
-#: 2: a group's ``selection`` (version 1 plans select blocks).
-PLAN_VERSION = 2
-#: How a group's SuperWeights select their candidates from its store (see :class:`GroupPlan`).
-SELECTIONS = ("blocks", "resized")
-
-
-def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
-    """The ``(rows, cols)`` matrix view of a weight: ``shape[0]`` by the product of the rest.
-
-    Example:
-        >>> matrix_shape((64, 3, 7, 7))
-        (64, 147)
-    """
-    if len(shape) == 0:
-        return (1, 1)
-    return (shape[0], math.prod(shape[1:]))
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One parameter read by the model, as found by the trace pass.
-
-    Attributes:
-        name: qualified parameter name (the first name, if the parameter is tied).
-        shape: the parameter's shape.
-        role: ``"weight"``, ``"bias"`` or the attribute's own name.
-        kind: class name of the layer that owns it (``"Conv2d"``), or ``"Parameter"`` for a
-            parameter the model uses directly (``F.linear(x, self.w)``).
-        position: index of the first graph node that reads it.
-        leaf: True when it is read inside a leaf module (RNN, MultiheadAttention, ...), which then
-            receives generated weights through ``torch.func.functional_call``.
-        aliases: the other names of the same Parameter object (tied weights).
-        shared: True when the plan generates it from a store; False keeps it private.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    role: str
-    kind: str
-    position: int
-    leaf: bool = False
-    aliases: tuple[str, ...] = ()
-    shared: bool = True
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def matrix(self) -> tuple[int, int]:
-        return matrix_shape(self.shape)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["shape"] = list(self.shape)
-        d["aliases"] = list(self.aliases)
-        return d
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> "Slot":
-        return Slot(**{**d, "shape": tuple(d["shape"]), "aliases": tuple(d.get("aliases", ()))})
-
-
-@dataclass(frozen=True)
-class Tile:
-    """One SuperWeight instance placed in a slot's matrix view at ``(row, col)``."""
-
-    superweight: int
-    row: int
-    col: int
-    coefficients: int
-
 
 @dataclass
 class GroupPlan:
@@ -271,7 +198,6 @@ class SharingPlan:
             raise PlanError(f"malformed SharingPlan: {type(e).__name__}: {e}") from e
         # The whole plan, before anything is built from it (its method and combiner name the
         # generators; its layouts index the stores).
-        from .plan_checks import validate_plan  # (it imports the registries: import late)
         validate_plan(plan)
         return plan
 

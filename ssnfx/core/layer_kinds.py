@@ -3,7 +3,7 @@
 Several passes need facts about the layer a parameter belongs to: the generators the standard
 deviation PyTorch's default init gives it (a weight on the meta device has no values to measure)
 and its fan-in (for a weight initialised to a constant, such as a zeroed head);
-:func:`ssnfx.initialization.initialize` PyTorch's default init of its private parameters; the
+:func:`ssnfx.core.initialization.initialize` PyTorch's default init of its private parameters; the
 planner whether it is a norm (private unless ``share_norms``); the trace which parameter owners
 are known layers; the leaf call, rewrite and fold what to redo after its weights are swapped (an
 RNN's cached list of flat weights). Each fact lives here once, in the kind's :class:`LayerKind`,
@@ -11,7 +11,7 @@ so the passes cannot disagree (they did: three fan-in formulas that differed for
 spellings of the RNN refresh).
 
 A kind matches modules by class (``isinstance``, the most specific registered class wins) and
-slots by the class name they recorded (:attr:`ssnfx.plan.Slot.kind`): its classes' names, its
+slots by the class name they recorded (:attr:`ssnfx.core.plan.Slot.kind`): its classes' names, its
 extra ``names``, or, for classes it cannot list (Hugging Face's ``LlamaRMSNorm``), a substring
 ``pattern`` (``"Norm"``). A name matches exactly before it matches a pattern, and a kind
 registered later before one registered earlier. Anything unmatched is :data:`DEFAULT_KIND`,
@@ -27,8 +27,8 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from .graph_module import fetch_attr
-from .plan import Slot
+from ssnfx.core.graph_module import fetch_attr
+from ssnfx.core.plan import Slot
 
 __all__ = ["LayerKind", "LAYER_KINDS", "DEFAULT_KIND", "register_layer_kind", "kind_of",
            "uniform_std"]
@@ -301,7 +301,7 @@ DEFAULT_KIND = LayerKind()
 
 def register_layer_kind(kind: LayerKind) -> LayerKind:
     """Make ``kind`` known to the trace, the planner, the generators, :func:`initialize
-    <ssnfx.initialization.initialize>` and fold (replacing a kind so named).
+    <ssnfx.core.initialization.initialize>` and fold (replacing a kind so named).
 
     Example:
         >>> sorted(LAYER_KINDS)
@@ -317,7 +317,7 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
 
 def kind_of(what: Slot | str | nn.Module) -> LayerKind:
     """The layer kind of a slot (by its recorded class name, :attr:`Slot.kind
-    <ssnfx.plan.Slot.kind>`), of such a name, or of a module (by class); :data:`DEFAULT_KIND`
+    <ssnfx.core.plan.Slot.kind>`), of such a name, or of a module (by class); :data:`DEFAULT_KIND`
     when no registered kind matches.
 
     Example:

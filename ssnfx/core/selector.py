@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .plan import Slot, Tile
+from ssnfx.core.slots import Slot, Tile
 
 __all__ = ["ssn_layout", "swn_layout", "select_blocks", "upsample_source", "resize_source"]
 
@@ -30,7 +30,7 @@ def ssn_layout(slots: Sequence[Slot]) -> tuple[list[tuple[int, int]], dict[str, 
     """Each slot is one SuperWeight with its own coefficients.
 
     Example:
-        >>> from ssnfx.plan import Slot
+        >>> from ssnfx.core.plan import Slot
         >>> sws, layout = ssn_layout([Slot("a", (4, 2, 3, 3), "weight", "Conv2d", 0)])
         >>> sws, layout["a"]
         ([(4, 18)], [Tile(superweight=0, row=0, col=0, coefficients=0)])
@@ -49,7 +49,7 @@ def swn_layout(slots: Sequence[Slot], hard_sharing: bool = False, tile: int | No
     still holds several distinct Weight Templates.
 
     Example:
-        >>> from ssnfx.plan import Slot
+        >>> from ssnfx.core.plan import Slot
         >>> a = Slot("a", (4, 4), "weight", "Linear", 0)
         >>> b = Slot("b", (8, 6), "weight", "Linear", 1)
         >>> sws, layout = swn_layout([a, b], hard_sharing=True)

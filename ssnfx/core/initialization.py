@@ -13,7 +13,7 @@ either (the store and coefficients are created on the meta device, the gains lef
   running statistics; leaves whose weights are not shared): their own method;
 * the other private parameters of PyTorch's layers (biases of Linear and Conv*, the biases of
   MultiheadAttention, RNN/GRU/LSTM biases, unshared weights): PyTorch's default init for that
-  layer kind (:meth:`ssnfx.layer_kinds.LayerKind.init_private`).
+  layer kind (:meth:`ssnfx.core.layer_kinds.LayerKind.init_private`).
 
 What it cannot know (a Parameter the model uses directly, such as a class token; a tensor
 constant the trace recorded) it leaves alone and names in its return value.
@@ -24,11 +24,11 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import PlanError
-from .graph_module import fetch_attr
-from .layer_kinds import kind_of
-from .markers import STORE, require_store
-from .plan import Slot
+from ssnfx.core.errors import PlanError
+from ssnfx.core.graph_module import fetch_attr
+from ssnfx.core.layer_kinds import kind_of
+from ssnfx.core.markers import STORE, require_store
+from ssnfx.core.plan import Slot
 
 __all__ = ["initialize"]
 
@@ -39,7 +39,7 @@ def initialize(shared: fx.GraphModule) -> list[str]:
     defaults can initialise; return the names of the others.
 
     The second step of the meta-device recipe (build on ``meta``, share, ``to_empty``, reset);
-    on a model with values it re-initialises it the same way. See :mod:`ssnfx.initialization`.
+    on a model with values it re-initialises it the same way. See :mod:`ssnfx.core.initialization`.
 
     Args:
         shared: a model from :func:`ssnfx.share` or :func:`ssnfx.rewrite`.
@@ -57,7 +57,7 @@ def initialize(shared: fx.GraphModule) -> list[str]:
         ...     net = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(),
         ...                               torch.nn.Linear(16, 4))
         >>> shared = ssnfx.share(net, budget=0.5)          # allocates nothing
-        >>> from ssnfx.initialization import initialize
+        >>> from ssnfx.core.initialization import initialize
         >>> initialize(shared.to_empty(device="cpu"))
         []
         >>> shared(torch.randn(2, 16)).shape

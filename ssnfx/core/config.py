@@ -5,15 +5,15 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .combiners import COMBINER_REGISTRY
-from .errors import PlanError
-from .jit import GENERATIONS
-from .methods import METHOD_REGISTRY, get_method
-from .plan import SELECTIONS
+from ssnfx.core.combiners import COMBINER_REGISTRY
+from ssnfx.core.errors import PlanError
+from ssnfx.core.jit import GENERATIONS
+from ssnfx.core.methods import METHOD_REGISTRY, get_method
+from ssnfx.core.plan import SELECTIONS
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS", "SPLITS", "DEFAULT_GROUPS"]
 
-#: The names of the registered methods (a live view of :data:`ssnfx.methods.METHOD_REGISTRY`:
+#: The names of the registered methods (a live view of :data:`ssnfx.core.methods.METHOD_REGISTRY`:
 #: Shapeshifter Networks, SuperWeight Networks, and any method registered since).
 METHODS = METHOD_REGISTRY.keys()
 #: Groups of the ``depth`` and ``random`` strategies when ``ShareConfig.groups`` is None (SSN
@@ -24,7 +24,7 @@ DEFAULT_GROUPS = 3
 #: represent (SWN's reference code), or all in proportion (SSN Sec. 3.2).
 SPLITS = ("largest-first", "proportional")
 #: The names of the registered combiners (a live view of
-#: :data:`ssnfx.combiners.COMBINER_REGISTRY`: round robin, average, weighted average, layer
+#: :data:`ssnfx.core.combiners.COMBINER_REGISTRY`: round robin, average, weighted average, layer
 #: embeddings, SWN's linear combination, and any combiner registered since).
 COMBINERS = COMBINER_REGISTRY.keys()
 
@@ -40,7 +40,7 @@ class ShareConfig:
             method's own (the linear combination of SWN's Eq. 1 for both: it measured better
             than SSN's WAvg, see the README).
         strategy: data-free grouping: ``"single"`` (default), ``"depth"``, ``"shape"``, ``"random"``
-            (see :mod:`ssnfx.grouping` for why single is the default).
+            (see :mod:`ssnfx.core.grouping` for why single is the default).
         groups: the number of parameter groups: of the ``depth`` and ``random`` strategies
             (``None``: 3), and of the search's learned groups (``None``: chosen by silhouette
             score, see :class:`ssnfx.SearchConfig`).
@@ -57,7 +57,8 @@ class ShareConfig:
             :func:`ssnfx.refine` yourself). Recorded in the plan.
         tile: SWN only: the longest side of a SuperWeight (the canvas is also cut every
             ``tile`` rows and columns); ``0``: the layers' own cuts only (SWN Sec. 2.1.2);
-            ``None``: chosen from the budget (:func:`ssnfx.methods.auto_tile`). The plan records
+            ``None``: chosen from the budget (:func:`ssnfx.core.methods.auto_tile`). The plan
+            records
             the tile used.
         selection: how SuperWeights select candidates from their group's store: ``"blocks"``
             (whole blocks, round robin, SSN Sec. 3.1) or ``"resized"`` (P equal candidates that
@@ -65,7 +66,7 @@ class ShareConfig:
         generation: ``"batched"`` (every weight of a group at the start of the forward, in a
             few batched ops) or ``"jit"`` (each weight right before the layer that reads it,
             made again in backward instead of kept: the step's peak memory no longer holds every
-            generated weight and gradient; see :mod:`ssnfx.jit`). Recorded in the plan.
+            generated weight and gradient; see :mod:`ssnfx.core.jit`). Recorded in the plan.
         split: how several groups share the budget: ``"largest-first"`` (each group's largest
             SuperWeight first, then in proportion to the weights its slots represent; SWN's
             reference code) or ``"proportional"`` (all in proportion; SSN Sec. 3.2). Recorded

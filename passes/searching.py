@@ -2,7 +2,7 @@
 
 The search trains a model for a few epochs on the user's data and loss, measures its layers, and
 derives the plan's sharing from a layer-similarity graph (networkx). Which model and which
-measurement is the method's (:attr:`ssnfx.methods.Method.statistic`, or
+measurement is the method's (:attr:`ssnfx.core.methods.Method.statistic`, or
 ``SearchConfig.statistic``):
 
 * **SSN Sec. 3.2** (``"coefficients"``, SSN's): a *provisional* model puts every shareable
@@ -10,7 +10,7 @@ measurement is the method's (:attr:`ssnfx.methods.Method.statistic`, or
   parameters as the shared layers' weights, not the target budget), is split into P = 4 equal,
   non-overlapping candidates that every layer bilinearly resizes, up or down, to its weight's
   shape and mixes with its coefficients (Emb by default): a ``selection="resized"`` group of
-  the same :class:`~ssnfx.generator.GroupGenerator` that final models use. At the end the
+  the same :class:`~ssnfx.core.generator.GroupGenerator` that final models use. At the end the
   search reads each layer's representation phi (Emb's layer embedding) and groups the layers by
   K-means over phi with a fixed count (``ShareConfig.groups``, else 3 as in SSN's image
   results; the silhouette choice is an option); the final plan splits its budget in proportion
@@ -46,18 +46,23 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .._progress import progress
-from ..batches import losses
-from ..combiners import COMBINER_REGISTRY
-from ..config import ShareConfig
-from ..errors import BudgetError, SearchError
-from ..methods import get_method
-from ..plan import SharingPlan, Slot
-from .clustering import fitting_clusters, kmeans_groups, pair_graph, superweight_clusters
-from .planner import MAX_BUDGET_RATIO, make_plan
-from .rewrite import rewrite
-from .statistics import CoefficientGradients, GradientCovariation, SuperWeightGradients
-from .trace import as_traced
+from ssnfx.core._progress import progress
+from ssnfx.core.batches import losses
+from ssnfx.core.combiners import COMBINER_REGISTRY
+from ssnfx.core.config import ShareConfig
+from ssnfx.core.errors import BudgetError, SearchError
+from ssnfx.core.methods import get_method
+from ssnfx.core.plan import SharingPlan, Slot
+from ssnfx.passes.clustering import (
+    fitting_clusters,
+    kmeans_groups,
+    pair_graph,
+    superweight_clusters,
+)
+from ssnfx.passes.planner import MAX_BUDGET_RATIO, make_plan
+from ssnfx.passes.rewriting import rewrite
+from ssnfx.passes.statistics import CoefficientGradients, GradientCovariation, SuperWeightGradients
+from ssnfx.passes.tracing import as_traced
 
 __all__ = ["SearchConfig", "STATISTICS", "FEATURES", "DEFAULT_GROUPS", "search",
            "provisional_model", "search_store", "similarity_graph"]
@@ -112,7 +117,7 @@ class SearchConfig:
             own search model: how the sizes of the slots' weight gradients rise and fall
             together from step to step (:class:`ssnfx.passes.statistics.GradientCovariation`;
             groups and clusters alike by K-means over those correlations); ``None``: the
-            method's own (:attr:`ssnfx.methods.Method.statistic`: SSN the first, SWN the
+            method's own (:attr:`ssnfx.core.methods.Method.statistic`: SSN the first, SWN the
             second).
         progress: show a progress bar (on a terminal).
 
@@ -207,7 +212,7 @@ def provisional_model(gm: fx.GraphModule, config: ShareConfig, search_config: Se
 
     Example:
         >>> import torch, ssnfx
-        >>> from ssnfx.passes.search import provisional_model
+        >>> from ssnfx.passes.searching import provisional_model
         >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 4))
         >>> model = provisional_model(ssnfx.trace(net), ssnfx.ShareConfig(),
         ...                           ssnfx.SearchConfig())
@@ -239,7 +244,7 @@ def search_store(plan: SharingPlan, sc: SearchConfig) -> int:
 
     Example:
         >>> import torch, ssnfx
-        >>> from ssnfx.passes.search import search_store
+        >>> from ssnfx.passes.searching import search_store
         >>> plan = ssnfx.make_plan(ssnfx.trace(torch.nn.Linear(10, 10)), 0.5)
         >>> search_store(plan, ssnfx.SearchConfig(store=0.5)), search_store(plan,
         ...     ssnfx.SearchConfig(store=30))

@@ -16,7 +16,7 @@ Where the weights come from (:class:`Binding`):
   generates every weight of the model at once (the batched mode: one generator call per group)
   and the call's other reads reuse them; in the just-in-time mode
   (``ShareConfig(generation="jit")``) each layer's call makes the weights it reads, drops them
-  when it returns, and backward makes them again (:mod:`ssnfx.jit`);
+  when it returns, and backward makes them again (:mod:`ssnfx.core.jit`);
 * under ``torch.no_grad`` (inference, ``generate()``), the weights are made once and reused
   while the store's tensors are unchanged (their version counters, data pointers and dtypes):
   a token of ``generate()`` costs what the folded model's does;
@@ -37,12 +37,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import jit
-from ._io import write_atomic
-from .errors import CheckpointError, PlanError
-from .layer_kinds import LayerKind, kind_of
-from .markers import STORE
-from .plan import SharingPlan
+from ssnfx.core import jit
+from ssnfx.core._io import write_atomic
+from ssnfx.core.errors import CheckpointError, PlanError
+from ssnfx.core.layer_kinds import LayerKind, kind_of
+from ssnfx.core.markers import STORE
+from ssnfx.core.plan import SharingPlan
 
 __all__ = ["Binding", "bind_store", "binding_of", "check_bound", "fold_model", "is_bound",
            "PLAN_FILE"]

@@ -25,11 +25,11 @@ import torch.fx as fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..batches import losses
-from ..errors import PlanError
-from ..markers import require_store
-from ..plan import SharingPlan, Tile
-from .clustering import pair_graph, superweight_clusters
+from ssnfx.core.batches import losses
+from ssnfx.core.errors import PlanError
+from ssnfx.core.markers import require_store
+from ssnfx.core.plan import SharingPlan, Tile
+from ssnfx.passes.clustering import pair_graph, superweight_clusters
 
 __all__ = ["RefineResult", "refine"]
 

@@ -79,7 +79,7 @@ def register_combiner(combiner: Combiner) -> Combiner:
     """Make ``combiner`` known to ShareConfig, the planner, the generators and the reports.
 
     Example:
-        >>> from ssnfx.combiners import COMBINER_REGISTRY
+        >>> from ssnfx.core.combiners import COMBINER_REGISTRY
         >>> sorted(COMBINER_REGISTRY)
         ['avg', 'emb', 'linear', 'rr', 'wavg']
     """
@@ -95,7 +95,7 @@ def get_combiner(name: str) -> Combiner:
         return COMBINER_REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown combiner {name!r}; known: {sorted(COMBINER_REGISTRY)} (add "
-                         f"one with ssnfx.combiners.register_combiner)") from None
+                         f"one with ssnfx.core.combiners.register_combiner)") from None
 
 
 class RoundRobin(Combiner):

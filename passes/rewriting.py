@@ -8,7 +8,7 @@ original shared parameters are not copied into the result: its ``parameters()`` 
 the coefficients and the private parameters.
 
 :func:`bind` applies the same plan and store to the user's model itself instead of its graph
-(what :func:`ssnfx.share` returns: the user's class; see :mod:`ssnfx.shared_model`).
+(what :func:`ssnfx.share` returns: the user's class; see :mod:`ssnfx.core.shared_model`).
 """
 from __future__ import annotations
 
@@ -21,19 +21,25 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import PlanError
-from ..generator import ParameterStore, sample_std
-from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
-from ..jit import begin as jit_begin
-from ..jit import regenerating
-from ..jit import weight as jit_weight
-from ..layer_kinds import kind_of, uniform_std
-from ..leaf_call import call_leaf
-from ..markers import STORE, Meta
-from ..plan import SharingPlan, Slot
-from ..plan_checks import validate_plan
-from ..shared_model import bind_store
-from .trace import as_traced, check_traced_parameters, graph_slots
+from ssnfx.core.errors import PlanError
+from ssnfx.core.generator import ParameterStore, sample_std
+from ssnfx.core.graph_module import (
+    assign_attr,
+    build_graph_module,
+    copy_value,
+    fetch_attr,
+    graphs_of,
+)
+from ssnfx.core.jit import begin as jit_begin
+from ssnfx.core.jit import regenerating
+from ssnfx.core.jit import weight as jit_weight
+from ssnfx.core.layer_kinds import kind_of, uniform_std
+from ssnfx.core.leaf_call import call_leaf
+from ssnfx.core.markers import STORE, Meta
+from ssnfx.core.plan import SharingPlan, Slot
+from ssnfx.core.plan_checks import validate_plan
+from ssnfx.core.shared_model import bind_store
+from ssnfx.passes.tracing import as_traced, check_traced_parameters, graph_slots
 
 __all__ = ["rewrite", "bind", "apply_store", "target_stds", "call_leaf"]
 
@@ -98,7 +104,7 @@ def bind(model: nn.Module, gm: fx.GraphModule, plan: SharingPlan) -> nn.Module:
     The same checks and the same store as :func:`rewrite`, but the result is a copy of
     ``model`` of its own class (``isinstance`` holds, every method works) whose shared
     parameters are generated from the store at ``shared.ssnfx`` (see
-    :mod:`ssnfx.shared_model`), rather than a GraphModule.
+    :mod:`ssnfx.core.shared_model`), rather than a GraphModule.
 
     Args:
         model: the model ``gm`` was traced from (not modified).
@@ -123,7 +129,7 @@ def _store(gm: fx.GraphModule, plan: SharingPlan) -> ParameterStore:
     check_traced_parameters(gm)
     _check(plan, graph_slots(gm))
     # The store takes the device and dtype of the weights it replaces (the meta device too:
-    # nothing is materialised there; see ssnfx.initialization.initialize).
+    # nothing is materialised there; see ssnfx.core.initialization.initialize).
     like = next((fetch_attr(gm, s.name) for s in plan.slots if s.shared), None)
     return ParameterStore(plan, target_stds(gm, plan), device=getattr(like, "device", None),
                           dtype=getattr(like, "dtype", None))
@@ -239,7 +245,7 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
 
 def _regenerate_in_backward(graph: fx.Graph) -> None:
     """Run every call that reads a just-in-time weight under the hooks that save how to make
-    it again instead of the weight (ssnfx.jit.regenerating)."""
+    it again instead of the weight (ssnfx.core.jit.regenerating)."""
     for node in graph.nodes:
         if node.op == "call_function" and node.target not in (jit_begin, jit_weight) and any(
                 a.op == "call_function" and a.target is jit_weight

@@ -15,8 +15,8 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import CheckpointError
-from .markers import STORE, Meta
+from ssnfx.core.errors import CheckpointError
+from ssnfx.core.markers import STORE, Meta
 
 __all__ = ["GraphModule", "ModeGraphModule", "graphs_of", "build_graph_module", "assign_attr",
            "fetch_attr", "copy_value", "root_hooks", "release"]

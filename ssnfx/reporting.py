@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch.fx as fx
 import torch.nn as nn
 
-from .errors import PlanError
-from .lsm import identical_weights, layer_similarity
-from .markers import require_store, store_of
-from .passes.members import member_names
-from .plan import SharingPlan
+from ssnfx.core.errors import PlanError
+from ssnfx.core.markers import require_store, store_of
+from ssnfx.core.plan import SharingPlan
+from ssnfx.lsm import identical_weights, layer_similarity
+from ssnfx.passes.members import member_names
 
 __all__ = ["report", "summary"]
 
@@ -133,7 +133,7 @@ def _members(shared: fx.GraphModule, plan: SharingPlan) -> list[str]:
 def _similarity(shared: fx.GraphModule) -> list[str]:
     if any(p.is_meta for p in store_of(shared).parameters()):
         return ["layer similarity: not computed (the store holds no values: materialise the "
-                "model and initialise it with ssnfx.initialization.initialize first)"]
+                "model and initialise it with ssnfx.core.initialization.initialize first)"]
     lsm = layer_similarity(shared)
     same = identical_weights(shared)
     lines = []

@@ -1,18 +1,23 @@
 """Validation of a SharingPlan as a whole, before anything is built from it.
 
 A plan is plain JSON, so it can be edited, and a checkpoint carries one: every field the rewrite
-builds from is checked here, so that an inconsistent plan is a :class:`~ssnfx.errors.PlanError`
+builds from is checked here, so that an inconsistent plan is a :class:`~ssnfx.core.errors.PlanError`
 naming the field, never an IndexError from inside a generator or a model whose parameter count
 disagrees with ``plan.budget``.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from .combiners import COMBINER_REGISTRY
-from .errors import PlanError
-from .jit import GENERATIONS
-from .plan import PLAN_VERSION, SELECTIONS, GroupPlan, SharingPlan, Slot
+from ssnfx.core.combiners import COMBINER_REGISTRY
+from ssnfx.core.errors import PlanError
+from ssnfx.core.jit import GENERATIONS
+from ssnfx.core.methods import METHOD_REGISTRY
+from ssnfx.core.slots import PLAN_VERSION, SELECTIONS, Slot
+
+if TYPE_CHECKING:
+    from ssnfx.core.plan import GroupPlan, SharingPlan
 
 __all__ = ["validate_plan"]
 
@@ -37,9 +42,8 @@ def validate_plan(plan: SharingPlan) -> None:
         >>> validate_plan(dataclasses.replace(plan, budget=10))
         Traceback (most recent call last):
         ...
-        ssnfx.errors.PlanError: plan.budget is 10, but the plan gives the model 45 parameters ...
+        ssnfx.core.errors.PlanError: plan.budget is 10, but the plan gives the model 45 ...
     """
-    from .methods import METHOD_REGISTRY  # (the methods build plans' layouts: import late)
 
     if isinstance(plan.version, bool) or not isinstance(plan.version, int) \
             or not 1 <= plan.version <= PLAN_VERSION:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from .errors import PlanError
-from .plan import Slot
+from ssnfx.core.errors import PlanError
+from ssnfx.core.plan import Slot
 
 __all__ = ["STRATEGIES", "register_strategy", "group_slots"]
 
@@ -90,7 +90,7 @@ def group_slots(slots: Sequence[Slot], strategy: str, n_groups: int, seed: int) 
     """Apply the strategy named ``strategy``.
 
     Example:
-        >>> from ssnfx.plan import Slot
+        >>> from ssnfx.core.plan import Slot
         >>> ss = [Slot(f"l{i}.weight", (8, 8), "weight", "Linear", i) for i in range(4)]
         >>> group_slots(ss, "depth", 2, 0)
         [['l0.weight', 'l1.weight'], ['l2.weight', 'l3.weight']]

@@ -5,7 +5,8 @@ Bilinear), so that each of their parameters becomes a ``get_attr`` node, just li
 model uses directly (``F.linear(x, self.w)``). Modules that cannot be traced through
 (MultiheadAttention, RNN/GRU/LSTM, norms, anything registered with :func:`register_leaf`) stay
 ``call_module`` nodes; the rewrite gives them generated weights through
-``torch.func.functional_call``. Each parameter read becomes a :class:`~ssnfx.plan.Slot`, stored in
+``torch.func.functional_call``. Each parameter read becomes a
+:class:`~ssnfx.core.plan.Slot`, stored in
 ``node.meta["ssnfx_slots"]`` of the nodes that read it.
 """
 from __future__ import annotations
@@ -25,12 +26,12 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.fx._symbolic_trace import _assert_is_none
 
-from ..errors import PlanError, TraceError
-from ..graph_module import build_graph_module, fetch_attr, graphs_of, root_hooks
-from ..layer_kinds import DEFAULT_KIND, kind_of
-from ..leaf_call import RootShell, call_root, root_call_graph
-from ..markers import ROOT, STORE, Meta, store_of
-from ..plan import Slot
+from ssnfx.core.errors import PlanError, TraceError
+from ssnfx.core.graph_module import build_graph_module, fetch_attr, graphs_of, root_hooks
+from ssnfx.core.layer_kinds import DEFAULT_KIND, kind_of
+from ssnfx.core.leaf_call import RootShell, call_root, root_call_graph
+from ssnfx.core.markers import ROOT, STORE, Meta, store_of
+from ssnfx.core.plan import Slot
 
 __all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
            "as_traced", "check_traced_parameters"]
@@ -163,7 +164,8 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
 
     Returns:
         A GraphModule over the model's own modules and parameters. ``node.meta["ssnfx_slots"]``
-        lists the :class:`~ssnfx.plan.Slot` objects each node reads; :func:`slots_of` lists them
+        lists the :class:`~ssnfx.core.plan.Slot` objects each node reads; :func:`slots_of` lists
+        them
         all in graph order. ``gm.meta["ssnfx_unread"]`` holds the parameters and buffers the
         graph never reads, so later passes can keep them.
 

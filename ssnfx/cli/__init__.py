@@ -6,11 +6,11 @@ names, an output that exists without ``--force``); 1 failures
 be written: read-only, not a folder, disk full). Errors are one line on stderr.
 
 Outputs are written under a temporary name and swapped in only when complete
-(:func:`ssnfx._io.replace_dir`), under a lock taken when writing starts: an interrupted run
+(:func:`ssnfx.core._io.replace_dir`), under a lock taken when writing starts: an interrupted run
 leaves the old output or the new one, never neither (a swap folder it left is put back on the
 next run), and never touches its inputs.
 
-This module parses; :mod:`ssnfx.commands` does the work. torch and the registries are imported
+This package parses; :mod:`ssnfx.cli.commands` does the work. torch and the registries are imported
 only after parsing, so that ``--help`` answers at once: the options that name a registered
 method, combiner, strategy or export format are checked against their registry when given.
 """
@@ -23,17 +23,10 @@ import sys
 from collections.abc import Callable, Collection
 from typing import Any
 
-from . import __version__
+from ssnfx import __version__
+from ssnfx.cli.usage import MODEL_NAMES, UsageError
 
 __all__ = ["main", "run", "build_parser", "MODEL_NAMES", "UsageError"]
-
-#: Names looked up in a model file when no ``:attr`` is given, in order.
-MODEL_NAMES = ("model", "build_model", "get_model", "create_model", "Model")
-
-
-class UsageError(Exception):
-    """A mistake in how ssnfx was called: exit code 2."""
-
 
 def _number(kind: type, least: float, strict: bool) -> Any:
     """An argparse type: a finite ``kind`` above ``least`` (at least, unless ``strict``)."""
@@ -58,10 +51,10 @@ _TOLERANCE = _number(float, 0, strict=False)
 
 #: The registries that options name, by kind: the module that holds each, and its name there.
 _REGISTRIES = {
-    "method": ("ssnfx.config", "METHODS"),
-    "combiner": ("ssnfx.config", "COMBINERS"),
-    "strategy": ("ssnfx.grouping", "STRATEGIES"),
-    "format": ("ssnfx.export", "EXPORT_FORMATS"),
+    "method": ("ssnfx.core.config", "METHODS"),
+    "combiner": ("ssnfx.core.config", "COMBINERS"),
+    "strategy": ("ssnfx.core.grouping", "STRATEGIES"),
+    "format": ("ssnfx.deploy", "EXPORT_FORMATS"),
 }
 
 
@@ -170,10 +163,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ssnfx`` console script and ``python -m ssnfx``."""
     args = build_parser().parse_args(argv)
-    from .errors import BudgetError, SsnfxError  # (light: no torch)
+    from ssnfx.core.errors import BudgetError, SsnfxError  # (light: no torch)
 
     try:
-        from .commands import COMMANDS  # torch and the passes, once the arguments are known
+        from ssnfx.cli.commands import (
+            COMMANDS,  # torch and the passes, once the arguments are known
+        )
 
         return COMMANDS[args.func](args)
     except (UsageError, BudgetError) as e:  # an impossible budget is a bad argument
@@ -196,7 +191,7 @@ def run() -> int:
     """The console script: :func:`main` in a process that keeps freed CPU memory for reuse
     (:func:`ssnfx.cpu_memory.retain_freed_memory`; the search trains, and a shared model's
     large tensors would otherwise be faulted in afresh at every step)."""
-    from .cpu_memory import retain_freed_memory  # (light: ctypes)
+    from ssnfx.cpu_memory import retain_freed_memory  # (light: ctypes)
 
     retain_freed_memory()
     return main()

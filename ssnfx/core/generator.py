@@ -30,10 +30,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .combiners import get_combiner
-from .layer_kinds import kind_of
-from .plan import GroupPlan, SharingPlan, Slot, matrix_shape
-from .selector import resize_source, select_blocks, upsample_source
+from ssnfx.core.combiners import get_combiner
+from ssnfx.core.layer_kinds import kind_of
+from ssnfx.core.plan import GroupPlan, SharingPlan, Slot, matrix_shape
+from ssnfx.core.selector import resize_source, select_blocks, upsample_source
 
 __all__ = ["GroupGenerator", "ParameterStore", "sample_std", "store_std", "fitted_gain",
            "default_std"]
@@ -109,7 +109,7 @@ def fitted_gain(weight: torch.Tensor, target: float) -> float:
 def default_std(slot: Slot) -> float:
     """The standard deviation PyTorch's default init gives ``slot``'s layer kind: what a weight
     that holds no values (on the meta device) is generated at. Each kind's own
-    :meth:`~ssnfx.layer_kinds.LayerKind.default_std` says which.
+    :meth:`~ssnfx.core.layer_kinds.LayerKind.default_std` says which.
 
     Example:
         >>> round(default_std(Slot("fc.weight", (10, 48), "weight", "Linear", 0)), 4)
@@ -575,7 +575,7 @@ class GroupGenerator(nn.Module):
             sbs.setdefault(sig, _SlotBucket(slots[name].shape, [])).slots.append(i)
         self._slot_buckets = list(sbs.values())
         # Per slot, its tiles' instances (bucket, row in the bucket) and places: what
-        # generating one slot alone (the just-in-time mode, ssnfx.jit) reads.
+        # generating one slot alone (the just-in-time mode, ssnfx.core.jit) reads.
         self._slot_tiles = [[(*where[(t.superweight, t.coefficients)], t.row, t.col,
                               *group.superweights[t.superweight]) for t in group.layout[name]]
                             for name in self.names]
@@ -643,7 +643,7 @@ class GroupGenerator(nn.Module):
     def slot_weight(self, i: int, mix: torch.Tensor) -> torch.Tensor:
         """Slot ``i``'s weight alone, from the store and the mixing weights ``mix``
         (:meth:`mixing`): the same function as :meth:`forward`'s, one slot at a time. A fresh
-        tensor of the slot's shape, no view (ssnfx.jit recognises a saved view of it by its
+        tensor of the slot's shape, no view (ssnfx.core.jit recognises a saved view of it by its
         base). In the store's dtype whatever autocast says, as :meth:`forward`."""
         with _without_autocast(self.store.device.type):
             return self._slot_weight(i, mix)
@@ -843,7 +843,8 @@ class ParameterStore(nn.Module):
     def reset_parameters(self) -> None:
         """Re-initialise every group (:meth:`GroupGenerator.reset_parameters`): the recipe's
         second step for a model shared on the meta device and materialised with ``to_empty``
-        (:func:`ssnfx.initialization.initialize` also initialises the model's private parameters).
+        (:func:`ssnfx.core.initialization.initialize` also initialises the model's private
+        parameters).
 
         Example:
             >>> import torch, ssnfx

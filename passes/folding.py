@@ -18,16 +18,22 @@ import torch
 import torch.fx as fx
 import torch.nn as nn
 
-from ..errors import PlanError
-from ..graph_module import assign_attr, build_graph_module, copy_value, fetch_attr, graphs_of
-from ..jit import begin as jit_begin
-from ..jit import unwrap
-from ..jit import weight as jit_weight
-from ..layer_kinds import kind_of
-from ..leaf_call import call_leaf, call_root
-from ..markers import STORE, Meta, require_store
-from ..plan import SharingPlan
-from ..shared_model import fold_model, is_bound
+from ssnfx.core.errors import PlanError
+from ssnfx.core.graph_module import (
+    assign_attr,
+    build_graph_module,
+    copy_value,
+    fetch_attr,
+    graphs_of,
+)
+from ssnfx.core.jit import begin as jit_begin
+from ssnfx.core.jit import unwrap
+from ssnfx.core.jit import weight as jit_weight
+from ssnfx.core.layer_kinds import kind_of
+from ssnfx.core.leaf_call import call_leaf, call_root
+from ssnfx.core.markers import STORE, Meta, require_store
+from ssnfx.core.plan import SharingPlan
+from ssnfx.core.shared_model import fold_model, is_bound
 
 __all__ = ["fold"]
 

@@ -1,7 +1,7 @@
 """Methods: how a parameter group's slots are cut into SuperWeights, and what a search learns.
 
 Each method is one object that owns everything about itself: the layout of a group (which
-SuperWeights it holds and which tiles of which slot each one fills, :mod:`ssnfx.selector`), the
+SuperWeights it holds and which tiles of which slot each one fills, :mod:`ssnfx.core.selector`), the
 combiner it mixes candidates with unless the config names one, and which of the search's results
 it shares by (parameter groups, or SuperWeight clusters). The planner and the search ask the
 method; adding one is a subclass and a :func:`register_method` call.
@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
-from .combiners import get_combiner
-from .plan import Slot, Tile
-from .selector import ssn_layout, swn_layout
+from ssnfx.core.combiners import get_combiner
+from ssnfx.core.selector import ssn_layout, swn_layout
+from ssnfx.core.slots import Slot, Tile
 
 if TYPE_CHECKING:
-    from .config import ShareConfig
+    from ssnfx.core.config import ShareConfig
 
 __all__ = ["Method", "METHOD_REGISTRY", "register_method", "get_method", "auto_tile",
            "TEMPLATES", "COEFFICIENT_SHARE"]
@@ -43,7 +43,7 @@ class Method:
             from the layer embeddings) or ``"clusters"`` (SuperWeight clusters from the
             gradient similarity).
         statistic: what its search trains and measures by default
-            (:data:`ssnfx.passes.search.STATISTICS`): ``"coefficients"`` (SSN Sec. 3.2's
+            (:data:`ssnfx.passes.searching.STATISTICS`): ``"coefficients"`` (SSN Sec. 3.2's
             provisional model) or ``"superweights"`` (SWN Eq. 2 on a hard-shared model).
     """
 
@@ -76,7 +76,7 @@ def register_method(method: Method) -> Method:
     """Make ``method`` known to ShareConfig, the planner, the search and the plan loader.
 
     Example:
-        >>> from ssnfx.methods import METHOD_REGISTRY
+        >>> from ssnfx.core.methods import METHOD_REGISTRY
         >>> sorted(METHOD_REGISTRY)
         ['ssn', 'swn']
     """
@@ -100,7 +100,7 @@ def get_method(name: str) -> Method:
         return METHOD_REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown method {name!r}; known: {sorted(METHOD_REGISTRY)} (add one "
-                         f"with ssnfx.methods.register_method)") from None
+                         f"with ssnfx.core.methods.register_method)") from None
 
 
 class Shapeshifter(Method):
@@ -157,8 +157,8 @@ def auto_tile(slots: Sequence[Slot], available: int, config: ShareConfig) -> int
     86.2% and 85.8%, 2 seeds), where tiles' coefficients would take 12-45% of the budget.
 
     Example:
-        >>> from ssnfx.plan import Slot
-        >>> from ssnfx.config import ShareConfig
+        >>> from ssnfx.core.plan import Slot
+        >>> from ssnfx.core.config import ShareConfig
         >>> slots = [Slot(f"l{i}", (128, 128), "weight", "Linear", i) for i in range(8)]
         >>> [auto_tile(slots, n, ShareConfig(method="swn")) for n in (40_000, 2_000, 10**6)]
         [32, 0, 0]

@@ -20,21 +20,21 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from . import __version__
-from ._io import claim_dir, dir_replacing, new_dir, recover_dir
-from ._progress import stages
-from .api import share
-from .batches import call_model
-from .checkpoint import load as load_checkpoint
-from .checkpoint import read as read_checkpoint
-from .checkpoint import save as save_checkpoint
-from .cli import MODEL_NAMES, UsageError
-from .config import ShareConfig
-from .errors import PlanError, SsnfxError
-from .export import EXPORT_FORMATS, export
-from .passes import SearchConfig, fold
-from .plan import SharingPlan
-from .report import report
+from ssnfx import __version__
+from ssnfx.api import share
+from ssnfx.checkpoint import load as load_checkpoint
+from ssnfx.checkpoint import read as read_checkpoint
+from ssnfx.checkpoint import save as save_checkpoint
+from ssnfx.cli.usage import MODEL_NAMES, UsageError
+from ssnfx.core._io import claim_dir, dir_replacing, new_dir, recover_dir
+from ssnfx.core._progress import stages
+from ssnfx.core.batches import call_model
+from ssnfx.core.config import ShareConfig
+from ssnfx.core.errors import PlanError, SsnfxError
+from ssnfx.core.plan import SharingPlan
+from ssnfx.deploy import EXPORT_FORMATS, export
+from ssnfx.passes import SearchConfig, fold
+from ssnfx.reporting import report
 
 __all__ = ["COMMANDS", "load_model_file", "cmd_compile", "cmd_fold", "cmd_report"]
 
@@ -126,7 +126,7 @@ def _evaluate(args: argparse.Namespace, ns: dict[str, Any], shared: nn.Module) -
     """The test metric: the file's ``metric_fn(model, test_loader)`` if it has one, else
     top-1 accuracy; a metric the outputs do not fit (a language model's) is a note, since the
     model is written already."""
-    from .training import MetricError, accuracy
+    from ssnfx.training import MetricError, accuracy
 
     loader, metric_fn = ns.get("test_loader"), ns.get("metric_fn")
     if loader is None:
@@ -148,7 +148,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 
 def _check_output(out: Path, force: bool) -> None:
     """Refuse an output that is not a folder, or that exists without ``--force``; put back
-    what an interrupted run left (with the lock held: see :func:`ssnfx._io.recover_dir`)."""
+    what an interrupted run left (with the lock held: see :func:`ssnfx.core._io.recover_dir`)."""
     if out.exists() and not out.is_dir():
         raise UsageError(f"output {out} is a file, not a folder: name a folder with -o")
     note = recover_dir(out)
@@ -214,7 +214,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.epochs:
         if loader is None or loss_fn is None:
             raise UsageError(f"--epochs needs train_loader and loss_fn in {args.model}")
-        from .training import train
+        from ssnfx.training import train
 
         losses = train(shared, loader, loss_fn, epochs=args.epochs, lr=args.lr,
                        progress=not args.quiet)
@@ -335,7 +335,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         plan = shared.ssnfx.plan
     _say(args, report(plan if shared is None else shared))
     if args.png:
-        from .plot import plot_sharing
+        from ssnfx.plot import plot_sharing
 
         # With the similarity the search measured, else the trained layers' coefficients.
         plot_sharing(plan if shared is None else shared, args.png)

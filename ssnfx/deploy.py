@@ -19,9 +19,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ._io import atomic_path
-from .errors import ExportError
-from .markers import store_of
+from ssnfx.core._io import atomic_path
+from ssnfx.core.errors import ExportError
+from ssnfx.core.markers import store_of
 
 __all__ = ["ExportFormat", "EXPORT_FORMATS", "register_export_format", "export",
            "export_torchscript", "export_pt2", "check_outputs"]
@@ -54,7 +54,7 @@ def register_export_format(fmt: ExportFormat) -> ExportFormat:
     """Make ``fmt`` known to :func:`export` and the command line (replacing one so named).
 
     Example:
-        >>> from ssnfx.export import EXPORT_FORMATS
+        >>> from ssnfx.deploy import EXPORT_FORMATS
         >>> sorted(EXPORT_FORMATS)
         ['pt2', 'torchscript']
     """
@@ -147,7 +147,7 @@ def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:
     if name is not None:
         if name not in EXPORT_FORMATS:
             raise ExportError(f"unknown export format {name!r}; known: {sorted(EXPORT_FORMATS)} "
-                              f"(add one: from ssnfx.export import register_export_format)")
+                              f"(add one: from ssnfx.deploy import register_export_format)")
         return EXPORT_FORMATS[name]
     suffix = Path(path).suffix
     found = [f for f in EXPORT_FORMATS.values() if f.suffix == suffix]
@@ -195,7 +195,7 @@ def export_torchscript(folded: nn.Module, example_inputs: Any, path: str | os.Pa
 
     Example:
         >>> import os, tempfile, torch, ssnfx
-        >>> from ssnfx.export import export_torchscript
+        >>> from ssnfx.deploy import export_torchscript
         >>> folded = ssnfx.fold(ssnfx.share(torch.nn.Sequential(torch.nn.Linear(8, 4)), 0.9))
         >>> path = os.path.join(tempfile.mkdtemp(), "m.pt")
         >>> export_torchscript(folded, torch.randn(2, 8), path)
@@ -212,7 +212,7 @@ def export_pt2(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[s
 
     Example:
         >>> import os, tempfile, torch, ssnfx
-        >>> from ssnfx.export import export_pt2
+        >>> from ssnfx.deploy import export_pt2
         >>> folded = ssnfx.fold(ssnfx.share(torch.nn.Sequential(torch.nn.Linear(8, 4)), 0.9))
         >>> path = os.path.join(tempfile.mkdtemp(), "m.pt2")
         >>> export_pt2(folded, torch.randn(2, 8), path)

@@ -17,8 +17,8 @@ import torch.fx as fx
 import torch.nn as nn
 from torch.func import functional_call
 
-from .layer_kinds import kind_of
-from .markers import ROOT
+from ssnfx.core.layer_kinds import kind_of
+from ssnfx.core.markers import ROOT
 
 __all__ = ["call_leaf", "call_root", "RootShell", "root_call_graph"]
 
