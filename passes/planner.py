@@ -17,12 +17,14 @@ from typing import Any
 
 import torch.fx as fx
 
+from ssnfx.core.combiners import get_combiner
 from ssnfx.core.config import ShareConfig
 from ssnfx.core.errors import BudgetError, PlanError
 from ssnfx.core.grouping import group_slots
 from ssnfx.core.layer_kinds import kind_of
 from ssnfx.core.markers import Meta
 from ssnfx.core.methods import get_method
+from ssnfx.core.options import PlanOptions
 from ssnfx.core.plan import GroupPlan, SharingPlan, Slot
 from ssnfx.passes.tracing import as_traced, check_traced_parameters, slots_of
 
@@ -155,9 +157,9 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         groups = group_slots(shared, config.strategy, config.resolved_groups, config.seed)
     _check_groups(groups, by_name)
     combiner = config.resolved_combiner
-    # RR reads one candidate per SuperWeight, the next block of the store for the next one
-    # (SSN Sec. 3.1.1: layer i takes candidate i mod |C|): a selection of one block each.
-    candidates = 1 if combiner == "rr" else config.candidates
+    # A combiner that always selects a fixed number of candidates says so (RR reads one block
+    # per SuperWeight, the next block for the next one: SSN Sec. 3.1.1).
+    candidates = get_combiner(combiner).candidates or config.candidates
     method = get_method(config.method)
     # The method's settings that depend on the budget (SWN's tile), decided once for the plan.
     private = original - frozen_count - sum(s.numel for s in shared)
@@ -165,12 +167,12 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         frozen_params=frozen_count, slots=slots, groups=[],
-        hyper={"candidates": candidates, "emb_dim": config.emb_dim, "seed": config.seed,
-               "strategy": config.strategy if measured is None else "search",
-               "hard_sharing": config.hard_sharing, "tile": config.tile,
-               "refine_at": config.refine_at if config.hard_sharing else None,
-               "selection": config.selection, "split": config.split,
-               "generation": config.generation},
+        options=PlanOptions(
+            candidates=candidates, emb_dim=config.emb_dim, seed=config.seed,
+            strategy=config.strategy if measured is None else "search",
+            hard_sharing=config.hard_sharing, tile=config.tile,
+            refine_at=config.refine_at if config.hard_sharing else None,
+            selection=config.selection, split=config.split, generation=config.generation),
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
     for i, names in enumerate(groups):
@@ -233,7 +235,7 @@ def _apportion(total: int, weights: dict[str, int]) -> dict[str, int]:
 
 def _split(available: int, plan: SharingPlan) -> dict[str, int]:
     """Store sizes summing to ``available`` (at least one parameter per group), by the plan's
-    ``hyper["split"]`` (:data:`ssnfx.core.config.SPLITS`):
+    ``options.split`` (:data:`ssnfx.core.config.SPLITS`):
 
     * ``"largest-first"`` (SWN's reference code): each group first gets its largest SuperWeight,
       the least store that spares it any upsampling (SSN Table 3(c) sizes groups by their
@@ -251,7 +253,7 @@ def _split(available: int, plan: SharingPlan) -> dict[str, int]:
     # The split is exact, not floored per group: flooring lost up to one parameter per group,
     # which a small model's budget (a few dozen parameters, several groups) cannot spare and
     # still land within 95% of it.
-    if plan.hyper.get("split", "largest-first") == "proportional":
+    if plan.options.split == "proportional":
         # One parameter per group first: flooring each share could leave a group none.
         extra = _apportion(available - len(weight), weight)
         return {k: 1 + extra[k] for k in weight}
@@ -266,7 +268,7 @@ def _split(available: int, plan: SharingPlan) -> dict[str, int]:
 def _allocate(plan: SharingPlan, target: int) -> None:
     """Size every group's store so the shared model's count is at most ``target``."""
     private = plan.private_params
-    base = plan.hyper["candidates"]
+    base = plan.options.candidates
     # First pass without coefficients: a store larger than P times what its SuperWeights cover
     # would leave parameters no selection ever reads, so P grows to cover it (budgets above 1).
     # Necessary, not sufficient: selections take whole blocks, so a store that is not a whole
@@ -275,9 +277,10 @@ def _allocate(plan: SharingPlan, target: int) -> None:
     # spend more on coefficients than the budget holds when a group's coefficient rows are as
     # many as its SuperWeights' parameters (tiny layers).
     rough = _split(max(target - private, len(plan.groups)), plan)
-    # RR reads one block whatever P is; resized candidates split the whole store whatever P is.
-    for g in [g for g in plan.groups if g.selection == "blocks"] if plan.combiner != "rr" \
-            else ():
+    # A combiner with a fixed P (RR) reads that many blocks whatever the store; resized
+    # candidates split the whole store whatever P is.
+    fixed_p = get_combiner(plan.combiner).candidates is not None
+    for g in [g for g in plan.groups if g.selection == "blocks" and not fixed_p]:
         covered = sum(r * c for r, c in g.superweights)
         per_candidate = plan.coefficient_params(replace(g, candidates=g.candidates + 1)) \
             - plan.coefficient_params(g)

@@ -186,7 +186,7 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
     """A copy of ``source`` whose shared parameter reads come from the generators."""
     graph = copy.deepcopy(source)
     anchor = next((n for n in graph.nodes if n.op != "placeholder"), None)
-    jit = plan.hyper.get("generation", "batched") == "jit"
+    jit = plan.options.generation == "jit"
     generated: dict[str, fx.Node] = {}
     started: dict[str, tuple[fx.Node, int]] = {}  # jit: slot -> (its group's step, index)
     with graph.inserting_before(anchor):

@@ -222,11 +222,10 @@ def provisional_model(gm: fx.GraphModule, config: ShareConfig, search_config: Se
         >>> group.selection, group.numel == 64 * 64 + 64 * 4  # SearchConfig.store=1.0
         ('resized', True)
     """
-    share = ShareConfig(combiner=search_config.combiner or "emb",
-                        candidates=config.candidates, emb_dim=config.emb_dim,
-                        strategy="single", selection="resized", share_biases=config.share_biases,
-                        share_norms=config.share_norms, private=config.private,
-                        seed=config.seed, generation="batched")
+    # The user's settings (what is shared, candidates, seed, ...) with SSN's search model's own.
+    share = replace(config, method="ssn", combiner=search_config.combiner or "emb",
+                    strategy="single", groups=None, selection="resized", hard_sharing=False,
+                    generation="batched")
     try:
         whole = make_plan(gm, 1.0, share)
     except BudgetError:  # coefficients above the model's size (a tiny model)

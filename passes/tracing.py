@@ -32,6 +32,7 @@ from ssnfx.core.layer_kinds import DEFAULT_KIND, kind_of
 from ssnfx.core.leaf_call import RootShell, call_root, root_call_graph
 from ssnfx.core.markers import ROOT, STORE, Meta, store_of
 from ssnfx.core.plan import Slot
+from ssnfx.core.registry import Registry
 
 __all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
            "as_traced", "check_traced_parameters"]
@@ -43,7 +44,9 @@ INLINED_LAYERS: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
 )
 
-_LEAF_TYPES: set[type[nn.Module]] = set()
+#: The classes traced as leaves, by qualified name (:func:`register_leaf`).
+LEAF_TYPES: Registry[type[nn.Module]] = Registry("leaf module class",
+                                                 "ssnfx.passes.register_leaf")
 # Frames from these folders are torch's or ssnfx's own, not the model's. Installed package
 # directories, not a "/ssnfx/" substring: a user's project may itself live in a folder so named.
 _LIBRARY_DIRS = tuple(os.path.join(os.path.dirname(os.path.abspath(f)), "")
@@ -73,7 +76,7 @@ def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
     """
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_leaf expects an nn.Module subclass, got {cls!r}")
-    _LEAF_TYPES.add(cls)
+    LEAF_TYPES.register(f"{cls.__module__}.{cls.__qualname__}", cls)
     return cls
 
 
@@ -89,7 +92,7 @@ class SlotTracer(fx.Tracer):
         self.module_path: list[str] = []
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        if module_qualified_name in self.leaf_names or isinstance(m, tuple(_LEAF_TYPES)):
+        if module_qualified_name in self.leaf_names or isinstance(m, tuple(LEAF_TYPES.values())):
             return True
         if type(m) in INLINED_LAYERS:
             return False
@@ -215,7 +218,7 @@ def trace(model: nn.Module, *, leaf_modules: Iterable[str] = (),
     graphs: dict[bool | None, fx.Graph] = {}
     if isinstance(model, fx.GraphModule):  # traced already, by torch.fx or another fx tracer
         graphs = {k: copy.deepcopy(g) for k, g in graphs_of(model).items()}
-    elif "" not in tracer_leaves and not isinstance(model, tuple(_LEAF_TYPES)):
+    elif "" not in tracer_leaves and not isinstance(model, tuple(LEAF_TYPES.values())):
         graphs, auto = _trace_modes(model, tracer_leaves, concrete_args, auto_leaves)
     root: nn.Module | dict[str, Any] = model
     if not graphs:  # the model itself is a leaf

@@ -22,6 +22,7 @@ import torch.nn as nn
 from ssnfx.core._io import atomic_path
 from ssnfx.core.errors import ExportError
 from ssnfx.core.markers import store_of
+from ssnfx.core.registry import Registry
 
 __all__ = ["ExportFormat", "EXPORT_FORMATS", "register_export_format", "export",
            "export_torchscript", "export_pt2", "check_outputs"]
@@ -38,16 +39,25 @@ class ExportFormat:
             ``path``; ``inputs`` is the tuple of example inputs, and keyword inputs come as
             ``kwargs=`` (only when there are any). Raise anything to refuse.
         load: ``load(path)`` returns a callable that runs the saved model on ``*inputs``.
+        hint: what to suggest when the writer fails (appended to the error).
     """
 
     name: str
     suffix: str
     write: Callable[..., None]
     load: Callable[[str], Callable[..., Any]]
+    hint: str = ""
 
 
 #: The registered formats by name.
-EXPORT_FORMATS: dict[str, ExportFormat] = {}
+def _check_format(name: str, fmt: ExportFormat) -> None:
+    if not fmt.suffix.startswith("."):
+        raise ValueError(f"export format {name!r}: suffix must start with '.', got "
+                         f"{fmt.suffix!r}")
+
+
+EXPORT_FORMATS: Registry[ExportFormat] = Registry(
+    "export format", "ssnfx.deploy.register_export_format", _check_format)
 
 
 def register_export_format(fmt: ExportFormat) -> ExportFormat:
@@ -58,11 +68,7 @@ def register_export_format(fmt: ExportFormat) -> ExportFormat:
         >>> sorted(EXPORT_FORMATS)
         ['pt2', 'torchscript']
     """
-    if not fmt.suffix.startswith("."):
-        raise ValueError(f"export format {fmt.name!r}: suffix must start with '.', got "
-                         f"{fmt.suffix!r}")
-    EXPORT_FORMATS[fmt.name] = fmt
-    return fmt
+    return EXPORT_FORMATS.register(fmt.name, fmt)
 
 
 def _prepare(folded: nn.Module, example_inputs: Any
@@ -125,30 +131,28 @@ def export(folded: nn.Module, example_inputs: Any, path: str | os.PathLike[str],
             raise
         except Exception as e:
             raise ExportError(f"{fmt.name} could not export {type(folded).__name__}: "
-                              f"{type(e).__name__}: {e}{_hint(fmt.name, e)}") from e
+                              f"{type(e).__name__}: {e}{_hint(fmt, e)}") from e
         loaded = fmt.load(str(tmp))
         with torch.no_grad():
             check_outputs(loaded(*inputs, **kwargs), reference, atol, rtol,
                           f"the {fmt.name} export")
 
 
-def _hint(format: str, e: Exception) -> str:
-    """What to try when a writer fails in a way users meet (Hugging Face models)."""
+def _hint(fmt: ExportFormat, e: Exception) -> str:
+    """What to try when a writer fails: for a way users meet (Hugging Face models), else the
+    format's own hint."""
     if "cache_utils" in str(e):
         return ("; the model returns its key-value cache: pass use_cache=False among the "
                 "example inputs")
-    if format == "torchscript":
-        return ("; TorchScript (deprecated) traces fewer models than torch.export: use "
-                "format='pt2'")
-    return ""
+    return f"; {fmt.hint}" if fmt.hint else ""
 
 
 def _format(name: str | None, path: str | os.PathLike[str]) -> ExportFormat:
     if name is not None:
-        if name not in EXPORT_FORMATS:
-            raise ExportError(f"unknown export format {name!r}; known: {sorted(EXPORT_FORMATS)} "
-                              f"(add one: from ssnfx.deploy import register_export_format)")
-        return EXPORT_FORMATS[name]
+        try:
+            return EXPORT_FORMATS.lookup(name)
+        except ValueError as e:
+            raise ExportError(str(e)) from None
     suffix = Path(path).suffix
     found = [f for f in EXPORT_FORMATS.values() if f.suffix == suffix]
     if not found:
@@ -184,7 +188,9 @@ def _write_pt2(folded: nn.Module, inputs: tuple[Any, ...], path: str,
 
 #: TorchScript is deprecated in torch 2.14; its FutureWarnings are silenced because users asked
 #: for the format. Prefer pt2 where torch.export applies.
-register_export_format(ExportFormat("torchscript", ".pt", _write_torchscript, _load_torchscript))
+register_export_format(ExportFormat(
+    "torchscript", ".pt", _write_torchscript, _load_torchscript,
+    hint="TorchScript (deprecated) traces fewer models than torch.export: use format='pt2'"))
 register_export_format(ExportFormat("pt2", ".pt2", _write_pt2,
                                     lambda path: torch.export.load(path).module()))
 

@@ -214,7 +214,7 @@ def _human(n: float) -> str:
 
 def _title(plan: SharingPlan, rows: list[_Row]) -> str:
     return (f"ssnfx sharing: {plan.method.upper()} / {plan.combiner}, "
-            f"{plan.hyper.get('strategy', '?')} strategy, {len(plan.groups)} group(s), "
+            f"{plan.options.strategy} strategy, {len(plan.groups)} group(s), "
             f"{len(rows)} shared layers\n{plan.shared_params:,} trainable parameters for a "
             f"budget of {plan.budget:,}: {plan.shared_params / plan.trainable_params:.2%} of the "
             f"original's {plan.trainable_params:,} (fold gives the original's parameters back)")

@@ -67,7 +67,7 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         raise PlanError("report expects a SharingPlan or a shared model")
     slots = {s.name: s for s in plan.slots}
     lines = [f"ssnfx plan: method {plan.method}, combiner {plan.combiner}, "
-             f"strategy {plan.hyper.get('strategy')}, {len(plan.groups)} group(s)",
+             f"strategy {plan.options.strategy}, {len(plan.groups)} group(s)",
              f"{'group':<6} {'slots':>5} {'SWs':>4} {'weights':>14} {'store':>12} {'coef':>8} "
              f"{'ratio':>7} {'share':>7}  members"]
     for g in plan.groups:

@@ -41,7 +41,7 @@ def refine_if_due(model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., 
     """
     store = store_of(model)
     plan = getattr(store, "plan", None)
-    at = None if plan is None else plan.hyper.get("refine_at")
+    at = None if plan is None else plan.options.refine_at
     if at is None or plan.measured.get("refined") or step < max(1, math.ceil(at * total)):
         return None
     result = refine(model, data, loss_fn)

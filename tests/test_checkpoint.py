@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import ssnfx
+import ssnfx.core.jit
 
 from models import GRUNet, KeywordModel, SmallCNN, TiedAcrossLeaf, TiedLM
 
@@ -198,7 +199,8 @@ def _metadata_edit(path, change):
     (lambda m: m.pop("plan"), "has no plan in its metadata"),
     (lambda m: m.update(plan=json.dumps({**json.loads(m["plan"]), "budget": 10})),
      "plan.budget is 10, but the plan gives the model"),
-    (lambda m: m.update(plan=m["plan"].replace('"version": 2', '"version": 0', 1)),
+    (lambda m: m.update(plan=m["plan"].replace(f'"version": {ssnfx.PLAN_VERSION}',
+                                               '"version": 0', 1)),
      "plan.version is 0"),
     (lambda m: m.update(extra='{"dict": [["a", {"tensor": "nope"}]]}'),
      "the extra entry is damaged (KeyError"),
@@ -306,7 +308,8 @@ def test_state_dict_wrong_shape(shared, tmp_path):
      "the plan entry must be the plan's JSON text, got dict; save it again"),
     (lambda p: p.update(state_dict=[torch.ones(2)]),
      "the state_dict entry must be a dict of tensors, got list; save it again"),
-    (lambda p: p.update(plan=p["plan"].replace('"version": 2', '"version": "1.0"', 1)),
+    (lambda p: p.update(plan=p["plan"].replace(f'"version": {ssnfx.PLAN_VERSION}',
+                                                '"version": "1.0"', 1)),
      "the plan's version must be an int, got '1.0'"),
     (lambda p: p.update(plan=p["plan"].replace('"method": "swn"', '"method": "lora"', 1)),
      "plan.method is 'lora', not one of ('ssn', 'swn')"),
@@ -341,7 +344,8 @@ def test_newer_plan_version(shared, tmp_path):
     path = tmp_path / "ckpt.pt"
     ssnfx.save(shared, path)
     payload = torch.load(path, weights_only=True)
-    payload["plan"] = payload["plan"].replace('"version": 2', '"version": 99', 1)
+    payload["plan"] = payload["plan"].replace(f'"version": {ssnfx.PLAN_VERSION}',
+                                                '"version": 99', 1)
     torch.save(payload, path)
     with pytest.raises(ssnfx.CheckpointError, match=f"version 99, newer than this ssnfx "
                                                     f"understands \\({ssnfx.PLAN_VERSION}\\); "

@@ -45,7 +45,7 @@ def test_compile_writes_plan_checkpoint_and_report(compiled):
     plan = _plan(work / "out")
     assert plan["budget"] == 5863 and plan["method"] == "ssn"
     assert "test accuracy" in out.stdout and "group" in out.stdout
-    assert "searched 46 steps" in out.stdout and plan["hyper"]["strategy"] == "search"
+    assert "searched 46 steps" in out.stdout and plan["options"]["strategy"] == "search"
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import ssnfx
+import ssnfx.core.combiners
 from ssnfx.deploy import EXPORT_FORMATS, ExportFormat, register_export_format
 
 from helpers import count_params

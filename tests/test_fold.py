@@ -3,6 +3,8 @@ import torch
 import torchvision
 
 import ssnfx
+import ssnfx.core.config
+import ssnfx.core.jit
 
 from helpers import check_pipeline
 from models import SmallCNN, TiedLM

@@ -4,6 +4,7 @@ import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import ssnfx
+import ssnfx.core.config
 
 from models import SmallCNN
 

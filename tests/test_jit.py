@@ -65,7 +65,7 @@ def test_jit_computes_what_the_batched_mode_computes(case):
     x = inputs()
     batched, out, grads = _step(make, x, budget, config, "batched")
     jit, out_jit, grads_jit = _step(make, x, budget, config, "jit")
-    assert jit.ssnfx.plan.hyper["generation"] == "jit"
+    assert jit.ssnfx.plan.options.generation == "jit"
     graph = ssnfx.rewrite(ssnfx.trace(make()), jit.ssnfx.plan).graph  # the pass's product too
     assert any(n.target is ssnfx.core.jit.weight for n in graph.nodes)
     # float64: the two modes sum in other orders, so they agree to rounding, not bitwise.
@@ -143,7 +143,7 @@ def test_jit_trains_saves_loads_and_runs_without_grad(tmp_path):
     assert losses["jit"] == pytest.approx(losses["batched"], rel=1e-4)
     ssnfx.save(shared, tmp_path / "jit.pt")
     loaded = ssnfx.load(SmallCNN(), tmp_path / "jit.pt").eval()
-    assert loaded.ssnfx.plan.hyper["generation"] == "jit"
+    assert loaded.ssnfx.plan.options.generation == "jit"
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), shared.eval()(x))
     with pytest.raises(ssnfx.PlanError, match="generation must be one of"):

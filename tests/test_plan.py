@@ -33,6 +33,39 @@ def test_version_1_plans_select_blocks(resnet_gm):
         ssnfx.SharingPlan.from_dict(d)
 
 
+def test_version_2_plans_read_their_hyper_into_options(resnet_gm):
+    """Before version 3 a plan's options were an untyped ``hyper`` dict (with entries since
+    dropped); they read into the typed options, and the plan is written back as version 3."""
+    plan = ssnfx.make_plan(resnet_gm, 0.1, ssnfx.ShareConfig(method="swn", generation="jit"))
+    d = plan.to_dict()
+    d["version"] = 2
+    d["hyper"] = {**d.pop("options"), "retired": 1}
+    again = ssnfx.SharingPlan.from_dict(d)
+    assert again.options == plan.options and again.options.generation == "jit"
+    assert again.version == ssnfx.PLAN_VERSION == 3 and "options" in again.to_dict()
+
+
+def test_options_are_typed_and_checked(resnet_gm):
+    d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
+    d["options"]["retired"] = 1
+    with pytest.raises(ssnfx.PlanError, match=r"plan.options has unknown entries \['retired'\]"):
+        ssnfx.SharingPlan.from_dict(d)
+    d["options"] = {"generation": "lazy"}
+    with pytest.raises(ssnfx.PlanError, match="plan.options.generation is 'lazy'"):
+        ssnfx.SharingPlan.from_dict(d)
+
+
+def test_each_default_is_written_once():
+    # ShareConfig's settings that a plan records default to PlanOptions' defaults.
+    import dataclasses
+
+    from ssnfx.core.options import PlanOptions
+
+    config = ssnfx.ShareConfig()
+    shared = [f.name for f in dataclasses.fields(PlanOptions) if f.name != "refine_at"]
+    assert all(getattr(config, n) == getattr(PlanOptions(), n) for n in shared)
+
+
 def test_newer_version_is_refused(resnet_gm):
     d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
     d["version"] = ssnfx.PLAN_VERSION + 1

@@ -187,10 +187,10 @@ def test_budget_split_is_a_plan_setting():
     for split in ("largest-first", "proportional"):
         plan = ssnfx.make_plan(gm, 0.5, ssnfx.ShareConfig(combiner="avg", split=split),
                                groups=groups)
-        assert plan.hyper["split"] == split
+        assert plan.options.split == split
         assert plan.shared_params == plan.budget  # avg has no coefficients: every unit spent
         stores[split] = [g.numel for g in plan.groups]
-        assert ssnfx.SharingPlan.from_json(plan.to_json()).hyper["split"] == split
+        assert ssnfx.SharingPlan.from_json(plan.to_json()).options.split == split
     weights = [3 * 64 * 64, 64 * 8]
     total = sum(stores["proportional"])
     # Proportional: shares within one parameter of the weights' proportion...

@@ -16,6 +16,8 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 import ssnfx
+import ssnfx.core.config
+import ssnfx.core.jit
 from ssnfx.core.selector import upsample_source
 from ssnfx.passes.planner import MAX_BUDGET_RATIO, original_param_count, resolve_budget
 

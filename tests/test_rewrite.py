@@ -6,6 +6,7 @@ import torch
 import torchvision
 
 import ssnfx
+import ssnfx.core.config
 
 from helpers import check_pipeline, count_params
 from models import (

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import ssnfx
+import ssnfx.core.selector
 from ssnfx.core.plan import GroupPlan, Slot
 from ssnfx.core.selector import swn_layout
 from ssnfx.passes.clustering import kmeans_groups, superweight_clusters
@@ -69,7 +70,7 @@ def test_budget_is_met(method, budget):
     n = sum(p.numel() for p in shared.parameters())
     target = int(budget * sum(p.numel() for p in model.parameters()))
     assert 0.95 * target <= n <= target
-    assert shared.ssnfx.plan.hyper["strategy"] == "search"
+    assert shared.ssnfx.plan.options.strategy == "search"
 
 
 def test_fixed_number_of_groups_and_replay():

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 import ssnfx
+import ssnfx.core.generator
 from ssnfx.core.initialization import initialize
 
 from helpers import count_params

@@ -7,6 +7,7 @@ import torch.nn as nn
 import torchvision
 
 import ssnfx
+import ssnfx.core.jit
 from ssnfx.core.leaf_call import call_root
 from ssnfx.passes.tracing import check_traced_parameters
 

@@ -64,7 +64,9 @@ def test_trace_error_names_a_file_inside_a_folder_named_ssnfx(tmp_path, package)
         model = clone / "examples" / "branchy.py"
         env = {**os.environ, "PYTHONPATH": ""}
     else:
-        # The script's own folder comes first on sys.path: the import finds the clone's package.
+        # The script's own folder comes first on sys.path: the import finds the clone's package,
+        # laid out as installed (its passes/ as ssnfx/passes/, as a wheel has it).
+        shutil.copytree(clone / "passes", clone / "ssnfx" / "passes")
         model = clone / "branchy.py"
         env = {**os.environ, "PYTHONPATH": str(clone)}
     model.write_text(MODEL)

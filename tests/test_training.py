@@ -66,7 +66,7 @@ def test_swn_schedule_search_hard_sharing_refine(monkeypatch):
     m = shared.ssnfx.plan.measured
     assert m["statistic"] == "superweights" and m["measured_steps"] == round(0.5 * 23)
     assert [g.slots for g in shared.ssnfx.plan.groups] == m["superweight_clusters"]
-    assert shared.ssnfx.plan.hyper["refine_at"] == 0.25 and "refined" not in m
+    assert shared.ssnfx.plan.options.refine_at == 0.25 and "refined" not in m
     steps = []
     real = training.refine
     monkeypatch.setattr(training, "refine", lambda *a, **k: steps.append(len(seen)) or

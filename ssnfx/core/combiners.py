@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssnfx.core.registry import Registry
+
 __all__ = ["Combiner", "COMBINER_REGISTRY", "register_combiner", "get_combiner", "orthogonal"]
 
 
@@ -72,7 +74,8 @@ class Combiner:
 
 
 #: The registered combiners by name.
-COMBINER_REGISTRY: dict[str, Combiner] = {}
+COMBINER_REGISTRY: Registry[Combiner] = Registry(
+    "combiner", "ssnfx.core.combiners.register_combiner")
 
 
 def register_combiner(combiner: Combiner) -> Combiner:
@@ -83,19 +86,12 @@ def register_combiner(combiner: Combiner) -> Combiner:
         >>> sorted(COMBINER_REGISTRY)
         ['avg', 'emb', 'linear', 'rr', 'wavg']
     """
-    if not combiner.name:
-        raise ValueError(f"{type(combiner).__name__} has no name")
-    COMBINER_REGISTRY[combiner.name] = combiner
-    return combiner
+    return COMBINER_REGISTRY.register(combiner.name, combiner)
 
 
 def get_combiner(name: str) -> Combiner:
     """The registered combiner ``name``; ValueError naming the known ones otherwise."""
-    try:
-        return COMBINER_REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown combiner {name!r}; known: {sorted(COMBINER_REGISTRY)} (add "
-                         f"one with ssnfx.core.combiners.register_combiner)") from None
+    return COMBINER_REGISTRY.lookup(name)
 
 
 class RoundRobin(Combiner):

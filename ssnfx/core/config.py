@@ -9,6 +9,7 @@ from ssnfx.core.combiners import COMBINER_REGISTRY
 from ssnfx.core.errors import PlanError
 from ssnfx.core.jit import GENERATIONS
 from ssnfx.core.methods import METHOD_REGISTRY, get_method
+from ssnfx.core.options import PlanOptions
 from ssnfx.core.plan import SELECTIONS
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS", "SPLITS", "DEFAULT_GROUPS"]
@@ -70,7 +71,7 @@ class ShareConfig:
         split: how several groups share the budget: ``"largest-first"`` (each group's largest
             SuperWeight first, then in proportion to the weights its slots represent; SWN's
             reference code) or ``"proportional"`` (all in proportion; SSN Sec. 3.2). Recorded
-            in the plan's ``hyper``.
+            in the plan's ``options``.
         share_biases: also generate 1-d parameters (biases) from the store.
         share_norms: also generate the parameters of normalisation layers.
         private: ``fnmatch`` patterns of parameter names that always stay private.
@@ -90,25 +91,26 @@ class ShareConfig:
         True
     """
 
+    # (The settings a plan records default as PlanOptions does: each default written once.)
     method: str = "ssn"
     combiner: str | None = None
-    strategy: str = "single"
+    strategy: str = PlanOptions.strategy
     groups: int | None = None
-    candidates: int = 4
-    emb_dim: int = 24
-    hard_sharing: bool = False
+    candidates: int = PlanOptions.candidates
+    emb_dim: int = PlanOptions.emb_dim
+    hard_sharing: bool = PlanOptions.hard_sharing
     refine_at: float | None = 0.05
-    tile: int | None = None
-    selection: str = "blocks"
-    split: str = "largest-first"
-    generation: str = "batched"
+    tile: int | None = PlanOptions.tile
+    selection: str = PlanOptions.selection
+    split: str = PlanOptions.split
+    generation: str = PlanOptions.generation
     share_biases: bool = False
     share_norms: bool = False
     private: tuple[str, ...] = ()
     leaf_modules: tuple[str, ...] = ()
     auto_leaves: bool = True
     concrete_args: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
+    seed: int = PlanOptions.seed
     version: int = field(default=1)
 
     def __post_init__(self) -> None:

@@ -834,8 +834,7 @@ class ParameterStore(nn.Module):
         super().__init__()
         self.plan = plan
         slots = {s.name: s for s in plan.slots}
-        seed = int(plan.hyper.get("seed", 0))
-        emb_dim = int(plan.hyper.get("emb_dim", 24))
+        seed, emb_dim = plan.options.seed, plan.options.emb_dim
         for i, g in enumerate(plan.groups):
             self.add_module(g.name, GroupGenerator(g, slots, plan.combiner, emb_dim, targets,
                                                    seed * 1000 + i, device=device, dtype=dtype))

@@ -10,18 +10,19 @@ from collections.abc import Callable, Sequence
 
 from ssnfx.core.errors import PlanError
 from ssnfx.core.plan import Slot
+from ssnfx.core.registry import Registry
 
 __all__ = ["STRATEGIES", "register_strategy", "group_slots"]
 
 Strategy = Callable[[Sequence[Slot], int, int], list[list[str]]]
-STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry("grouping strategy",
+                                          "ssnfx.core.grouping.register_strategy")
 
 
 def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
     """Register a grouping strategy under ``name`` (a decorator)."""
     def wrap(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
-        return fn
+        return STRATEGIES.register(name, fn)
     return wrap
 
 

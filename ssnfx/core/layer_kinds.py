@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from ssnfx.core.graph_module import fetch_attr
 from ssnfx.core.plan import Slot
+from ssnfx.core.registry import Registry
 
 __all__ = ["LayerKind", "LAYER_KINDS", "DEFAULT_KIND", "register_layer_kind", "kind_of",
            "uniform_std"]
@@ -293,10 +294,17 @@ class _Norm(LayerKind):
 
 
 #: The registered layer kinds by name.
-LAYER_KINDS: dict[str, LayerKind] = {}
-
 #: The kind of anything no registered kind matches: Linear-like init, ``shape[1:]`` fan-in.
 DEFAULT_KIND = LayerKind()
+
+
+def _check_kind(name: str, kind: LayerKind) -> None:
+    if name == DEFAULT_KIND.name:
+        raise ValueError(f"{type(kind).__name__} needs a name of its own, got {name!r}")
+
+
+LAYER_KINDS: Registry[LayerKind] = Registry(
+    "layer kind", "ssnfx.core.layer_kinds.register_layer_kind", _check_kind)
 
 
 def register_layer_kind(kind: LayerKind) -> LayerKind:
@@ -308,11 +316,7 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
         ['Bilinear', 'Conv', 'Embedding', 'GRU', 'LSTM', 'Linear', 'MultiheadAttention', \
 'Norm', 'Parameter', 'RNN']
     """
-    if not kind.name or kind.name == DEFAULT_KIND.name:
-        raise ValueError(f"{type(kind).__name__} needs a name of its own, got {kind.name!r}")
-    LAYER_KINDS.pop(kind.name, None)  # a replacement counts as registered last
-    LAYER_KINDS[kind.name] = kind
-    return kind
+    return LAYER_KINDS.register(kind.name, kind)
 
 
 def kind_of(what: Slot | str | nn.Module) -> LayerKind:

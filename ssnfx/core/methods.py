@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from ssnfx.core.combiners import get_combiner
+from ssnfx.core.registry import Registry
 from ssnfx.core.selector import ssn_layout, swn_layout
 from ssnfx.core.slots import Slot, Tile
 
@@ -69,7 +70,14 @@ class Method:
 
 
 #: The registered methods by name.
-METHOD_REGISTRY: dict[str, Method] = {}
+def _check_method(name: str, method: Method) -> None:
+    if method.shares_by not in ("groups", "clusters"):
+        raise ValueError(f"{type(method).__name__}.shares_by must be 'groups' or 'clusters', "
+                         f"got {method.shares_by!r}")
+
+
+METHOD_REGISTRY: Registry[Method] = Registry(
+    "method", "ssnfx.core.methods.register_method", _check_method)
 
 
 def register_method(method: Method) -> Method:
@@ -80,13 +88,7 @@ def register_method(method: Method) -> Method:
         >>> sorted(METHOD_REGISTRY)
         ['ssn', 'swn']
     """
-    if not method.name:
-        raise ValueError(f"{type(method).__name__} has no name")
-    if method.shares_by not in ("groups", "clusters"):
-        raise ValueError(f"{type(method).__name__}.shares_by must be 'groups' or 'clusters', "
-                         f"got {method.shares_by!r}")
-    METHOD_REGISTRY[method.name] = method
-    return method
+    return METHOD_REGISTRY.register(method.name, method)
 
 
 def get_method(name: str) -> Method:
@@ -96,11 +98,7 @@ def get_method(name: str) -> Method:
         >>> get_method("swn").default_combiner
         'linear'
     """
-    try:
-        return METHOD_REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {sorted(METHOD_REGISTRY)} (add one "
-                         f"with ssnfx.core.methods.register_method)") from None
+    return METHOD_REGISTRY.lookup(name)
 
 
 class Shapeshifter(Method):

@@ -23,6 +23,7 @@ from typing import Any
 
 from ssnfx.core.combiners import get_combiner
 from ssnfx.core.errors import PlanError
+from ssnfx.core.options import PlanOptions
 from ssnfx.core.plan_checks import validate_plan
 from ssnfx.core.slots import PLAN_VERSION, SELECTIONS, Slot, Tile, matrix_shape
 
@@ -111,7 +112,7 @@ class SharingPlan:
     original_params: int
     slots: list[Slot]
     groups: list[GroupPlan]
-    hyper: dict[str, Any] = field(default_factory=dict)
+    options: PlanOptions = field(default_factory=PlanOptions)
     trace: dict[str, Any] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
     version: int = PLAN_VERSION
@@ -136,7 +137,7 @@ class SharingPlan:
         """Learned coefficient parameters of one group under the plan's combiner (SSN 3.1.2)."""
         # The combiner that creates the generator's coefficients counts them.
         return get_combiner(self.combiner).coefficient_params(
-            group.num_coefficients, group.candidates, int(self.hyper.get("emb_dim", 24)))
+            group.num_coefficients, group.candidates, self.options.emb_dim)
 
     @property
     def shared_params(self) -> int:
@@ -160,7 +161,7 @@ class SharingPlan:
             "frozen_params": self.frozen_params,
             "slots": [s.to_dict() for s in self.slots],
             "groups": [g.to_dict() for g in self.groups],
-            "hyper": dict(self.hyper),
+            "options": self.options.to_dict(),
             "trace": dict(self.trace),
             "measured": dict(self.measured),
         }
@@ -189,7 +190,10 @@ class SharingPlan:
                 frozen_params=int(d.get("frozen_params", 0)),
                 slots=[Slot.from_dict(s) for s in d["slots"]],
                 groups=[GroupPlan.from_dict(g) for g in d["groups"]],
-                hyper=dict(d.get("hyper", {})),
+                # Plans before version 3 kept their options in an untyped "hyper" (with
+                # entries since dropped: read leniently).
+                options=PlanOptions.from_dict(d.get("options", {})) if version >= 3
+                else PlanOptions.from_dict(d.get("hyper", {}), strict=False),
                 trace=dict(d.get("trace", {})),
                 measured=dict(d.get("measured", {})),
                 version=int(d["version"]),
@@ -199,6 +203,7 @@ class SharingPlan:
         # The whole plan, before anything is built from it (its method and combiner name the
         # generators; its layouts index the stores).
         validate_plan(plan)
+        plan.version = PLAN_VERSION  # read into this version's form, and written so
         return plan
 
     @staticmethod

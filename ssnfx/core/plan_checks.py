@@ -52,9 +52,9 @@ def validate_plan(plan: SharingPlan) -> None:
         if getattr(plan, key) not in known:
             _fail(key, f"is {getattr(plan, key)!r}, not one of {tuple(known)} (a plan from "
                        f"another ssnfx, or a combiner not registered here)")
-    generation = plan.hyper.get("generation", "batched")
+    generation = plan.options.generation
     if generation not in GENERATIONS:
-        _fail('hyper["generation"]', f"is {generation!r}, not one of {GENERATIONS}")
+        _fail("options.generation", f"is {generation!r}, not one of {GENERATIONS}")
     for key in ("budget", "original_params", "frozen_params"):
         value = getattr(plan, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:

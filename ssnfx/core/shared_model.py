@@ -66,7 +66,7 @@ class Binding:
         self.store = store
         plan: SharingPlan = store.plan
         self.index = {name: (g.name, i) for g in plan.groups for i, name in enumerate(g.slots)}
-        self.jit = plan.hyper.get("generation", "batched") == "jit"
+        self.jit = plan.options.generation == "jit"
         self.depth = 0
         self.weights: dict[str, torch.Tensor] | None = None  # this call's (batched)
         self.steps: dict[str, Any] = {}  # this call's groups started (just in time)

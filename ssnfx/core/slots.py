@@ -11,8 +11,9 @@ from typing import Any
 __all__ = ["PLAN_VERSION", "SELECTIONS", "Slot", "Tile", "matrix_shape"]
 
 #: Bumped whenever a plan's meaning changes; a plan with a larger version is refused.
-#: 2: a group's ``selection`` (version 1 plans select blocks).
-PLAN_VERSION = 2
+#: 2: a group's ``selection`` (version 1 plans select blocks). 3: typed ``options`` (a
+#: :class:`~ssnfx.core.options.PlanOptions`) in place of the ``hyper`` dict.
+PLAN_VERSION = 3
 #: How a group's SuperWeights select their candidates from its store (see :class:`GroupPlan`).
 SELECTIONS = ("blocks", "resized")
 

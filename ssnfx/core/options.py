@@ -1,0 +1,71 @@
+"""PlanOptions: the settings a plan was made with and its generators read, typed and recorded.
+
+:class:`~ssnfx.core.config.ShareConfig` is what a user asks for; the planner resolves it (the
+method's tile, the candidates a combiner reads, whether the plan came from a search) into one
+frozen :class:`PlanOptions` that travels in the plan. Each default is written here once:
+ShareConfig's fields of the same names default to these, and a plan written before options
+existed (its ``hyper`` dict, plan versions 1 and 2) reads into the same defaults.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ssnfx.core.errors import PlanError
+
+__all__ = ["PlanOptions"]
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """How a plan's stores are laid out and generated.
+
+    Attributes:
+        candidates: candidate blocks per SuperWeight (SSN Sec. 3.1's |C|; 1 for round robin).
+        emb_dim: the layer-embedding size of the ``emb`` combiner (SSN Eq. 2).
+        seed: the seed of the store's and the coefficients' initialisation.
+        strategy: how the groups were found (a data-free strategy's name, or ``"search"``).
+        hard_sharing: SWN's hard sharing (tiles of one SuperWeight share a coefficient row).
+        tile: SWN's SuperWeight side (0: the layers' own cuts); None for methods without tiles.
+        refine_at: the fraction of training after which ``ssnfx.training`` refines a
+            hard-shared plan (SWN Sec. 2.2); None when there is nothing to refine.
+        selection: how SuperWeights select their candidates (``"blocks"`` or ``"resized"``).
+        split: how the budget was split between groups (``"largest-first"``,
+            ``"proportional"``).
+        generation: ``"batched"`` (every weight at the start of a call) or ``"jit"``.
+
+    Example:
+        >>> options = PlanOptions(generation="jit")
+        >>> PlanOptions.from_dict(options.to_dict()) == options
+        True
+    """
+
+    candidates: int = 4
+    emb_dim: int = 24
+    seed: int = 0
+    strategy: str = "single"
+    hard_sharing: bool = False
+    tile: int | None = None
+    refine_at: float | None = None
+    selection: str = "blocks"
+    split: str = "largest-first"
+    generation: str = "batched"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], strict: bool = True) -> PlanOptions:
+        """The options in ``d`` (a plan's ``options``, or the ``hyper`` of an older plan, read
+        with ``strict=False``); absent ones take their defaults, unknown ones are an error naming
+        them (ignored when not ``strict``)."""
+        if not isinstance(d, dict):
+            raise PlanError(f"plan.options must be a JSON object, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if not strict:
+            d, unknown = {k: v for k, v in d.items() if k in known}, []
+        if unknown:
+            raise PlanError(f"plan.options has unknown entries {unknown} (known: "
+                            f"{sorted(known)}): a plan from a newer ssnfx, or edited")
+        return cls(**d)
