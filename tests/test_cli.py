@@ -49,6 +49,17 @@ def test_compile_writes_plan_checkpoint_and_report(compiled):
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
+def test_compile_searches_with_either_method(tmp_path):
+    # SWN's search finds SuperWeight clusters, SSN's parameter groups: the summary says which.
+    out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "--method", "swn",
+                "--search-steps", "4", "-o", "out", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    plan = _plan(tmp_path / "out")
+    assert plan["method"] == "swn" and plan["options"]["strategy"] == "search"
+    assert "searched 4 steps" in out.stdout
+    assert f"{len(plan['groups'])} SuperWeight cluster(s)" in out.stdout
+
+
 @pytest.mark.parametrize("fmt,load", [
     ("pt2", "torch.export.load(p).module()"), ("torchscript", "torch.jit.load(p)")])
 def test_fold_exports_load_in_a_fresh_process(compiled, fmt, load):

@@ -31,6 +31,7 @@ from ssnfx.core._progress import stages
 from ssnfx.core.batches import call_model
 from ssnfx.core.config import ShareConfig
 from ssnfx.core.errors import PlanError, SsnfxError
+from ssnfx.core.methods import get_method
 from ssnfx.core.plan import SharingPlan
 from ssnfx.deploy import EXPORT_FORMATS, export
 from ssnfx.passes import SearchConfig, fold
@@ -207,9 +208,11 @@ def cmd_compile(args: argparse.Namespace) -> int:
     plan = shared.ssnfx.plan
     if searching:
         m = plan.measured
+        # What the plan shares by: SSN's parameter groups or SWN's SuperWeight clusters.
+        found = {"groups": "parameter group(s)", "clusters": "SuperWeight cluster(s)"}[
+            get_method(plan.method).shares_by]
         _say(args, f"searched {m['steps']} steps ({m['epoch_fraction']} epoch) in "
-                   f"{m['seconds']:.1f}s: {len(m['groups'])} group(s), "
-                   f"{len(m['superweight_clusters'])} SuperWeight cluster(s)")
+                   f"{m['seconds']:.1f}s: {len(plan.groups)} {found}")
     _say(args, f"compiled in {time.perf_counter() - start:.2f}s")
     if args.epochs:
         if loader is None or loss_fn is None:
