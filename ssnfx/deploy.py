@@ -49,13 +49,13 @@ class ExportFormat:
     hint: str = ""
 
 
-#: The registered formats by name.
 def _check_format(name: str, fmt: ExportFormat) -> None:
     if not fmt.suffix.startswith("."):
         raise ValueError(f"export format {name!r}: suffix must start with '.', got "
                          f"{fmt.suffix!r}")
 
 
+#: The registered formats by name.
 EXPORT_FORMATS: Registry[ExportFormat] = Registry(
     "export format", "ssnfx.deploy.register_export_format", _check_format)
 

@@ -293,7 +293,6 @@ class _Norm(LayerKind):
     is_norm = True
 
 
-#: The registered layer kinds by name.
 #: The kind of anything no registered kind matches: Linear-like init, ``shape[1:]`` fan-in.
 DEFAULT_KIND = LayerKind()
 
@@ -303,6 +302,7 @@ def _check_kind(name: str, kind: LayerKind) -> None:
         raise ValueError(f"{type(kind).__name__} needs a name of its own, got {name!r}")
 
 
+#: The registered layer kinds by name.
 LAYER_KINDS: Registry[LayerKind] = Registry(
     "layer kind", "ssnfx.core.layer_kinds.register_layer_kind", _check_kind)
 

@@ -69,13 +69,13 @@ class Method:
         return f"{type(self).__name__}()"
 
 
-#: The registered methods by name.
 def _check_method(name: str, method: Method) -> None:
     if method.shares_by not in ("groups", "clusters"):
         raise ValueError(f"{type(method).__name__}.shares_by must be 'groups' or 'clusters', "
                          f"got {method.shares_by!r}")
 
 
+#: The registered methods by name.
 METHOD_REGISTRY: Registry[Method] = Registry(
     "method", "ssnfx.core.methods.register_method", _check_method)
 
