@@ -12,7 +12,7 @@ import fnmatch
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from typing import Any
 
 import torch.fx as fx
@@ -167,12 +167,12 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         frozen_params=frozen_count, slots=slots, groups=[],
-        options=PlanOptions(
-            candidates=candidates, emb_dim=config.emb_dim, seed=config.seed,
-            strategy=config.strategy if measured is None else "search",
-            hard_sharing=config.hard_sharing, tile=config.tile,
-            refine_at=config.refine_at if config.hard_sharing else None,
-            selection=config.selection, split=config.split, generation=config.generation),
+        # The options are the config's settings of the same names, as planned.
+        options=PlanOptions(**{
+            **{f.name: getattr(config, f.name) for f in fields(PlanOptions)},
+            "candidates": candidates,
+            "strategy": config.strategy if measured is None else "search",
+            "refine_at": config.refine_at if config.hard_sharing else None}),
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
     for i, names in enumerate(groups):
