@@ -41,9 +41,10 @@ VARIANTS = {
     "full": "ByteLM(128, 4), unshared",
     "width": "reduced width: 4 blocks, the widest within the budget",
     "depth": "reduced depth: 1 block, the widest within the budget",
-    "ssnfx": "ssnfx.share(model, budget): the default (SSN, one group, data-free)",
-    "swn": "ssnfx.share(model, budget, ShareConfig(method='swn')), data-free (soft sharing, "
-           "the automatic tile)",
+    "ssnfx": "SSN: ssnfx.share(model, budget, ShareConfig(method='ssn')), data-free (one group; "
+             "ssnfx's default before SWN, hence the variant's name)",
+    "swn": "SWN, ssnfx's default: ssnfx.share(model, budget, ShareConfig(method='swn')), "
+           "data-free (soft sharing, the automatic tile)",
 }
 
 

@@ -23,13 +23,13 @@ from ssnfx.core.errors import BudgetError, PlanError
 from ssnfx.core.grouping import group_slots
 from ssnfx.core.layer_kinds import kind_of
 from ssnfx.core.markers import Meta
-from ssnfx.core.methods import get_method
+from ssnfx.core.methods import METHOD_PREFERENCE, get_method
 from ssnfx.core.options import PlanOptions
 from ssnfx.core.plan import GroupPlan, SharingPlan, Slot
 from ssnfx.passes.tracing import as_traced, check_traced_parameters, slots_of
 
-__all__ = ["make_plan", "resolve_budget", "original_param_count", "frozen_param_count",
-           "MAX_BUDGET_RATIO"]
+__all__ = ["make_plan", "resolve_method", "resolve_budget", "original_param_count",
+           "frozen_param_count", "MAX_BUDGET_RATIO"]
 
 #: Budgets above this multiple of the model's parameters are refused as a likely mistake.
 MAX_BUDGET_RATIO = 100.0
@@ -130,6 +130,8 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         (True, 1)
     """
     config = config or ShareConfig()
+    if config.method is None:
+        return _first_that_fits(gm, budget, config, groups, measured)
     gm = as_traced(gm)
     check_traced_parameters(gm)
     original = original_param_count(gm)
@@ -186,6 +188,36 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
                                      selection=config.selection))
     _allocate(plan, target)
     return plan
+
+
+def _first_that_fits(gm: fx.GraphModule, budget: float | int, config: ShareConfig,
+                     groups: Sequence[Sequence[str]] | None,
+                     measured: dict[str, Any] | None) -> SharingPlan:
+    """The plan of the first method of METHOD_PREFERENCE whose least budget ``budget`` meets;
+    the last one's BudgetError where none does (SSN's: the lowest least budget)."""
+    *preferred, last = METHOD_PREFERENCE
+    for name in preferred:
+        try:
+            return make_plan(gm, budget, replace(config, method=name), groups, measured)
+        except BudgetError:
+            pass  # below this method's least budget: the next one
+    return make_plan(gm, budget, replace(config, method=last), groups, measured)
+
+
+def resolve_method(gm: fx.GraphModule, budget: float | int, config: ShareConfig
+                   ) -> ShareConfig:
+    """``config`` with its method decided: as named, or for ``method=None`` the one
+    :func:`make_plan` takes at ``budget`` (:data:`ssnfx.core.methods.METHOD_PREFERENCE`).
+
+    Example:
+        >>> import torchvision, ssnfx
+        >>> gm = ssnfx.trace(torchvision.models.resnet18())
+        >>> resolve_method(gm, 0.1, ssnfx.ShareConfig()).method
+        'swn'
+    """
+    if config.method is not None:
+        return config
+    return replace(config, method=make_plan(gm, budget, config).method)
 
 
 def _check_real(gm: fx.GraphModule, shared: Sequence[Slot]) -> None:

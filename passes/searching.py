@@ -59,7 +59,7 @@ from ssnfx.passes.clustering import (
     pair_graph,
     superweight_clusters,
 )
-from ssnfx.passes.planner import MAX_BUDGET_RATIO, make_plan
+from ssnfx.passes.planner import MAX_BUDGET_RATIO, make_plan, resolve_method
 from ssnfx.passes.rewriting import rewrite
 from ssnfx.passes.statistics import CoefficientGradients, GradientCovariation, SuperWeightGradients
 from ssnfx.passes.tracing import as_traced
@@ -304,9 +304,10 @@ def search(gm: fx.GraphModule, budget: float | int, data: Iterable[Any],
         >>> plan.shared_params <= plan.budget, plan.measured["steps"]
         (True, 10)
     """
-    config = config or ShareConfig()
     sc = search_config or SearchConfig()
     gm = as_traced(gm)
+    # The method first (method=None: SWN where the budget allows): it decides what is searched.
+    config = resolve_method(gm, budget, config or ShareConfig())
     steps = sc.steps if sc.steps is not None else _default_steps(data, sc.epochs)
     measured_steps = _measured_steps(data, steps, sc)
     method = get_method(config.method)

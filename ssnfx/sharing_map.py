@@ -92,7 +92,8 @@ def store_reads(plan: SharingPlan, group: GroupPlan) -> dict[str, StoreRead]:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8),
         ...                           torch.nn.Linear(8, 4))
-        >>> plan = ssnfx.share(net, 2.0).ssnfx.plan  # store: 328, five blocks of 64
+        >>> cfg = ssnfx.ShareConfig(method="ssn")
+        >>> plan = ssnfx.share(net, 2.0, cfg).ssnfx.plan  # store: 328, five blocks of 64
         >>> for name, read in store_reads(plan, plan.groups[0]).items():
         ...     print(name, read.ranges)
         0.weight ((0, 256),)

@@ -43,21 +43,22 @@ def test_compile_writes_plan_checkpoint_and_report(compiled):
     assert sorted(p.name for p in (work / "out").iterdir()) == [
         "report.txt", "shared.safetensors", "source.json"]
     plan = _plan(work / "out")
-    assert plan["budget"] == 5863 and plan["method"] == "ssn"
-    assert "test accuracy" in out.stdout and "group" in out.stdout
+    assert plan["budget"] == 5863 and plan["method"] == "swn"  # the default at 10%
+    assert "test accuracy" in out.stdout and "SuperWeight cluster(s)" in out.stdout
     assert "searched 46 steps" in out.stdout and plan["options"]["strategy"] == "search"
     assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporaries left
 
 
 def test_compile_searches_with_either_method(tmp_path):
-    # SWN's search finds SuperWeight clusters, SSN's parameter groups: the summary says which.
-    out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "--method", "swn",
+    # SWN's search finds SuperWeight clusters (the default, above), SSN's parameter groups:
+    # the summary says which.
+    out = ssnfx("compile", str(EXAMPLES / "digits_cnn.py"), "--method", "ssn",
                 "--search-steps", "4", "-o", "out", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     plan = _plan(tmp_path / "out")
-    assert plan["method"] == "swn" and plan["options"]["strategy"] == "search"
+    assert plan["method"] == "ssn" and plan["options"]["strategy"] == "search"
     assert "searched 4 steps" in out.stdout
-    assert f"{len(plan['groups'])} SuperWeight cluster(s)" in out.stdout
+    assert f"{len(plan['groups'])} parameter group(s)" in out.stdout
 
 
 @pytest.mark.parametrize("fmt,load", [

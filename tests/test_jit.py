@@ -31,15 +31,15 @@ def _mlp() -> nn.Module:
 
 CASES = {
     # name: (model, input, budget, config)
-    "cnn ssn": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {}),
+    "cnn ssn": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {"method": "ssn"}),
     "cnn swn soft": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.2, {"method": "swn"}),
     "cnn swn hard": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.2,
                      {"method": "swn", "hard_sharing": True}),
-    "cnn rr": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {"combiner": "rr"}),
-    "cnn emb": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3, {"combiner": "emb"}),
-    "upsampled": (_mlp, lambda: _float(3, 64), 0.05, {"combiner": "avg"}),
+    "cnn rr": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {"method": "ssn", "combiner": "rr"}),
+    "cnn emb": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3, {"method": "ssn", "combiner": "emb"}),
+    "upsampled": (_mlp, lambda: _float(3, 64), 0.05, {"method": "ssn", "combiner": "avg"}),
     "resized": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3,
-                {"combiner": "emb", "selection": "resized"}),
+                {"method": "ssn", "combiner": "emb", "selection": "resized"}),
     "resized swn": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3,
                     {"method": "swn", "hard_sharing": True, "selection": "resized"}),
     "tied": (TiedLM, lambda: _tokens(2, 5), 0.5, {}),

@@ -119,7 +119,7 @@ def test_layers_that_mix_one_candidate_are_compared_only_over_the_same_templates
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 64), nn.Linear(64, 64),
                         nn.Linear(64, 48))
-    lsm = layer_similarity(ssnfx.share(net, 0.3))
+    lsm = layer_similarity(ssnfx.share(net, 0.3, ssnfx.ShareConfig(method="ssn")))
     assert lsm.names[3:] == ["3.weight", "4.weight"]
     assert bool(lsm.matrix[3, 4].isnan()) and bool(lsm.matrix[4, 3].isnan())
     assert float(lsm.matrix[3, 3]) == 1.0 and not bool(lsm.matrix[0, 1].isnan())

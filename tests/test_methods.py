@@ -70,3 +70,21 @@ def test_a_registered_method_plans_shares_and_folds(halves):
     assert sum(p.numel() for p in shared.parameters()) <= plan.budget
     # The plan round-trips while the method is registered (check_pipeline folded it).
     assert ssnfx.SharingPlan.from_json(plan.to_json()).method == "halves"
+
+
+def test_auto_tile_refuses_a_tile_whose_tiles_alone_outgrow_the_share(monkeypatch):
+    # resnet18's stem (64, 3 * 7 * 7) leaves t = 1 as the only power of two dividing every side:
+    # 11M one-element tiles, whose coefficient rows alone are over the share. It is refused
+    # without laying them out (that layout took 30 s per share of resnet18, 200 s of vit_b_16).
+    import ssnfx.core.methods as methods
+    slots = [Slot("stem", (64, 3, 7, 7), "weight", "Conv2d", 0)] + [
+        Slot(f"c{i}", (512, 512, 3, 3), "weight", "Conv2d", i + 1) for i in range(4)]
+    laid_out = []
+    monkeypatch.setattr(methods, "swn_layout",
+                        lambda *a, **kw: laid_out.append(a) or pytest.fail("laid out"))
+    config = ssnfx.ShareConfig(method="swn")
+    assert methods.auto_tile(slots, 1_000_000, config) == 0 and not laid_out
+    # A tile that divides every side is still laid out and taken where its rows fit.
+    monkeypatch.undo()
+    square = [Slot(f"l{i}", (128, 128), "weight", "Linear", i) for i in range(8)]
+    assert methods.auto_tile(square, 40_000, config) == 32

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import ssnfx
 from ssnfx.core.selector import select_blocks
-from ssnfx.passes.planner import MAX_BUDGET_RATIO
+from ssnfx.passes.planner import MAX_BUDGET_RATIO, resolve_method
 
 from models import SmallCNN
 
@@ -165,7 +165,7 @@ def test_rr_is_round_robin():
     # folded to one weight four times, and 3/4 of the store was never read.
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Conv2d(16, 16, 3, bias=False) for _ in range(4)])
-    shared = ssnfx.share(model, 1.0, ssnfx.ShareConfig(combiner="rr"))
+    shared = ssnfx.share(model, 1.0, ssnfx.ShareConfig(method="ssn", combiner="rr"))
     group = shared.ssnfx.plan.groups[0]
     assert group.candidates == 1
     assert select_blocks(group.numel, group.superweights, 1) == [(0, 1), (1, 1), (2, 1), (3, 1)]
@@ -185,8 +185,8 @@ def test_budget_split_is_a_plan_setting():
     groups = [["0.weight", "1.weight", "2.weight"], ["3.weight"]]
     stores = {}
     for split in ("largest-first", "proportional"):
-        plan = ssnfx.make_plan(gm, 0.5, ssnfx.ShareConfig(combiner="avg", split=split),
-                               groups=groups)
+        plan = ssnfx.make_plan(gm, 0.5, ssnfx.ShareConfig(method="ssn", combiner="avg",
+                                                             split=split), groups=groups)
         assert plan.options.split == split
         assert plan.shared_params == plan.budget  # avg has no coefficients: every unit spent
         stores[split] = [g.numel for g in plan.groups]
@@ -271,3 +271,22 @@ def test_a_budget_error_lists_frozen_parameters_apart():
         p.requires_grad_(False)
     with pytest.raises(ssnfx.BudgetError, match="every parameter of FrozenPositions is frozen"):
         ssnfx.share(model, 0.1)
+
+
+def test_the_default_method_is_swn_where_the_budget_allows_else_ssn():
+    # ShareConfig(method=None): the first method of METHOD_PREFERENCE whose least budget the
+    # budget meets (SmallCNN: SSN's least is 267 parameters, SWN's 351).
+    gm = ssnfx.trace(SmallCNN())
+    assert ssnfx.core.methods.METHOD_PREFERENCE == ("swn", "ssn")
+    assert ssnfx.make_plan(gm, 351).method == "swn"
+    assert ssnfx.make_plan(gm, 350).method == "ssn"
+    with pytest.raises(ssnfx.BudgetError, match="least"):
+        ssnfx.make_plan(gm, 350, ssnfx.ShareConfig(method="swn"))  # named: no fallback
+    with pytest.raises(ssnfx.BudgetError, match="least this model can be shared with: 267"):
+        ssnfx.make_plan(gm, 266)  # below both: SSN's error, the lower least budget
+    assert resolve_method(gm, 0.1, ssnfx.ShareConfig()).method == "swn"
+    assert resolve_method(gm, 300, ssnfx.ShareConfig(method=None)).method == "ssn"
+    # The plan records the method used, so a checkpoint loads into the same layout.
+    plan = ssnfx.make_plan(gm, 0.1)
+    assert ssnfx.SharingPlan.from_json(plan.to_json()).method == "swn"
+    assert ssnfx.ShareConfig.from_json(ssnfx.ShareConfig().to_json()).method is None

@@ -8,7 +8,7 @@ from typing import Any
 from ssnfx.core.combiners import COMBINER_REGISTRY
 from ssnfx.core.errors import PlanError
 from ssnfx.core.jit import GENERATIONS
-from ssnfx.core.methods import METHOD_REGISTRY, get_method
+from ssnfx.core.methods import METHOD_PREFERENCE, METHOD_REGISTRY, get_method
 from ssnfx.core.options import PlanOptions
 from ssnfx.core.plan import SELECTIONS
 
@@ -35,8 +35,11 @@ class ShareConfig:
     """How ssnfx shares a model's parameters.
 
     Args:
-        method: ``"ssn"`` (a flat store per group, candidate blocks per slot, SSN Sec. 3.1) or
-            ``"swn"`` (SuperWeights concatenated into each slot, SWN Sec. 2.1).
+        method: ``"ssn"`` (a flat store per group, candidate blocks per slot, SSN Sec. 3.1),
+            ``"swn"`` (SuperWeights concatenated into each slot, SWN Sec. 2.1), or ``None``: SWN
+            where the budget meets its least budget, else SSN
+            (:data:`ssnfx.core.methods.METHOD_PREFERENCE`, by measurement). The plan records
+            the method used.
         combiner: ``"rr"``, ``"avg"``, ``"wavg"``, ``"emb"`` or ``"linear"``; ``None`` picks the
             method's own (the linear combination of SWN's Eq. 1 for both: it measured better
             than SSN's WAvg, see the README).
@@ -92,7 +95,7 @@ class ShareConfig:
     """
 
     # (The settings a plan records default as PlanOptions does: each default written once.)
-    method: str = "ssn"
+    method: str | None = None
     combiner: str | None = None
     strategy: str = PlanOptions.strategy
     groups: int | None = None
@@ -128,7 +131,7 @@ class ShareConfig:
                             f"numbers or strings (they are stored in the plan as JSON), got "
                             f"{self.concrete_args!r}")
         self.concrete_args = dict(self.concrete_args)
-        if self.method not in METHODS:
+        if self.method is not None and self.method not in METHODS:
             raise PlanError(f"ShareConfig.method must be one of {tuple(METHODS)}, got "
                             f"{self.method!r}")
         if self.generation not in GENERATIONS:
@@ -166,7 +169,7 @@ class ShareConfig:
     @property
     def resolved_combiner(self) -> str:
         """The combiner named, else the method's own."""
-        return self.combiner or get_method(self.method).default_combiner
+        return self.combiner or get_method(self.method or METHOD_PREFERENCE[0]).default_combiner
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
