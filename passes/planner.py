@@ -17,14 +17,14 @@ from typing import Any
 
 import torch.fx as fx
 
-from ssnfx.core.combiners import get_combiner
+from ssnfx.core.combiners import Combiner, get_combiner
 from ssnfx.core.config import ShareConfig
 from ssnfx.core.errors import BudgetError, PlanError
 from ssnfx.core.grouping import group_slots
 from ssnfx.core.layer_kinds import kind_of
 from ssnfx.core.markers import Meta
-from ssnfx.core.methods import METHOD_PREFERENCE, get_method
-from ssnfx.core.options import PlanOptions
+from ssnfx.core.methods import METHOD_PREFERENCE, Method, get_method
+from ssnfx.core.options import PlanOptions, own_options
 from ssnfx.core.plan import GroupPlan, SharingPlan, Slot
 from ssnfx.passes.tracing import as_traced, check_traced_parameters, slots_of
 
@@ -163,6 +163,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     # per SuperWeight, the next block for the next one: SSN Sec. 3.1.1).
     candidates = get_combiner(combiner).candidates or config.candidates
     method = get_method(config.method)
+    components = _components(config, method, get_combiner(combiner))
     # The method's settings that depend on the budget (SWN's tile), decided once for the plan.
     private = original - frozen_count - sum(s.numel for s in shared)
     config = method.resolve(config, shared, target - private)
@@ -171,7 +172,9 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         frozen_params=frozen_count, slots=slots, groups=[],
         # The options are the config's settings of the same names, as planned.
         options=PlanOptions(**{
-            **{f.name: getattr(config, f.name) for f in fields(PlanOptions)},
+            **{f.name: getattr(config, f.name) for f in fields(PlanOptions)
+               if f.name != "components"},
+            "components": components,
             "candidates": candidates,
             "strategy": config.strategy if measured is None else "search",
             "refine_at": config.refine_at if config.hard_sharing else None}),
@@ -218,6 +221,18 @@ def resolve_method(gm: fx.GraphModule, budget: float | int, config: ShareConfig
     if config.method is not None:
         return config
     return replace(config, method=make_plan(gm, budget, config).method)
+
+
+def _components(config: ShareConfig, method: Method, combiner: Combiner) -> dict[str, Any]:
+    """The method's and the combiner's own settings, from ``config.options`` and their
+    defaults; a setting neither declares is an error naming what they do declare."""
+    declared = {**method.options, **combiner.options}
+    unknown = sorted(set(config.options) - set(declared))
+    if unknown:
+        raise PlanError(f"ShareConfig.options {unknown} are settings of neither method "
+                        f"{method.name!r} nor combiner {combiner.name!r} (theirs: "
+                        f"{sorted(declared) or 'none'})")
+    return {**own_options(method, config.options), **own_options(combiner, config.options)}
 
 
 def _check_real(gm: fx.GraphModule, shared: Sequence[Slot]) -> None:

@@ -22,7 +22,6 @@ import torch.fx as fx
 import torch.nn as nn
 
 from ssnfx.core.errors import PlanError
-from ssnfx.core.generator import ParameterStore, sample_std
 from ssnfx.core.graph_module import (
     assign_attr,
     build_graph_module,
@@ -33,12 +32,14 @@ from ssnfx.core.graph_module import (
 from ssnfx.core.jit import begin as jit_begin
 from ssnfx.core.jit import regenerating
 from ssnfx.core.jit import weight as jit_weight
-from ssnfx.core.layer_kinds import kind_of, uniform_std
+from ssnfx.core.layer_kinds import kind_of
 from ssnfx.core.leaf_call import call_leaf
 from ssnfx.core.markers import STORE, Meta
 from ssnfx.core.plan import SharingPlan, Slot
 from ssnfx.core.plan_checks import validate_plan
 from ssnfx.core.shared_model import bind_store
+from ssnfx.core.store import ParameterStore
+from ssnfx.core.variance import sample_std
 from ssnfx.passes.tracing import as_traced, check_traced_parameters, graph_slots
 
 __all__ = ["rewrite", "bind", "apply_store", "target_stds", "call_leaf"]
@@ -285,12 +286,8 @@ def _copy_private(gm: fx.GraphModule, graphs: Iterable[fx.Graph],
 
 def _target_std(p: torch.Tensor, slot: Slot) -> float:
     """The standard deviation a generated weight should start with: that of the layer's own
-    initialisation, or, for a layer initialised to a constant (a zeroed head), PyTorch's default
-    fan-in init, so that it still receives gradient."""
-    kind = kind_of(slot)
-    if p.is_meta:  # no values to measure: the default init of the layer's kind
-        return kind.default_std(slot)
-    std = sample_std(p)
-    if std > 0:
-        return std
-    return uniform_std(kind.fan_in(slot.shape))
+    initialisation, or, for a layer without values (on the meta device) or initialised to a
+    constant (a zeroed head, so that it still receives gradient), PyTorch's default init of the
+    layer's kind (N(0, 1) for an embedding, not a fan-in bound)."""
+    std = 0.0 if p.is_meta else sample_std(p)
+    return std if std > 0 else kind_of(slot).default_std(slot)

@@ -28,21 +28,14 @@ from torch.fx._symbolic_trace import _assert_is_none
 
 from ssnfx.core.errors import PlanError, TraceError
 from ssnfx.core.graph_module import build_graph_module, fetch_attr, graphs_of, root_hooks
-from ssnfx.core.layer_kinds import DEFAULT_KIND, kind_of
+from ssnfx.core.layer_kinds import DEFAULT_KIND, kind_of, traced_through
 from ssnfx.core.leaf_call import RootShell, call_root, root_call_graph
 from ssnfx.core.markers import ROOT, STORE, Meta, store_of
 from ssnfx.core.plan import Slot
 from ssnfx.core.registry import Registry
 
-__all__ = ["INLINED_LAYERS", "register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
+__all__ = ["register_leaf", "SlotTracer", "trace", "slots_of", "graph_slots",
            "as_traced", "check_traced_parameters"]
-
-#: Layers whose forward is traced through, so that their parameters become get_attr nodes.
-INLINED_LAYERS: tuple[type[nn.Module], ...] = (
-    nn.Linear, nn.Bilinear, nn.Embedding,
-    nn.Conv1d, nn.Conv2d, nn.Conv3d,
-    nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d,
-)
 
 #: The classes traced as leaves, by qualified name (:func:`register_leaf`).
 LEAF_TYPES: Registry[type[nn.Module]] = Registry("leaf module class",
@@ -81,7 +74,8 @@ def register_leaf(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 class SlotTracer(fx.Tracer):
-    """A torch.fx tracer that traces through :data:`INLINED_LAYERS` and keeps leaves as leaves.
+    """A torch.fx tracer that traces through the layers their kinds inline
+    (:attr:`ssnfx.core.layer_kinds.LayerKind.inlined`) and keeps leaves as leaves.
 
     It also remembers the stack of modules being traced, so that a failure can name the module.
     """
@@ -94,7 +88,7 @@ class SlotTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if module_qualified_name in self.leaf_names or isinstance(m, tuple(LEAF_TYPES.values())):
             return True
-        if type(m) in INLINED_LAYERS:
+        if traced_through(m):
             return False
         return super().is_leaf_module(m, module_qualified_name)
 

@@ -103,23 +103,30 @@ def test_every_generation_path_has_exact_gradients():
     # One group's buckets on all three paths, several block sizes from one store, candidates
     # repeating within and across instances (a block read twice must get both gradients),
     # checked against finite differences.
-    from ssnfx.core.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW, _Generate, _lerp_weights
+    from ssnfx.core.bucket_ops import (
+        GATHER,
+        RESIZE,
+        UPSAMPLE,
+        WINDOW,
+        GenerateBuckets,
+        lerp_weights,
+    )
 
     torch.manual_seed(0)
     store = torch.randn(60, dtype=torch.double, requires_grad=True)
     mix = torch.randn(11, 3, dtype=torch.double, requires_grad=True)
-    specs = ((_GATHER, 0, 2, 3, 2, 3, 0, 0),      # 2 instances of 2 x 3, 3 candidates each
-             (_WINDOW, 2, 3, 2, 1, 7, 1, 4),      # 3 of 1 x 7 from blocks 1-4
-             (_UPSAMPLE, 5, 1, 1, 4, 5, 2, 3),    # 1 of 4 x 5 from the store's first 2 x 3
-             (_UPSAMPLE, 6, 2, 1, 5, 4, 2, 2),    # 2 of 5 x 4 from its first 2 x 2
-             (_RESIZE, 8, 2, 3, 3, 2, 4, 5),      # 2 of 3 x 2 mixing 3 candidates of 4 x 5
-             (_RESIZE, 10, 1, 3, 6, 9, 4, 5))     # 1 of 6 x 9 from the same three
-    up1, up2 = _lerp_weights(2, 4), _lerp_weights(2, 5)
+    specs = ((GATHER, 0, 2, 3, 2, 3, 0, 0),      # 2 instances of 2 x 3, 3 candidates each
+             (WINDOW, 2, 3, 2, 1, 7, 1, 4),      # 3 of 1 x 7 from blocks 1-4
+             (UPSAMPLE, 5, 1, 1, 4, 5, 2, 3),    # 1 of 4 x 5 from the store's first 2 x 3
+             (UPSAMPLE, 6, 2, 1, 5, 4, 2, 2),    # 2 of 5 x 4 from its first 2 x 2
+             (RESIZE, 8, 2, 3, 3, 2, 4, 5),      # 2 of 3 x 2 mixing 3 candidates of 4 x 5
+             (RESIZE, 10, 1, 3, 6, 9, 4, 5))     # 1 of 6 x 9 from the same three
+    up1, up2 = lerp_weights(2, 4), lerp_weights(2, 5)
     tensors = (torch.tensor([[0, 1, 2], [2, 2, 4]]), torch.tensor([[0, 1], [2, 3], [1, 1]]),
                up1[0], up1[1].double(), up2[0], up2[1].double())
-    assert torch.autograd.gradcheck(lambda s, m: _Generate.apply(s, m, specs, *tensors),
+    assert torch.autograd.gradcheck(lambda s, m: GenerateBuckets.apply(s, m, specs, *tensors),
                                      (store, mix))
-    gather, window, up, ups, down, resized = _Generate.apply(store, mix, specs, *tensors)
+    gather, window, up, ups, down, resized = GenerateBuckets.apply(store, mix, specs, *tensors)
     for out, rows, (h, w) in ((down, mix[8:10], (3, 2)), (resized, mix[10:11], (6, 9))):
         candidates = torch.nn.functional.interpolate(  # three chunks of 20, each 4 x 5
             store.view(3, 1, 4, 5), size=(h, w), mode="bilinear", align_corners=False)
@@ -232,7 +239,7 @@ def test_batched_generation_equals_the_plain_path(model, budget, method, combine
 
 
 def test_the_plain_path_test_covers_every_generation_path():
-    from ssnfx.core.generator import _GATHER, _RESIZE, _UPSAMPLE, _WINDOW
+    from ssnfx.core.bucket_ops import GATHER, RESIZE, UPSAMPLE, WINDOW
 
     kinds = set()
     grids = flats = 0
@@ -249,5 +256,5 @@ def test_the_plain_path_test_covers_every_generation_path():
     assert grids > 0  # slots assembled from a regular grid of tiles by one gather
     assert flats > 0  # slots of many irregular tiles, by one gather over all instances
     # every path, and the upsampled bucket both alone (scaled at its source) and with several
-    assert kinds >= {(_GATHER, True), (_WINDOW, True), (_UPSAMPLE, False), (_UPSAMPLE, True),
-                     (_RESIZE, False), (_RESIZE, True)}
+    assert kinds >= {(GATHER, True), (WINDOW, True), (UPSAMPLE, False), (UPSAMPLE, True),
+                     (RESIZE, False), (RESIZE, True)}

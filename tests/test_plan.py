@@ -35,14 +35,15 @@ def test_version_1_plans_select_blocks(resnet_gm):
 
 def test_version_2_plans_read_their_hyper_into_options(resnet_gm):
     """Before version 3 a plan's options were an untyped ``hyper`` dict (with entries since
-    dropped); they read into the typed options, and the plan is written back as version 3."""
+    dropped); they read into the typed options, and the plan is written back as the current
+    version."""
     plan = ssnfx.make_plan(resnet_gm, 0.1, ssnfx.ShareConfig(method="swn", generation="jit"))
     d = plan.to_dict()
     d["version"] = 2
     d["hyper"] = {**d.pop("options"), "retired": 1}
     again = ssnfx.SharingPlan.from_dict(d)
     assert again.options == plan.options and again.options.generation == "jit"
-    assert again.version == ssnfx.PLAN_VERSION == 3 and "options" in again.to_dict()
+    assert again.version == ssnfx.PLAN_VERSION == 4 and "options" in again.to_dict()
 
 
 def test_options_are_typed_and_checked(resnet_gm):
@@ -62,7 +63,9 @@ def test_each_default_is_written_once():
     from ssnfx.core.options import PlanOptions
 
     config = ssnfx.ShareConfig()
-    shared = [f.name for f in dataclasses.fields(PlanOptions) if f.name != "refine_at"]
+    # (refine_at is planned; components are the method's and combiner's own, not fields.)
+    shared = [f.name for f in dataclasses.fields(PlanOptions)
+              if f.name not in ("refine_at", "components")]
     assert all(getattr(config, n) == getattr(PlanOptions(), n) for n in shared)
 
 

@@ -74,7 +74,7 @@ def test_budget_below_the_least_says_the_least_and_it_is_exact(cnn, budget):
 def test_least_above_the_cap_says_no_budget_can_do(cnn):
     model = nn.Linear(2, 2, bias=False)  # 4 parameters: the cap is 400
     with pytest.raises(ssnfx.BudgetError) as err:
-        ssnfx.share(model, 0.5, ssnfx.ShareConfig(combiner="emb", emb_dim=200))
+        ssnfx.share(model, 0.5, ssnfx.ShareConfig(combiner="emb", options={"emb_dim": 200}))
     msg = str(err.value)
     assert "below the least this model can be shared with: 1,005" in msg
     assert "no budget can share this model with these settings" in msg

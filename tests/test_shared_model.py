@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
-from ssnfx.core.generator import ParameterStore
+from ssnfx.core.store import ParameterStore
 
 from models import GRUNet, SmallCNN
 

@@ -23,6 +23,7 @@ from torch.utils.checkpoint import checkpoint
 import ssnfx
 import ssnfx.core.generator
 from ssnfx.core.initialization import initialize
+from ssnfx.core.layer_kinds import kind_of
 
 from helpers import count_params
 from models import AttnNet, GRUNet, SmallCNN, ThreeBranches, conflict_data
@@ -165,7 +166,7 @@ def test_meta_device_initialisation(make):
     plan = shared.ssnfx.plan
     slots = {s.name: s for s in plan.slots}
     for name, w in shared.ssnfx.generate().items():
-        torch.testing.assert_close(w.std().item(), ssnfx.core.generator.default_std(slots[name]),
+        torch.testing.assert_close(w.std().item(), kind_of(slots[name]).default_std(slots[name]),
                                    rtol=1e-3, atol=0, msg=name)
     a, b = shared.ssnfx.g0.store, cpu.ssnfx.g0.store
     torch.testing.assert_close(a * (b.norm() / a.norm()), b, rtol=1e-5, atol=1e-6)

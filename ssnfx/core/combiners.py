@@ -17,12 +17,14 @@ The papers' combiners (SSN Sec. 3.1, SWN Eq. 1):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssnfx.core.errors import PlanError
 from ssnfx.core.registry import Registry
 
 __all__ = ["Combiner", "COMBINER_REGISTRY", "register_combiner", "get_combiner", "orthogonal"]
@@ -46,18 +48,22 @@ class Combiner:
         candidates: the P it always selects (RR: 1), or None for the configured P.
         row_parameters: names of its parameters with one row per coefficient row, which refine
             copies when it unties a row.
+        options: its own settings and their defaults (JSON values), set by
+            ``ShareConfig(options={...})`` and recorded in the plan; :meth:`coefficient_params`
+            and :meth:`create` receive them resolved.
     """
 
     name: ClassVar[str] = ""
     learned: ClassVar[bool] = False
     candidates: ClassVar[int | None] = None
     row_parameters: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[Mapping[str, Any]] = {}
 
-    def coefficient_params(self, rows: int, p: int, emb_dim: int) -> int:
+    def coefficient_params(self, rows: int, p: int, options: Mapping[str, Any]) -> int:
         """The learned parameters for ``rows`` coefficient rows over ``p`` candidates."""
         return 0
 
-    def create(self, gen: nn.Module, rows: int, p: int, emb_dim: int,
+    def create(self, gen: nn.Module, rows: int, p: int, options: Mapping[str, Any],
                factory: dict[str, Any]) -> None:
         """Register this combiner's parameters on the group generator ``gen`` (uninitialised)."""
 
@@ -128,10 +134,10 @@ class WeightedAverage(Combiner):
     learned = True
     row_parameters = ("phi",)
 
-    def coefficient_params(self, rows: int, p: int, emb_dim: int) -> int:
+    def coefficient_params(self, rows: int, p: int, options: Mapping[str, Any]) -> int:
         return rows * p
 
-    def create(self, gen: nn.Module, rows: int, p: int, emb_dim: int,
+    def create(self, gen: nn.Module, rows: int, p: int, options: Mapping[str, Any],
                factory: dict[str, Any]) -> None:
         gen.phi = nn.Parameter(torch.empty(rows, p, **factory))
 
@@ -149,12 +155,18 @@ class Embedding(Combiner):
     name = "emb"
     learned = True
     row_parameters = ("phi",)
+    #: The size of the layer embeddings (SSN Sec. 3.1.2 uses 24).
+    options = {"emb_dim": 24}
 
-    def coefficient_params(self, rows: int, p: int, emb_dim: int) -> int:
+    def coefficient_params(self, rows: int, p: int, options: Mapping[str, Any]) -> int:
+        emb_dim = options["emb_dim"]
+        if emb_dim < 1:
+            raise PlanError(f"the emb combiner's emb_dim must be a positive int, got {emb_dim}")
         return rows * emb_dim + emb_dim * p + p
 
-    def create(self, gen: nn.Module, rows: int, p: int, emb_dim: int,
+    def create(self, gen: nn.Module, rows: int, p: int, options: Mapping[str, Any],
                factory: dict[str, Any]) -> None:
+        emb_dim = options["emb_dim"]
         gen.phi = nn.Parameter(torch.empty(rows, emb_dim, **factory))
         gen.proj_weight = nn.Parameter(torch.empty(p, emb_dim, **factory))
         gen.proj_bias = nn.Parameter(torch.empty(p, **factory))
@@ -180,10 +192,10 @@ class Linear(Combiner):
     learned = True
     row_parameters = ("alpha",)
 
-    def coefficient_params(self, rows: int, p: int, emb_dim: int) -> int:
+    def coefficient_params(self, rows: int, p: int, options: Mapping[str, Any]) -> int:
         return rows * p
 
-    def create(self, gen: nn.Module, rows: int, p: int, emb_dim: int,
+    def create(self, gen: nn.Module, rows: int, p: int, options: Mapping[str, Any],
                factory: dict[str, Any]) -> None:
         gen.alpha = nn.Parameter(torch.empty(rows, p, **factory))
 

@@ -30,6 +30,13 @@ SPLITS = ("largest-first", "proportional")
 COMBINERS = COMBINER_REGISTRY.keys()
 
 
+def _json_scalars(d: Any) -> bool:
+    """Whether ``d`` maps strings to None, bools, numbers or strings (what a plan stores)."""
+    return isinstance(d, dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str)))
+        for k, v in d.items())
+
+
 @dataclass
 class ShareConfig:
     """How ssnfx shares a model's parameters.
@@ -51,7 +58,6 @@ class ShareConfig:
         candidates: P, the most candidate blocks selected per SuperWeight (SSN Sec. 3.2 uses 4);
             for budgets above 1.0 the planner raises it until the candidates could cover the
             store. RR selects one block per SuperWeight whatever P is.
-        emb_dim: size of the layer embeddings of the Emb combiner (SSN Sec. 3.1.2 uses 24).
         hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
             instead of one row each (soft sharing).
         refine_at: with hard sharing, the fraction of a training run after which
@@ -87,6 +93,10 @@ class ShareConfig:
             :func:`ssnfx.load` traces the same way.
         seed: seed for the store's initialisation, for random grouping, and for the search's
             provisional model and K-means.
+        options: settings that belong to the method or the combiner, by name (each declares
+            its own with their defaults: ``{"emb_dim": 24}``, the size of the Emb combiner's
+            layer embeddings, SSN Sec. 3.1.2; a registered component's own); a name neither
+            declares is an error when the plan is made. Recorded in the plan.
 
     Example:
         >>> cfg = ShareConfig(method="swn", private=("fc.*",))
@@ -100,7 +110,6 @@ class ShareConfig:
     strategy: str = PlanOptions.strategy
     groups: int | None = None
     candidates: int = PlanOptions.candidates
-    emb_dim: int = PlanOptions.emb_dim
     hard_sharing: bool = PlanOptions.hard_sharing
     refine_at: float | None = 0.05
     tile: int | None = PlanOptions.tile
@@ -114,6 +123,7 @@ class ShareConfig:
     auto_leaves: bool = True
     concrete_args: dict[str, Any] = field(default_factory=dict)
     seed: int = PlanOptions.seed
+    options: dict[str, Any] = field(default_factory=dict)
     version: int = field(default=1)
 
     def __post_init__(self) -> None:
@@ -124,13 +134,16 @@ class ShareConfig:
                                 f"{value!r}; write {name}=({value!r},)")
         self.private = tuple(self.private)
         self.leaf_modules = tuple(self.leaf_modules)
-        if not isinstance(self.concrete_args, dict) or not all(
-                isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str)))
-                for k, v in self.concrete_args.items()):
+        if not _json_scalars(self.concrete_args):
             raise PlanError(f"ShareConfig.concrete_args must map argument names to None, bools, "
                             f"numbers or strings (they are stored in the plan as JSON), got "
                             f"{self.concrete_args!r}")
         self.concrete_args = dict(self.concrete_args)
+        if not _json_scalars(self.options):
+            raise PlanError(f"ShareConfig.options must map setting names to None, bools, "
+                            f"numbers or strings (they are stored in the plan as JSON), got "
+                            f"{self.options!r}")
+        self.options = dict(self.options)
         if self.method is not None and self.method not in METHODS:
             raise PlanError(f"ShareConfig.method must be one of {tuple(METHODS)}, got "
                             f"{self.method!r}")
@@ -150,7 +163,7 @@ class ShareConfig:
                 or not 0 <= self.refine_at < 1):
             raise PlanError(f"ShareConfig.refine_at must be a fraction in [0, 1) of the "
                             f"training run, or None, got {self.refine_at!r}")
-        for name in ("groups", "candidates", "emb_dim", "tile"):
+        for name in ("groups", "candidates", "tile"):
             value = getattr(self, name)
             if name in ("groups", "tile") and value is None:
                 continue
@@ -176,6 +189,7 @@ class ShareConfig:
         d["private"] = list(self.private)
         d["leaf_modules"] = list(self.leaf_modules)
         d["concrete_args"] = dict(self.concrete_args)
+        d["options"] = dict(self.options)
         return d
 
     def to_json(self) -> str:
@@ -183,6 +197,9 @@ class ShareConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "ShareConfig":
+        if "emb_dim" in d:  # a field until the Emb combiner declared it as its own setting
+            d = dict(d)
+            d["options"] = {"emb_dim": d.pop("emb_dim"), **d.get("options", {})}
         known = {f.name for f in fields(ShareConfig)}
         unknown = sorted(set(d) - known)
         if unknown:

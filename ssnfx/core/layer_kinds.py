@@ -32,7 +32,7 @@ from ssnfx.core.plan import Slot
 from ssnfx.core.registry import Registry
 
 __all__ = ["LayerKind", "LAYER_KINDS", "DEFAULT_KIND", "register_layer_kind", "kind_of",
-           "uniform_std"]
+           "traced_through", "uniform_std"]
 
 
 def uniform_std(fan_in: int) -> float:
@@ -57,6 +57,10 @@ class LayerKind:
         patterns: substrings of a recorded class name that make it this kind when no kind
             names it exactly.
         is_norm: a normalisation layer: its parameters stay private unless ``share_norms``.
+        inlined: the classes of this kind (exactly these, not their subclasses, which may
+            override ``forward`` with code torch.fx cannot trace) whose ``forward`` the trace
+            goes through, so that their parameters become ``get_attr`` nodes a rewrite
+            replaces; torch.nn's other modules stay leaves, reached by a functional call.
 
     Example:
         >>> import torch
@@ -81,6 +85,7 @@ class LayerKind:
     names: ClassVar[tuple[str, ...]] = ()
     patterns: ClassVar[tuple[str, ...]] = ()
     is_norm: ClassVar[bool] = False
+    inlined: ClassVar[tuple[type[nn.Module], ...]] = ()
 
     def matches(self, module: nn.Module) -> bool:
         """Whether ``module`` is an instance of one of :attr:`classes`."""
@@ -171,7 +176,7 @@ class _Parameter(LayerKind):
 
 class _Linear(LayerKind):
     name = "Linear"
-    classes = (nn.Linear,)
+    classes = inlined = (nn.Linear,)
 
 
 class _Conv(LayerKind):
@@ -179,15 +184,15 @@ class _Conv(LayerKind):
     convolution's weight is ``(in, out / groups, *kernel)``)."""
 
     name = "Conv"
-    classes = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
-               nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+    classes = inlined = (nn.Conv1d, nn.Conv2d, nn.Conv3d,
+                         nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
 
 class _Bilinear(LayerKind):
     """``Bilinear.reset_parameters``: ``U(+-1/sqrt(in1_features))`` for weight and bias."""
 
     name = "Bilinear"
-    classes = (nn.Bilinear,)
+    classes = inlined = (nn.Bilinear,)
 
     def fan_in(self, shape: tuple[int, ...]) -> int:
         return max(1, shape[1]) if len(shape) > 1 else 1
@@ -198,6 +203,7 @@ class _Embedding(LayerKind):
 
     name = "Embedding"
     classes = (nn.Embedding, nn.EmbeddingBag)
+    inlined = (nn.Embedding,)
     patterns = ("Embedding",)
 
     def default_std(self, slot: Slot) -> float:
@@ -300,6 +306,9 @@ DEFAULT_KIND = LayerKind()
 def _check_kind(name: str, kind: LayerKind) -> None:
     if name == DEFAULT_KIND.name:
         raise ValueError(f"{type(kind).__name__} needs a name of its own, got {name!r}")
+    if not set(kind.inlined) <= set(kind.classes):
+        raise ValueError(f"{type(kind).__name__}.inlined must list classes of its own "
+                         f"(classes={kind.classes}), got {kind.inlined}")
 
 
 #: The registered layer kinds by name.
@@ -317,6 +326,18 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
 'Norm', 'Parameter', 'RNN']
     """
     return LAYER_KINDS.register(kind.name, kind)
+
+
+def traced_through(module: nn.Module) -> bool:
+    """Whether the trace goes through ``module``'s forward: its exact class is one a registered
+    kind lists in :attr:`LayerKind.inlined`.
+
+    Example:
+        >>> import torch
+        >>> traced_through(torch.nn.Linear(2, 2)), traced_through(torch.nn.LSTM(2, 2))
+        (True, False)
+    """
+    return any(type(module) in kind.inlined for kind in LAYER_KINDS.values())
 
 
 def kind_of(what: Slot | str | nn.Module) -> LayerKind:

@@ -16,11 +16,12 @@ method; adding one is a subclass and a :func:`register_method` call.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ssnfx.core.combiners import get_combiner
+from ssnfx.core.options import own_options
 from ssnfx.core.registry import Registry
 from ssnfx.core.selector import ssn_layout, swn_layout
 from ssnfx.core.slots import Slot, Tile
@@ -46,12 +47,20 @@ class Method:
         statistic: what its search trains and measures by default
             (:data:`ssnfx.passes.searching.STATISTICS`): ``"coefficients"`` (SSN Sec. 3.2's
             provisional model) or ``"superweights"`` (SWN Eq. 2 on a hard-shared model).
+        options: its own settings and their defaults (JSON values), set by
+            ``ShareConfig(options={...})`` and recorded in the plan; :meth:`layout` reads them
+            with :meth:`own`.
     """
 
     name: ClassVar[str] = ""
     default_combiner: ClassVar[str] = "linear"
     shares_by: ClassVar[str] = "groups"
     statistic: ClassVar[str] = "coefficients"
+    options: ClassVar[Mapping[str, Any]] = {}
+
+    def own(self, config: ShareConfig) -> dict[str, Any]:
+        """This method's own settings in ``config`` (:func:`ssnfx.core.options.own_options`)."""
+        return own_options(self, config.options)
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:
         """The group's SuperWeights ``[(rows, cols)]`` and each slot's tiles, for ``slots``
@@ -181,9 +190,10 @@ def auto_tile(slots: Sequence[Slot], available: int, config: ShareConfig) -> int
     if t >= side:
         return 0
     combiner = get_combiner(config.resolved_combiner)
+    settings = own_options(combiner, config.options)
 
     def fits(rows: int) -> bool:
-        coefficients = combiner.coefficient_params(rows, config.candidates, config.emb_dim)
+        coefficients = combiner.coefficient_params(rows, config.candidates, settings)
         return coefficients <= COEFFICIENT_SHARE * available
 
     # Each slot is at least (rows / t) x (cols / t) tiles, each a coefficient row: a tile whose

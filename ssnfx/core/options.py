@@ -5,15 +5,21 @@ method's tile, the candidates a combiner reads, whether the plan came from a sea
 frozen :class:`PlanOptions` that travels in the plan. Each default is written here once:
 ShareConfig's fields of the same names default to these, and a plan written before options
 existed (its ``hyper`` dict, plan versions 1 and 2) reads into the same defaults.
+
+A method's or combiner's own settings (Emb's ``emb_dim``; a registered combiner's temperature)
+are declared by the component itself, in its ``options`` (name -> default), set through
+``ShareConfig(options={...})``, and recorded in ``PlanOptions.components``;
+:func:`own_options` resolves them.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ssnfx.core.errors import PlanError
 
-__all__ = ["PlanOptions"]
+__all__ = ["PlanOptions", "own_options"]
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,6 @@ class PlanOptions:
 
     Attributes:
         candidates: candidate blocks per SuperWeight (SSN Sec. 3.1's |C|; 1 for round robin).
-        emb_dim: the layer-embedding size of the ``emb`` combiner (SSN Eq. 2).
         seed: the seed of the store's and the coefficients' initialisation.
         strategy: how the groups were found (a data-free strategy's name, or ``"search"``).
         hard_sharing: SWN's hard sharing (tiles of one SuperWeight share a coefficient row).
@@ -33,6 +38,8 @@ class PlanOptions:
         split: how the budget was split between groups (``"largest-first"``,
             ``"proportional"``).
         generation: ``"batched"`` (every weight at the start of a call) or ``"jit"``.
+        components: the plan's method's and combiner's own settings, as resolved
+            (:func:`own_options`; ``{"emb_dim": 24}`` for the ``emb`` combiner).
 
     Example:
         >>> options = PlanOptions(generation="jit")
@@ -41,7 +48,6 @@ class PlanOptions:
     """
 
     candidates: int = 4
-    emb_dim: int = 24
     seed: int = 0
     strategy: str = "single"
     hard_sharing: bool = False
@@ -50,6 +56,7 @@ class PlanOptions:
     selection: str = "blocks"
     split: str = "largest-first"
     generation: str = "batched"
+    components: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,3 +76,37 @@ class PlanOptions:
             raise PlanError(f"plan.options has unknown entries {unknown} (known: "
                             f"{sorted(known)}): a plan from a newer ssnfx, or edited")
         return cls(**d)
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def own_options(component: Any, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``component``'s own settings (its ``options``: name -> default) with the values of
+    ``given`` (a ShareConfig's ``options``, a plan's ``components``) for those it declares.
+
+    Raises:
+        PlanError: a value is not of its default's type (an int for a float default is one).
+
+    Example:
+        >>> from ssnfx.core.combiners import get_combiner
+        >>> own_options(get_combiner("emb"), {"emb_dim": 8, "temperature": 2.0})
+        {'emb_dim': 8}
+        >>> own_options(get_combiner("linear"), {"emb_dim": 8})
+        {}
+    """
+    out = {}
+    for name, default in component.options.items():
+        value = given.get(name, default)
+        if not _same_kind(value, default):
+            raise PlanError(f"{type(component).__name__}'s option {name!r} must be of the type "
+                            f"of its default {default!r}, got {value!r}")
+        out[name] = value
+    return out

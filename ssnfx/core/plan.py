@@ -21,9 +21,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ssnfx.core.combiners import get_combiner
+from ssnfx.core.combiners import COMBINER_REGISTRY, get_combiner
 from ssnfx.core.errors import PlanError
-from ssnfx.core.options import PlanOptions
+from ssnfx.core.options import PlanOptions, own_options
 from ssnfx.core.plan_checks import validate_plan
 from ssnfx.core.slots import PLAN_VERSION, SELECTIONS, Slot, Tile, matrix_shape
 
@@ -136,8 +136,9 @@ class SharingPlan:
     def coefficient_params(self, group: GroupPlan) -> int:
         """Learned coefficient parameters of one group under the plan's combiner (SSN 3.1.2)."""
         # The combiner that creates the generator's coefficients counts them.
-        return get_combiner(self.combiner).coefficient_params(
-            group.num_coefficients, group.candidates, self.options.emb_dim)
+        combiner = get_combiner(self.combiner)
+        return combiner.coefficient_params(group.num_coefficients, group.candidates,
+                                           own_options(combiner, self.options.components))
 
     @property
     def shared_params(self) -> int:
@@ -192,8 +193,7 @@ class SharingPlan:
                 groups=[GroupPlan.from_dict(g) for g in d["groups"]],
                 # Plans before version 3 kept their options in an untyped "hyper" (with
                 # entries since dropped: read leniently).
-                options=PlanOptions.from_dict(d.get("options", {})) if version >= 3
-                else PlanOptions.from_dict(d.get("hyper", {}), strict=False),
+                options=_options(d, version),
                 trace=dict(d.get("trace", {})),
                 measured=dict(d.get("measured", {})),
                 version=int(d["version"]),
@@ -216,3 +216,17 @@ class SharingPlan:
         except json.JSONDecodeError as e:
             raise PlanError(f"the plan is not valid JSON: {e}") from e
         return SharingPlan.from_dict(d)
+
+
+def _options(d: dict[str, Any], version: int) -> PlanOptions:
+    """The options of plan dict ``d`` of ``version``: plans before version 3 kept them in an
+    untyped "hyper" (with entries since dropped: read leniently); before version 4 Emb's
+    ``emb_dim`` was a field of its own, now the combiner's own setting in ``components``."""
+    raw = dict(d.get("options", {}) if version >= 3 else d.get("hyper", {}))
+    if version < 4 and isinstance(d.get("combiner"), str):
+        emb_dim = raw.pop("emb_dim", None)
+        own = COMBINER_REGISTRY.get(d["combiner"])
+        if emb_dim is not None and own is not None and "emb_dim" in own.options:
+            raw["components"] = {"emb_dim": emb_dim}
+    return PlanOptions.from_dict(raw, strict=version >= 3)
+
