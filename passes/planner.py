@@ -196,14 +196,17 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
 def _first_that_fits(gm: fx.GraphModule, budget: float | int, config: ShareConfig,
                      groups: Sequence[Sequence[str]] | None,
                      measured: dict[str, Any] | None) -> SharingPlan:
-    """The plan of the first method of METHOD_PREFERENCE whose least budget ``budget`` meets;
-    the last one's BudgetError where none does (SSN's: the lowest least budget)."""
+    """The plan of the first method of METHOD_PREFERENCE whose least budget ``budget`` meets
+    and which suits the model (:meth:`ssnfx.core.methods.Method.suits`); the last one's plan
+    otherwise, or its BudgetError (SSN's: the lowest least budget)."""
     *preferred, last = METHOD_PREFERENCE
     for name in preferred:
         try:
-            return make_plan(gm, budget, replace(config, method=name), groups, measured)
+            plan = make_plan(gm, budget, replace(config, method=name), groups, measured)
         except BudgetError:
-            pass  # below this method's least budget: the next one
+            continue  # below this method's least budget: the next one
+        if get_method(name).suits(plan):
+            return plan
     return make_plan(gm, budget, replace(config, method=last), groups, measured)
 
 
@@ -213,10 +216,13 @@ def resolve_method(gm: fx.GraphModule, budget: float | int, config: ShareConfig
     :func:`make_plan` takes at ``budget`` (:data:`ssnfx.core.methods.METHOD_PREFERENCE`).
 
     Example:
-        >>> import torchvision, ssnfx
-        >>> gm = ssnfx.trace(torchvision.models.resnet18())
-        >>> resolve_method(gm, 0.1, ssnfx.ShareConfig()).method
+        >>> import torch, torchvision, ssnfx
+        >>> mlp = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+        >>> resolve_method(ssnfx.trace(mlp), 0.1, ssnfx.ShareConfig()).method
         'swn'
+        >>> gm = ssnfx.trace(torchvision.models.mobilenet_v3_small())  # SWN: 70+ tiles a layer
+        >>> resolve_method(gm, 0.1, ssnfx.ShareConfig()).method
+        'ssn'
     """
     if config.method is not None:
         return config

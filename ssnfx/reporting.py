@@ -58,7 +58,7 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         >>> import torchvision, ssnfx
         >>> shared = ssnfx.share(torchvision.models.resnet18(), 0.1)
         >>> print(ssnfx.report(shared))  # doctest: +ELLIPSIS
-        ssnfx plan: method swn, combiner linear, ...
+        ssnfx plan: method ssn, combiner linear, ...
     """
     store = None if isinstance(shared_or_plan, SharingPlan) else store_of(shared_or_plan)
     plan = shared_or_plan if isinstance(shared_or_plan, SharingPlan) \

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torchvision
 
 import ssnfx
+from ssnfx.core.methods import DEFAULT_TILES_PER_SLOT, get_method
 from ssnfx.core.selector import select_blocks
 from ssnfx.passes.planner import MAX_BUDGET_RATIO, resolve_method
 
@@ -286,6 +288,14 @@ def test_the_default_method_is_swn_where_the_budget_allows_else_ssn():
         ssnfx.make_plan(gm, 266)  # below both: SSN's error, the lower least budget
     assert resolve_method(gm, 0.1, ssnfx.ShareConfig()).method == "swn"
     assert resolve_method(gm, 300, ssnfx.ShareConfig(method=None)).method == "ssn"
+    # Where SWN's layout is heavy (mobile networks: every layer cut at every other layer's
+    # sizes), the default takes SSN; named, SWN still plans.
+    mobile = ssnfx.trace(torchvision.models.mobilenet_v3_small())
+    swn = ssnfx.make_plan(mobile, 0.1, ssnfx.ShareConfig(method="swn"))
+    tiles = sum(len(g.layout[n]) for g in swn.groups for n in g.slots)
+    assert tiles > DEFAULT_TILES_PER_SLOT * len(swn.groups[0].slots)
+    assert not get_method("swn").suits(swn) and ssnfx.make_plan(mobile, 0.1).method == "ssn"
+    assert get_method("swn").suits(ssnfx.make_plan(gm, 0.1))  # SmallCNN: a few tiles a layer
     # The plan records the method used, so a checkpoint loads into the same layout.
     plan = ssnfx.make_plan(gm, 0.1)
     assert ssnfx.SharingPlan.from_json(plan.to_json()).method == "swn"

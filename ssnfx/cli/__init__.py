@@ -113,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a fraction of the model's parameters (0.1) or a count (500000)")
     c.add_argument("-o", "--output", help="output folder (default out/<file stem>)")
     c.add_argument("--method", type=_registered("method"),
-                   help="swn or ssn (default: SWN where the budget allows, else SSN)")
+                   help="swn or ssn (default: SWN where the budget allows and the model has few "
+                        "layer shapes, else SSN)")
     c.add_argument("--combiner", type=_registered("combiner"),
                    help="rr, avg, wavg, emb or linear (default: the method's own)")
     c.add_argument("--strategy", type=_registered("strategy"),

@@ -44,9 +44,10 @@ class ShareConfig:
     Args:
         method: ``"ssn"`` (a flat store per group, candidate blocks per slot, SSN Sec. 3.1),
             ``"swn"`` (SuperWeights concatenated into each slot, SWN Sec. 2.1), or ``None``: SWN
-            where the budget meets its least budget, else SSN
-            (:data:`ssnfx.core.methods.METHOD_PREFERENCE`, by measurement). The plan records
-            the method used.
+            where the budget meets its least budget and its layout is light (at most
+            :data:`~ssnfx.core.methods.DEFAULT_TILES_PER_SLOT` tiles a layer: networks of few
+            layer shapes), else SSN (:data:`ssnfx.core.methods.METHOD_PREFERENCE`, by
+            measurement). The plan records the method used.
         combiner: ``"rr"``, ``"avg"``, ``"wavg"``, ``"emb"`` or ``"linear"``; ``None`` picks the
             method's own (the linear combination of SWN's Eq. 1 for both: it measured better
             than SSN's WAvg, see the README).

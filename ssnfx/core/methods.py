@@ -28,9 +28,10 @@ from ssnfx.core.slots import Slot, Tile
 
 if TYPE_CHECKING:
     from ssnfx.core.config import ShareConfig
+    from ssnfx.core.plan import SharingPlan
 
-__all__ = ["Method", "METHOD_REGISTRY", "METHOD_PREFERENCE", "register_method", "get_method",
-           "auto_tile", "TEMPLATES", "COEFFICIENT_SHARE"]
+__all__ = ["Method", "METHOD_REGISTRY", "METHOD_PREFERENCE", "DEFAULT_TILES_PER_SLOT",
+           "register_method", "get_method", "auto_tile", "TEMPLATES", "COEFFICIENT_SHARE"]
 
 Layout = tuple[list[tuple[int, int]], dict[str, list[Tile]]]
 
@@ -74,6 +75,12 @@ class Method:
         The planner calls it once per plan, before any layout; the default changes nothing."""
         return config
 
+    def suits(self, plan: SharingPlan) -> bool:
+        """Whether this method is a sound default for the model of ``plan``, a plan made with
+        it: ``ShareConfig(method=None)`` takes the first method of :data:`METHOD_PREFERENCE`
+        whose least budget the budget meets and that suits the model. Here: always."""
+        return True
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
@@ -90,13 +97,21 @@ METHOD_REGISTRY: Registry[Method] = Registry(
 
 
 #: What ``ShareConfig(method=None)``, the default, takes: the first of these whose least budget
-#: the budget meets. SWN first, by measurement at equal parameters (``benchmarks/RESULTS.md``):
-#: Fashion-MNIST at 5% and 10% 86.6% and 88.2% against SSN WAvg's 86.0% and 87.4% (2 seeds); a
-#: byte-level transformer LM at 5% and 10% 2.58 and 2.36 bits per byte against SSN's 3.32 and
-#: 2.54, where the best reduced model gave 2.72 and 2.53 (3 seeds). SSN's least budget is the
-#: lower one (one store parameter per group and a coefficient row per layer), so it takes the
-#: budgets SWN cannot.
+#: the budget meets and that suits the model (:meth:`Method.suits`). SWN first, by measurement
+#: at equal parameters (``benchmarks/RESULTS.md``): Fashion-MNIST at 5% and 10% 86.6% and
+#: 88.2% against SSN WAvg's 86.0% and 87.4% (2 seeds); a byte-level transformer LM at 5% and
+#: 10% 2.58 and 2.36 bits per byte against SSN's 3.32 and 2.54, where the best reduced model
+#: gave 2.72 and 2.53 (3 seeds). SSN's least budget is the lower one (one store parameter per
+#: group and a coefficient row per layer), so it takes the budgets SWN cannot.
 METHOD_PREFERENCE: tuple[str, ...] = ("swn", "ssn")
+#: SWN suits a model as the default where its layout cuts a shared slot into at most this many
+#: tiles on average (a regular grid of equal tiles counting as one): each irregular tile is
+#: assembled apart, and on mobile networks, whose many layer sizes cut every layer at every
+#: other's (75-200 tiles a layer), a step at 10% took 1.14-1.22x the unshared one against SSN's
+#: 1.01-1.04x (benchmarks/results/speed.md, "Short steps with SWN"); resnet18 (17 a layer) took
+#: 1.20x against 1.10x at 64 px; ResNetFM(16) (13 a layer), where SWN's accuracy was measured,
+#: and the transformer LM (regular grids) stay SWN.
+DEFAULT_TILES_PER_SLOT = 16
 
 
 def register_method(method: Method) -> Method:
@@ -151,6 +166,17 @@ class SuperWeights(Method):
         if config.tile is not None:
             return config
         return replace(config, tile=auto_tile(slots, available, config))
+
+    def suits(self, plan: SharingPlan) -> bool:
+        """Where its layout is light: at most :data:`DEFAULT_TILES_PER_SLOT` tiles per shared
+        slot on average, a slot of equal tiles (a regular grid) counting as one."""
+        cost = slots = 0
+        for g in plan.groups:
+            for name in g.slots:
+                shapes = {g.superweights[t.superweight] for t in g.layout[name]}
+                cost += 1 if len(shapes) == 1 else len(g.layout[name])
+                slots += 1
+        return cost <= DEFAULT_TILES_PER_SLOT * max(1, slots)
 
 
 #: The Weight Templates a store should hold at least, for :func:`auto_tile`...
