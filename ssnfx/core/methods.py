@@ -107,8 +107,8 @@ METHOD_PREFERENCE: tuple[str, ...] = ("swn", "ssn")
 #: SWN suits a model as the default where its layout cuts a shared slot into at most this many
 #: tiles on average (a regular grid of equal tiles counting as one): each irregular tile is
 #: assembled apart, and on mobile networks, whose many layer sizes cut every layer at every
-#: other's (75-200 tiles a layer), a step at 10% took 1.14-1.22x the unshared one against SSN's
-#: 1.01-1.04x (benchmarks/results/speed.md, "Short steps with SWN"); resnet18 (17 a layer) took
+#: other's (75-200 tiles a layer), a step at 10% took 1.06-1.21x the unshared one against SSN's
+#: 1.00-1.04x (benchmarks/results/speed.md, "Short steps with SWN"); resnet18 (17 a layer) took
 #: 1.20x against 1.10x at 64 px; ResNetFM(16) (13 a layer), where SWN's accuracy was measured,
 #: and the transformer LM (regular grids) stay SWN.
 DEFAULT_TILES_PER_SLOT = 16
