@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import ssnfx
 from ssnfx.data import fashion_mnist
-from ssnfx.passes.searching import provisional_model
+from ssnfx.passes.provisional import provisional_model
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from common import data_note, fashion_data, mean_std, write  # noqa: E402
@@ -187,8 +187,7 @@ def step_time_ratio(width: int, loader, repeats: int = 15) -> float:
     """Median step time of the provisional search model over the unshared one (interleaved)."""
     x, y = next(iter(loader))
     plain = ResNetFM(width)
-    provisional = provisional_model(ssnfx.trace(ResNetFM(width)), ssnfx.ShareConfig(),
-                                    ssnfx.SearchConfig())
+    provisional = provisional_model(ssnfx.trace(ResNetFM(width)), ssnfx.ShareConfig())
     times: dict[str, list[float]] = {"plain": [], "provisional": []}
     for _ in range(repeats):
         for name, model in (("plain", plain), ("provisional", provisional)):

@@ -10,7 +10,8 @@ measurement is the method's (:attr:`ssnfx.core.methods.Method.statistic`, or
   parameters as the shared layers' weights, not the target budget), is split into P = 4 equal,
   non-overlapping candidates that every layer bilinearly resizes, up or down, to its weight's
   shape and mixes with its coefficients (Emb by default): a ``selection="resized"`` group of
-  the same :class:`~ssnfx.core.generator.GroupGenerator` that final models use. At the end the
+  the same :class:`~ssnfx.core.generator.GroupGenerator` that final models use
+  (:mod:`ssnfx.passes.provisional`). At the end the
   search reads each layer's representation phi (Emb's layer embedding) and groups the layers by
   K-means over phi with a fixed count (``ShareConfig.groups``, else 3 as in SSN's image
   results; the silhouette choice is an option); the final plan splits its budget in proportion
@@ -59,13 +60,14 @@ from ssnfx.passes.clustering import (
     pair_graph,
     superweight_clusters,
 )
-from ssnfx.passes.planner import MAX_BUDGET_RATIO, make_plan, resolve_method
+from ssnfx.passes.planner import make_plan, resolve_method
+from ssnfx.passes.provisional import provisional_model
 from ssnfx.passes.rewriting import rewrite
 from ssnfx.passes.statistics import CoefficientGradients, GradientCovariation, SuperWeightGradients
 from ssnfx.passes.tracing import as_traced
 
 __all__ = ["SearchConfig", "STATISTICS", "FEATURES", "DEFAULT_GROUPS", "search",
-           "provisional_model", "search_store", "similarity_graph"]
+           "similarity_graph"]
 
 #: What a search can train and measure (see :class:`SearchConfig`).
 STATISTICS = ("coefficients", "superweights", "covariation")
@@ -205,57 +207,6 @@ class SearchConfig:
         if unknown:
             raise SearchError(f"unknown SearchConfig field(s) {unknown}; known: {sorted(known)}")
         return SearchConfig(**d)
-
-
-def provisional_model(gm: fx.GraphModule, config: ShareConfig, search_config: SearchConfig
-                      ) -> fx.GraphModule:
-    """The model the SSN search trains (SSN Sec. 3.2): ``gm`` rewritten with every slot that
-    ``config`` shares in one group of ``selection="resized"``, its store
-    (:func:`search_store`) split into ``config.candidates`` equal candidates that every slot
-    resizes and mixes with the search's combiner (Emb unless ``SearchConfig.combiner``).
-
-    Example:
-        >>> import torch, ssnfx
-        >>> from ssnfx.passes.searching import provisional_model
-        >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 4))
-        >>> model = provisional_model(ssnfx.trace(net), ssnfx.ShareConfig(),
-        ...                           ssnfx.SearchConfig())
-        >>> model(torch.randn(2, 64)).shape, model.ssnfx.g0.combiner.name
-        (torch.Size([2, 4]), 'emb')
-        >>> group = model.ssnfx.plan.groups[0]
-        >>> group.selection, group.numel == 64 * 64 + 64 * 4  # SearchConfig.store=1.0
-        ('resized', True)
-    """
-    # The user's settings (what is shared, candidates, seed, ...) with SSN's search model's own.
-    share = replace(config, method="ssn", combiner=search_config.combiner or "emb",
-                    strategy="single", groups=None, selection="resized", hard_sharing=False,
-                    generation="batched")
-    try:
-        whole = make_plan(gm, 1.0, share)
-    except BudgetError:  # coefficients above the model's size (a tiny model)
-        whole = make_plan(gm, float(MAX_BUDGET_RATIO), share)
-    # The store is the search's own size: the budget is what that store and the group's
-    # coefficients and the private parameters come to.
-    coefficients = whole.coefficient_params(whole.groups[0])
-    store = search_store(whole, search_config)
-    return rewrite(gm, make_plan(gm, whole.private_params + coefficients + store, share))
-
-
-def search_store(plan: SharingPlan, sc: SearchConfig) -> int:
-    """The provisional store's size: ``sc.store`` as a count, a float read as a fraction of the
-    weights the plan's shared slots represent; at least one parameter per candidate.
-
-    Example:
-        >>> import torch, ssnfx
-        >>> from ssnfx.passes.searching import search_store
-        >>> plan = ssnfx.make_plan(ssnfx.trace(torch.nn.Linear(10, 10)), 0.5)
-        >>> search_store(plan, ssnfx.SearchConfig(store=0.5)), search_store(plan,
-        ...     ssnfx.SearchConfig(store=30))
-        (50, 30)
-    """
-    weights = sum(s.numel for s in plan.slots if s.shared)
-    count = sc.store if isinstance(sc.store, int) else math.floor(sc.store * weights)
-    return max(count, plan.groups[0].candidates)
 
 
 def _default_steps(data: Iterable[Any], epochs: float) -> int:
@@ -440,7 +391,7 @@ def _coefficient_search(gm: fx.GraphModule, budget: float | int, data: Iterable[
     """Train the provisional model (SSN Sec. 3.2, whatever the budget); read the layer
     representations phi and the coefficient gradients. Returns what was measured and the
     layer-similarity graph."""
-    model = provisional_model(gm, config, sc)
+    model = provisional_model(gm, config, sc.combiner or "emb", sc.store)
     generator = model.ssnfx.g0
     names = list(generator.names)
     slots = {s.name: s for s in model.ssnfx.plan.slots if s.shared}

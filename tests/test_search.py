@@ -375,11 +375,11 @@ def test_provisional_model_is_ssn_sec_3_2():
     """One group over every shared layer; its store, sized by SearchConfig.store and not by the
     budget, split into P equal, non-overlapping candidates; every layer bilinearly resizes each
     of the same P candidates (up or down) to its shape and mixes all P of them."""
-    from ssnfx.passes.searching import provisional_model
+    from ssnfx.passes.provisional import provisional_model
 
     torch.manual_seed(0)
     gm = ssnfx.trace(SmallCNN())
-    model = provisional_model(gm, ssnfx.ShareConfig(), ssnfx.SearchConfig(store=0.5))
+    model = provisional_model(gm, ssnfx.ShareConfig(), store=0.5)
     plan, g = model.ssnfx.plan, model.ssnfx.g0
     shared = [s for s in plan.slots if s.shared]
     assert len(plan.groups) == 1 and plan.groups[0].selection == "resized"
