@@ -177,14 +177,15 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
             "components": components,
             "candidates": candidates,
             "strategy": config.strategy if measured is None else "search",
-            "refine_at": config.refine_at if config.hard_sharing else None}),
+            "refine_at": config.refine_at if method.reserves_rows(config) else None}),
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
     for i, names in enumerate(groups):
         members = sorted((by_name[n] for n in names), key=lambda s: s.position)
         sws, layout = method.layout(members, config)
-        # Hard sharing reserves a coefficient row per tile, for the refine step to untie.
-        reserved = sum(len(t) for t in layout.values()) if config.hard_sharing else 0
+        # The method says whether it reserves a coefficient row per tile for refine to untie
+        # (SWN with hard sharing).
+        reserved = sum(len(t) for t in layout.values()) if method.reserves_rows(config) else 0
         plan.groups.append(GroupPlan(name=f"g{i}", slots=[s.name for s in members], numel=0,
                                      candidates=candidates, superweights=sws,
                                      layout=layout, reserved=reserved,

@@ -88,3 +88,17 @@ def test_auto_tile_refuses_a_tile_whose_tiles_alone_outgrow_the_share(monkeypatc
     monkeypatch.undo()
     square = [Slot(f"l{i}", (128, 128), "weight", "Linear", i) for i in range(8)]
     assert methods.auto_tile(square, 40_000, config) == 32
+
+
+def test_the_method_says_whether_it_reserves_rows_for_refine():
+    # SWN's hard sharing keeps a coefficient row per tile for refine to untie, and the plan
+    # records when to refine; SSN has no hard sharing to undo, whatever the flag says.
+    gm = ssnfx.trace(nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 8)))
+    for name, reserves in (("swn", True), ("ssn", False)):
+        config = ssnfx.ShareConfig(method=name, hard_sharing=True)
+        plan = ssnfx.make_plan(gm, 0.5, config)
+        assert get_method(name).reserves_rows(config) is reserves
+        tiles = sum(len(t) for t in plan.groups[0].layout.values())
+        assert plan.groups[0].reserved == (tiles if reserves else 0)
+        assert plan.options.refine_at == (0.05 if reserves else None)
+    assert not get_method("swn").reserves_rows(ssnfx.ShareConfig(method="swn"))

@@ -75,6 +75,12 @@ class Method:
         The planner calls it once per plan, before any layout; the default changes nothing."""
         return config
 
+    def reserves_rows(self, config: ShareConfig) -> bool:
+        """Whether a plan of this method under ``config`` reserves a coefficient row per tile
+        for the refine step to untie (SWN's hard sharing, Sec. 2.2.2); the plan then records
+        ``config.refine_at``. Here: never."""
+        return False
+
     def suits(self, plan: SharingPlan) -> bool:
         """Whether this method is a sound default for the model of ``plan``, a plan made with
         it: ``ShareConfig(method=None)`` takes the first method of :data:`METHOD_PREFERENCE`
@@ -160,6 +166,9 @@ class SuperWeights(Method):
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:
         return swn_layout(slots, config.hard_sharing, config.tile or None)
+
+    def reserves_rows(self, config: ShareConfig) -> bool:
+        return config.hard_sharing
 
     def resolve(self, config: ShareConfig, slots: Sequence[Slot], available: int
                 ) -> ShareConfig:
