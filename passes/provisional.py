@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import torch.fx as fx
 
+from ssnfx.core.combiners import get_combiner
 from ssnfx.core.config import ShareConfig
 from ssnfx.core.errors import BudgetError
 from ssnfx.core.plan import SharingPlan
@@ -40,9 +41,12 @@ def provisional_model(gm: fx.GraphModule, config: ShareConfig, combiner: str = "
         >>> group.selection, group.numel == 64 * 64 + 64 * 4  # store=1.0: the weights' size
         ('resized', True)
     """
-    # The user's settings (what is shared, candidates, seed, ...) with SSN's search model's own.
+    # The user's settings (what is shared, candidates, seed, ...) with SSN's search model's own;
+    # of the components' own settings only the search combiner's (the user's method's are not
+    # SSN's, and the planner refuses settings its components do not declare).
+    own = {k: v for k, v in config.options.items() if k in get_combiner(combiner).options}
     share = replace(config, method="ssn", combiner=combiner, strategy="single", groups=None,
-                    selection="resized", hard_sharing=False, generation="batched")
+                    selection="resized", hard_sharing=False, generation="batched", options=own)
     try:
         whole = make_plan(gm, 1.0, share)
     except BudgetError:  # coefficients above the model's size (a tiny model)

@@ -483,3 +483,17 @@ def test_covariation_is_the_correlation_of_log_gradient_norms():
     assert np.allclose(stats.similarity().numpy(), expected, atol=1e-6)
     stats.record(0, torch.tensor([float("nan")]))
     assert stats.step() == ["a"]
+
+
+def test_the_provisional_model_keeps_only_its_combiners_own_settings():
+    # A setting of the user's method or combiner is not the search model's (SSN with Emb): it
+    # would be refused by the planner there; Emb's own emb_dim is kept.
+    from ssnfx.passes.provisional import provisional_model
+
+    gm = ssnfx.trace(SmallCNN())
+    config = ssnfx.ShareConfig(combiner="emb", options={"emb_dim": 8})
+    model = provisional_model(gm, config)
+    assert model.ssnfx.plan.options.components == {"emb_dim": 8}
+    model = provisional_model(gm, config, combiner="wavg")
+    assert model.ssnfx.plan.options.components == {}
+
