@@ -134,7 +134,7 @@ class Run:
 
 def config_of(run: Run) -> ssnfx.ShareConfig:
     if run.method == "swn":
-        return ssnfx.ShareConfig(method="swn", hard_sharing=True, seed=run.seed)
+        return ssnfx.ShareConfig(method="swn", options={"hard_sharing": True}, seed=run.seed)
     return ssnfx.ShareConfig(method="ssn", seed=run.seed)
 
 

@@ -97,7 +97,8 @@ def build(run: Run, train: torch.Tensor | None = None) -> nn.Module:
         return model
     method = {"ssnfx": "ssn", "swn": "swn"}[run.variant]
     overrides = json.loads(run.config) if run.config else {}
-    config = ssnfx.ShareConfig(**{"method": method, **overrides})
+    # (from_dict: the runs' older keys name SWN's tile and hard_sharing as the fields they were)
+    config = ssnfx.ShareConfig.from_dict({"method": method, **overrides})
     if not run.search:
         return ssnfx.share(model, run.budget, config)
     # The search's two epochs (SearchConfig's default) over run.search / 2 batches of its own.

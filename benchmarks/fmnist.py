@@ -64,7 +64,7 @@ class Run:
     beta: float = 0.9                # refine's threshold
     wider: int = 0                   # reduced baseline: this many channels above the widest fit
     members: bool = False            # ResNetFM(width) and a PatchTransformer as one ensemble
-    tile: int | None = None          # ShareConfig.tile (SWN: the longest SuperWeight side)
+    tile: int | None = None          # SWN's tile option (the longest SuperWeight side)
     guard: bool = False              # SearchConfig.guard
     silhouette: bool = False         # SearchConfig.silhouette
     refine_at: float | None = None   # ShareConfig.refine_at: train() refines hard sharing then
@@ -148,8 +148,9 @@ def _execute(run: Run, threads: int, data: Path | None) -> dict[str, Any]:
         config = ssnfx.ShareConfig(method=run.method, combiner=run.combiner, seed=run.seed,
                                    strategy="single" if run.strategy == "search"
                                    else run.strategy, groups=run.groups, split=run.split,
-                                   hard_sharing=run.hard, tile=run.tile,
-                                   refine_at=run.refine_at)
+                                   refine_at=run.refine_at,
+                                   options={"hard_sharing": run.hard, "tile": run.tile}
+                                   if run.method == "swn" else {})
         if run.strategy == "search":
             search = ssnfx.SearchConfig(progress=False, steps=run.search_steps,
                                         statistic=run.statistic, guard=run.guard,

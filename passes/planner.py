@@ -163,10 +163,11 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     # per SuperWeight, the next block for the next one: SSN Sec. 3.1.1).
     candidates = get_combiner(combiner).candidates or config.candidates
     method = get_method(config.method)
-    components = _components(config, method, get_combiner(combiner))
+    _components(config, method, get_combiner(combiner))  # a setting neither declares: refused
     # The method's settings that depend on the budget (SWN's tile), decided once for the plan.
     private = original - frozen_count - sum(s.numel for s in shared)
     config = method.resolve(config, shared, target - private)
+    components = _components(config, method, get_combiner(combiner))
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         frozen_params=frozen_count, slots=slots, groups=[],
@@ -200,7 +201,10 @@ def _first_that_fits(gm: fx.GraphModule, budget: float | int, config: ShareConfi
     """The plan of the first method of METHOD_PREFERENCE whose least budget ``budget`` meets
     and which suits the model (:meth:`ssnfx.core.methods.Method.suits`); the last one's plan
     otherwise, or its BudgetError (SSN's: the lowest least budget)."""
-    *preferred, last = METHOD_PREFERENCE
+    # Only methods that declare the settings given for a method (SWN's tile, say) are
+    # candidates: those settings say which method the user has in mind.
+    *preferred, last = [name for name in METHOD_PREFERENCE if _declares(config, name)] \
+        or METHOD_PREFERENCE
     for name in preferred:
         try:
             plan = make_plan(gm, budget, replace(config, method=name), groups, measured)
@@ -228,6 +232,14 @@ def resolve_method(gm: fx.GraphModule, budget: float | int, config: ShareConfig
     if config.method is not None:
         return config
     return replace(config, method=make_plan(gm, budget, config).method)
+
+
+def _declares(config: ShareConfig, name: str) -> bool:
+    """Whether method ``name`` and the combiner it would use declare every setting of
+    ``config.options``."""
+    method = get_method(name)
+    combiner = get_combiner(config.combiner or method.default_combiner)
+    return set(config.options) <= {*method.options, *combiner.options}
 
 
 def _components(config: ShareConfig, method: Method, combiner: Combiner) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def provisional_model(gm: fx.GraphModule, config: ShareConfig, combiner: str = "
     # SSN's, and the planner refuses settings its components do not declare).
     own = {k: v for k, v in config.options.items() if k in get_combiner(combiner).options}
     share = replace(config, method="ssn", combiner=combiner, strategy="single", groups=None,
-                    selection="resized", hard_sharing=False, generation="batched", options=own)
+                    selection="resized", generation="batched", options=own)
     try:
         whole = make_plan(gm, 1.0, share)
     except BudgetError:  # coefficients above the model's size (a tiny model)

@@ -72,8 +72,9 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
     """Give diverging users of a hard-shared coefficient row their own copy (SWN Eq. 3).
 
     Args:
-        shared: a model from :func:`ssnfx.share`, typically SWN with ``hard_sharing=True`` and
-            trained for a few epochs. Its plan is changed in place; its buffers are not.
+        shared: a model from :func:`ssnfx.share`, typically SWN with its option
+            ``hard_sharing`` on and trained for a few epochs. Its plan is changed in place; its
+            buffers are not.
         data: ``(inputs, targets)`` batches; ``steps`` of them are used for the measurement.
         loss_fn: as for training.
         steps: batches whose gradients are summed before the uses are compared.
@@ -87,7 +88,7 @@ def refine(shared: fx.GraphModule, data: Iterable[Any], loss_fn: Callable[..., t
     Example:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
-        >>> cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True)
+        >>> cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True})
         >>> shared = ssnfx.share(net, 0.5, cfg)
         >>> batches = [(torch.randn(4, 8), torch.randn(4, 8))]
         >>> result = ssnfx.refine(shared, batches, torch.nn.functional.mse_loss, steps=2)
@@ -178,7 +179,8 @@ def _untie(plan: SharingPlan, key: tuple[str, int], uses: list[tuple[str, int]],
     for cluster in clusters[1:]:
         if not free:
             raise PlanError(f"group {group.name} has no reserved coefficient row left to untie "
-                            f"into; make the plan with ShareConfig(hard_sharing=True)")
+                            f"into; make the plan with "
+                            "ShareConfig(method='swn', options={'hard_sharing': True})")
         new = free.pop(0)
         for label in cluster:
             slot, t_index = where[label]

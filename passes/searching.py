@@ -447,8 +447,10 @@ def _superweight_search(gm: fx.GraphModule, budget: float | int, data: Iterable[
     combiner = sc.combiner or (config.resolved_combiner
                                if COMBINER_REGISTRY[config.resolved_combiner].learned
                                else "linear")
+    method = get_method(config.method)
+    hard = {"hard_sharing": True} if "hard_sharing" in method.options else {}
     plan = make_plan(gm, budget, replace(config, strategy="single", groups=None,
-                                         hard_sharing=True, combiner=combiner,
+                                         options={**config.options, **hard}, combiner=combiner,
                                          generation="batched"))
     model = rewrite(gm, plan)
     group = plan.groups[0]

@@ -86,7 +86,7 @@ def layer_similarity(shared: nn.Module) -> LayerSimilarity | None:
     Example:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(3)])
-        >>> cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True)
+        >>> cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True})
         >>> lsm = ssnfx.lsm.layer_similarity(ssnfx.share(net, 0.5, cfg))
         >>> [(a, b, round(v, 4)) for a, b, v in lsm.near_identical()][:2]
         [('0.weight', '1.weight', 1.0), ('0.weight', '2.weight', 1.0)]
@@ -143,7 +143,7 @@ def identical_weights(shared: nn.Module) -> list[list[str]]:
     Example:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(*[torch.nn.Linear(16, 16) for _ in range(3)])
-        >>> cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True)
+        >>> cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True})
         >>> ssnfx.lsm.identical_weights(ssnfx.share(net, 0.5, cfg))
         [['0.weight', '1.weight', '2.weight']]
     """

@@ -32,8 +32,8 @@ def refine_if_due(model: nn.Module, data: Iterable[Any], loss_fn: Callable[..., 
     Example:
         >>> import torch, ssnfx
         >>> net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8))
-        >>> shared = ssnfx.share(net, 0.5, ssnfx.ShareConfig(method="swn", hard_sharing=True,
-        ...                                                  refine_at=0.5))
+        >>> cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True}, refine_at=0.5)
+        >>> shared = ssnfx.share(net, 0.5, cfg)
         >>> data = [(torch.randn(4, 8), torch.randn(4, 8))] * 4
         >>> mse = torch.nn.functional.mse_loss
         >>> [refine_if_due(shared, data, mse, step, 4) is not None for step in (1, 2, 3)]

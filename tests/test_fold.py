@@ -41,7 +41,7 @@ def test_fold_leaves_shared_model_untouched_and_trainable():
 
 def test_hard_sharing_folds_identical_weights_into_one_tensor():
     model = torch.nn.Sequential(*[torch.nn.Linear(16, 16, bias=False) for _ in range(3)])
-    cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True, strategy="single")
+    cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True}, strategy="single")
     # make the layers' initial scales equal, so that hard-shared weights are exactly equal
     for m in model:
         torch.nn.init.normal_(m.weight, std=0.1)

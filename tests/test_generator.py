@@ -26,7 +26,8 @@ def _stack(n: int) -> nn.Module:
 def _ops(n: int, method: str, combiner: str) -> tuple[int, bool]:
     """Ops to generate a group of n alike layers at budget 1.5, and whether it used a matmul."""
     # (SWN's tile fixed: the automatic one changes with the budget, and with it the layout.)
-    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, strategy="single", tile=0)
+    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, strategy="single",
+                            options={"tile": 0} if method == "swn" else {})
     shared = ssnfx.share(_stack(n), budget=1.5, config=cfg)  # >= P blocks for all
     with _CountOps() as ops:
         weights = shared.ssnfx.g0()
@@ -214,8 +215,9 @@ def test_batched_generation_equals_the_plain_path(model, budget, method, combine
     """The batched generator (buckets gathered, windowed, upsampled or resized in one autograd
     function, mixing and gains for the whole group at once) gives the plain path's weights, and
     the same gradients to the store and the coefficients."""
-    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, hard_sharing=hard,
-                            strategy="single", selection=selection, tile=tile)
+    own = {"hard_sharing": hard, "tile": tile} if method == "swn" else {}
+    cfg = ssnfx.ShareConfig(method=method, combiner=combiner, strategy="single",
+                            selection=selection, options=own)
     try:  # float64 throughout, so that only the order of the arithmetic differs
         shared = ssnfx.share(_model(model).double(), budget, cfg)
     except ssnfx.BudgetError:
@@ -249,7 +251,8 @@ def test_the_plain_path_test_covers_every_generation_path():
                 cfg = ssnfx.ShareConfig(strategy="single", selection=selection)
                 shared = ssnfx.share(_model(model), budget, cfg)
                 kinds |= {(kind, n > 1) for kind, _, n, *_ in shared.ssnfx.g0._specs}
-        tiled = ssnfx.share(_model(model), 0.3, ssnfx.ShareConfig(method="swn", tile=8))
+        tiled = ssnfx.share(_model(model), 0.3,
+                            ssnfx.ShareConfig(method="swn", options={"tile": 8}))
         grids += sum(sb.grid is not None for sb in tiled.ssnfx.g0._slot_buckets)
         swn = ssnfx.share(_model(model), 0.3, ssnfx.ShareConfig(method="swn"))
         flats += sum(sb.flat for sb in swn.ssnfx.g0._slot_buckets)

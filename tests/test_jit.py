@@ -34,14 +34,15 @@ CASES = {
     "cnn ssn": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {"method": "ssn"}),
     "cnn swn soft": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.2, {"method": "swn"}),
     "cnn swn hard": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.2,
-                     {"method": "swn", "hard_sharing": True}),
+                     {"method": "swn", "options": {"hard_sharing": True}}),
     "cnn rr": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.1, {"method": "ssn", "combiner": "rr"}),
     "cnn emb": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3, {"method": "ssn", "combiner": "emb"}),
     "upsampled": (_mlp, lambda: _float(3, 64), 0.05, {"method": "ssn", "combiner": "avg"}),
     "resized": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3,
                 {"method": "ssn", "combiner": "emb", "selection": "resized"}),
     "resized swn": (SmallCNN, lambda: _float(4, 1, 8, 8), 0.3,
-                    {"method": "swn", "hard_sharing": True, "selection": "resized"}),
+                    {"method": "swn", "options": {"hard_sharing": True},
+                     "selection": "resized"}),
     "tied": (TiedLM, lambda: _tokens(2, 5), 0.5, {}),
     "attention leaf": (AttnNet, lambda: _float(2, 5, 8), 0.3, {}),
     "gru leaf": (GRUNet, lambda: _float(2, 7, 8), 0.3, {}),
@@ -187,7 +188,7 @@ def test_refine_measures_just_in_time_weights_too():
         torch.manual_seed(0)
         net = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
                             nn.Linear(8, 8))
-        cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True, generation=generation)
+        cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True}, generation=generation)
         shared = ssnfx.share(net, 0.9, cfg)
         data = [(torch.randn(16, 8), torch.randn(16, 8)) for _ in range(4)]
         result = ssnfx.refine(shared, data, nn.functional.mse_loss, steps=4, beta=0.99)

@@ -18,7 +18,7 @@ def three_linears() -> nn.Sequential:
 
 
 X = torch.randn(2, 16)
-SWN_HARD = ssnfx.ShareConfig(method="swn", hard_sharing=True)
+SWN_HARD = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True})
 
 
 def stored_once(folded: nn.Module, names: list[str]) -> bool:

@@ -92,10 +92,10 @@ def test_auto_tile_refuses_a_tile_whose_tiles_alone_outgrow_the_share(monkeypatc
 
 def test_the_method_says_whether_it_reserves_rows_for_refine():
     # SWN's hard sharing keeps a coefficient row per tile for refine to untie, and the plan
-    # records when to refine; SSN has no hard sharing to undo, whatever the flag says.
+    # records when to refine; SSN has no hard sharing to undo (nor the setting).
     gm = ssnfx.trace(nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16), nn.Linear(16, 8)))
     for name, reserves in (("swn", True), ("ssn", False)):
-        config = ssnfx.ShareConfig(method=name, hard_sharing=True)
+        config = ssnfx.ShareConfig(method=name, options={"hard_sharing": True} if reserves else {})
         plan = ssnfx.make_plan(gm, 0.5, config)
         assert get_method(name).reserves_rows(config) is reserves
         tiles = sum(len(t) for t in plan.groups[0].layout.values())

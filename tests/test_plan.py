@@ -40,10 +40,12 @@ def test_version_2_plans_read_their_hyper_into_options(resnet_gm):
     plan = ssnfx.make_plan(resnet_gm, 0.1, ssnfx.ShareConfig(method="swn", generation="jit"))
     d = plan.to_dict()
     d["version"] = 2
-    d["hyper"] = {**d.pop("options"), "retired": 1}
+    options = d.pop("options")
+    components = options.pop("components")
+    d["hyper"] = {**options, **components, "retired": 1}  # all flat then
     again = ssnfx.SharingPlan.from_dict(d)
     assert again.options == plan.options and again.options.generation == "jit"
-    assert again.version == ssnfx.PLAN_VERSION == 4 and "options" in again.to_dict()
+    assert again.version == ssnfx.PLAN_VERSION == 5 and "options" in again.to_dict()
 
 
 def test_options_are_typed_and_checked(resnet_gm):

@@ -6,6 +6,7 @@ which rebuilds the network: ``RandomNet(NetSpec(...))``.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -97,10 +98,12 @@ configs = st.builds(
     strategy=st.sampled_from(["single", "depth", "shape", "random"]),
     groups=st.integers(1, 3),
     candidates=st.integers(1, 5),
-    hard_sharing=st.booleans(),
     share_biases=st.booleans(),
     share_norms=st.booleans(),
-    generation=st.sampled_from(ssnfx.core.jit.GENERATIONS))
+    generation=st.sampled_from(ssnfx.core.jit.GENERATIONS)).flatmap(
+    # SWN's own setting: hard or soft sharing.
+    lambda c: st.booleans().map(lambda hard: dataclasses.replace(
+        c, options={"hard_sharing": hard}) if c.method == "swn" else c))
 
 
 def _budget(fraction: float, as_count: bool, model: torch.nn.Module) -> float | int:

@@ -5,7 +5,7 @@ import ssnfx
 
 from models import ThreeBranches, conflict_data
 
-HARD = ssnfx.ShareConfig(method="swn", hard_sharing=True)
+HARD = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True})
 
 
 def _trained(data, steps=20):

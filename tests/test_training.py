@@ -32,8 +32,8 @@ def test_refine_between_epochs_keeps_one_schedule():
     """on_epoch runs after each epoch within one optimizer and cosine schedule: SWN's refine
     after E epochs of hard sharing (Sec. 2.2.2), with the model back in train mode after it."""
     train_loader, _ = digits(batch_size=64, seed=0)
-    shared = ssnfx.share(SmallCNN(width=8), 0.3, ssnfx.ShareConfig(method="swn",
-                                                                   hard_sharing=True))
+    shared = ssnfx.share(SmallCNN(width=8), 0.3, ssnfx.ShareConfig(
+        method="swn", options={"hard_sharing": True}))
     optimizer = torch.optim.Adam(shared.parameters(), lr=1e-2)
     seen = []
 
@@ -58,7 +58,7 @@ def test_swn_schedule_search_hard_sharing_refine(monkeypatch):
     import ssnfx.training as training
 
     train_loader, _ = digits(batch_size=64, seed=0)
-    cfg = ssnfx.ShareConfig(method="swn", hard_sharing=True, refine_at=0.25)
+    cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True}, refine_at=0.25)
     shared = ssnfx.share(SmallCNN(width=8), 0.3, cfg, data=train_loader,
                          loss_fn=F.cross_entropy,
                          search_config=ssnfx.SearchConfig(epochs=1, measure=0.5,

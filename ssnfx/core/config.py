@@ -9,7 +9,7 @@ from ssnfx.core.combiners import COMBINER_REGISTRY
 from ssnfx.core.errors import PlanError
 from ssnfx.core.jit import GENERATIONS
 from ssnfx.core.methods import METHOD_PREFERENCE, METHOD_REGISTRY, get_method
-from ssnfx.core.options import PlanOptions
+from ssnfx.core.options import MOVED_TO_OPTIONS, PlanOptions
 from ssnfx.core.plan import SELECTIONS
 
 __all__ = ["ShareConfig", "METHODS", "COMBINERS", "SPLITS", "DEFAULT_GROUPS"]
@@ -59,18 +59,11 @@ class ShareConfig:
         candidates: P, the most candidate blocks selected per SuperWeight (SSN Sec. 3.2 uses 4);
             for budgets above 1.0 the planner raises it until the candidates could cover the
             store. RR selects one block per SuperWeight whatever P is.
-        hard_sharing: SWN only: tiles of one SuperWeight share one coefficient row (hard sharing)
-            instead of one row each (soft sharing).
-        refine_at: with hard sharing, the fraction of a training run after which
+        refine_at: with SWN's hard sharing, the fraction of a training run after which
             :func:`ssnfx.training.train` (or a loop that calls
             :func:`ssnfx.training.refine_if_due`) unties the coefficients whose uses pull apart
             (SWN Sec. 2.2.2: E = 10 of 200 epochs, 0.05); ``None``: never (call
             :func:`ssnfx.refine` yourself). Recorded in the plan.
-        tile: SWN only: the longest side of a SuperWeight (the canvas is also cut every
-            ``tile`` rows and columns); ``0``: the layers' own cuts only (SWN Sec. 2.1.2);
-            ``None``: chosen from the budget (:func:`ssnfx.core.methods.auto_tile`). The plan
-            records
-            the tile used.
         selection: how SuperWeights select candidates from their group's store: ``"blocks"``
             (whole blocks, round robin, SSN Sec. 3.1) or ``"resized"`` (P equal candidates that
             every SuperWeight resizes to its shape, SSN Sec. 3.2; what the search trains).
@@ -94,10 +87,12 @@ class ShareConfig:
             :func:`ssnfx.load` traces the same way.
         seed: seed for the store's initialisation, for random grouping, and for the search's
             provisional model and K-means.
-        options: settings that belong to the method or the combiner, by name (each declares
-            its own with their defaults: ``{"emb_dim": 24}``, the size of the Emb combiner's
-            layer embeddings, SSN Sec. 3.1.2; a registered component's own); a name neither
-            declares is an error when the plan is made. Recorded in the plan.
+        options: settings that belong to the method or the combiner, by name, each declared by
+            its component with its default: SWN's ``hard_sharing`` and ``tile``
+            (:class:`~ssnfx.core.methods.SuperWeights`), the Emb combiner's ``emb_dim`` (the
+            size of its layer embeddings, SSN Sec. 3.1.2, 24), a registered component's own. A
+            name neither declares is an error when the plan is made (with ``method=None``,
+            only methods that declare it are considered). Recorded in the plan.
 
     Example:
         >>> cfg = ShareConfig(method="swn", private=("fc.*",))
@@ -111,9 +106,7 @@ class ShareConfig:
     strategy: str = PlanOptions.strategy
     groups: int | None = None
     candidates: int = PlanOptions.candidates
-    hard_sharing: bool = PlanOptions.hard_sharing
     refine_at: float | None = 0.05
-    tile: int | None = PlanOptions.tile
     selection: str = PlanOptions.selection
     split: str = PlanOptions.split
     generation: str = PlanOptions.generation
@@ -164,15 +157,12 @@ class ShareConfig:
                 or not 0 <= self.refine_at < 1):
             raise PlanError(f"ShareConfig.refine_at must be a fraction in [0, 1) of the "
                             f"training run, or None, got {self.refine_at!r}")
-        for name in ("groups", "candidates", "tile"):
+        for name in ("groups", "candidates"):
             value = getattr(self, name)
-            if name in ("groups", "tile") and value is None:
+            if name == "groups" and value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < (
-                    0 if name == "tile" else 1):
-                what = {"groups": "a positive int or None",
-                        "tile": "an int >= 0 (0: no cuts beyond the layers' own) or None (auto)"
-                        }.get(name, "a positive int")
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                what = "a positive int or None" if name == "groups" else "a positive int"
                 raise PlanError(f"ShareConfig.{name} must be {what}, got {value!r}")
 
     @property
@@ -198,9 +188,10 @@ class ShareConfig:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> "ShareConfig":
-        if "emb_dim" in d:  # a field until the Emb combiner declared it as its own setting
-            d = dict(d)
-            d["options"] = {"emb_dim": d.pop("emb_dim"), **d.get("options", {})}
+        moved = {k: d[k] for k in MOVED_TO_OPTIONS if k in d}
+        if moved:  # fields until their component declared them as its own settings
+            d = {k: v for k, v in d.items() if k not in moved}
+            d["options"] = {**moved, **d.get("options", {})}
         known = {f.name for f in fields(ShareConfig)}
         unknown = sorted(set(d) - known)
         if unknown:

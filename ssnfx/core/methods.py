@@ -21,6 +21,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ssnfx.core.combiners import get_combiner
+from ssnfx.core.errors import PlanError
 from ssnfx.core.options import own_options
 from ssnfx.core.registry import Registry
 from ssnfx.core.selector import ssn_layout, swn_layout
@@ -155,26 +156,52 @@ class Shapeshifter(Method):
 
 
 class SuperWeights(Method):
-    """SWN: SuperWeights from sorted layer shapes, concatenated into each slot (SWN Sec. 2.1);
-    soft or hard sharing by ``ShareConfig.hard_sharing``; no SuperWeight longer than
-    ``ShareConfig.tile`` (0: the layers' own cuts; None: :meth:`auto_tile`)."""
+    """SWN: SuperWeights from sorted layer shapes, concatenated into each slot (SWN Sec. 2.1).
+
+    Its own settings (``ShareConfig(options={...})``, recorded in the plan):
+
+    * ``hard_sharing`` (False): tiles of one SuperWeight share one coefficient row (hard
+      sharing, SWN Sec. 2.2.2, each row then reserved for the refine step to untie) instead of
+      one row each (soft sharing).
+    * ``tile`` (None): the longest side of a SuperWeight (the canvas is also cut every ``tile``
+      rows and columns); ``0``: the layers' own cuts only (SWN Sec. 2.1.2); ``None``: chosen
+      from the budget by :func:`auto_tile`, the plan recording the tile used.
+
+    Example:
+        >>> import torch, ssnfx
+        >>> net = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.Linear(64, 64))
+        >>> cfg = ssnfx.ShareConfig(method="swn", options={"hard_sharing": True, "tile": 32})
+        >>> ssnfx.make_plan(ssnfx.trace(net), 0.5, cfg).options.components
+        {'hard_sharing': True, 'tile': 32}
+    """
 
     name = "swn"
     default_combiner = "linear"
     shares_by = "clusters"
     statistic = "superweights"
+    options = {"hard_sharing": False, "tile": None}
+
+    def own(self, config: ShareConfig) -> dict[str, Any]:
+        own = super().own(config)
+        tile = own["tile"]
+        if tile is not None and (isinstance(tile, bool) or not isinstance(tile, int) or tile < 0):
+            raise PlanError(f"SWN's option 'tile' must be an int >= 0 (0: no cuts beyond the "
+                            f"layers' own) or None (chosen from the budget), got {tile!r}")
+        return own
 
     def layout(self, slots: Sequence[Slot], config: ShareConfig) -> Layout:
-        return swn_layout(slots, config.hard_sharing, config.tile or None)
+        own = self.own(config)
+        return swn_layout(slots, own["hard_sharing"], own["tile"] or None)
 
     def reserves_rows(self, config: ShareConfig) -> bool:
-        return config.hard_sharing
+        return bool(self.own(config)["hard_sharing"])
 
     def resolve(self, config: ShareConfig, slots: Sequence[Slot], available: int
                 ) -> ShareConfig:
-        if config.tile is not None:
+        if self.own(config)["tile"] is not None:
             return config
-        return replace(config, tile=auto_tile(slots, available, config))
+        return replace(config, options={**config.options,
+                                        "tile": auto_tile(slots, available, config)})
 
     def suits(self, plan: SharingPlan) -> bool:
         """Where its layout is light: at most :data:`DEFAULT_TILES_PER_SLOT` tiles per shared
@@ -236,7 +263,7 @@ def auto_tile(slots: Sequence[Slot], available: int, config: ShareConfig) -> int
     # leaves t = 1, laying out 11M tiles took 30 s).
     if not fits(sum((s.matrix[0] // t) * (s.matrix[1] // t) for s in slots)):
         return 0
-    _, layout = swn_layout(slots, config.hard_sharing, t)
+    _, layout = swn_layout(slots, SuperWeights().own(config)["hard_sharing"], t)
     # Soft sharing: a row per tile; hard: as many reserved for the refine step.
     return t if fits(sum(len(tiles) for tiles in layout.values())) else 0
 

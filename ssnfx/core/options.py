@@ -6,7 +6,8 @@ frozen :class:`PlanOptions` that travels in the plan. Each default is written he
 ShareConfig's fields of the same names default to these, and a plan written before options
 existed (its ``hyper`` dict, plan versions 1 and 2) reads into the same defaults.
 
-A method's or combiner's own settings (Emb's ``emb_dim``; a registered combiner's temperature)
+A method's or combiner's own settings (Emb's ``emb_dim``, SWN's ``hard_sharing`` and ``tile``;
+a registered combiner's temperature)
 are declared by the component itself, in its ``options`` (name -> default), set through
 ``ShareConfig(options={...})``, and recorded in ``PlanOptions.components``;
 :func:`own_options` resolves them.
@@ -19,7 +20,13 @@ from typing import Any
 
 from ssnfx.core.errors import PlanError
 
-__all__ = ["PlanOptions", "own_options"]
+__all__ = ["PlanOptions", "own_options", "MOVED_TO_OPTIONS"]
+
+#: Settings that were ShareConfig fields and plan options and are now a component's own
+#: (``ShareConfig.options``, ``PlanOptions.components``), each with the plan version from which
+#: plans record them there: Emb's ``emb_dim``, SWN's ``hard_sharing`` and ``tile``. Older
+#: configs and plans read them into the component that declares them.
+MOVED_TO_OPTIONS = {"emb_dim": 4, "hard_sharing": 5, "tile": 5}
 
 
 @dataclass(frozen=True)
@@ -30,8 +37,6 @@ class PlanOptions:
         candidates: candidate blocks per SuperWeight (SSN Sec. 3.1's |C|; 1 for round robin).
         seed: the seed of the store's and the coefficients' initialisation.
         strategy: how the groups were found (a data-free strategy's name, or ``"search"``).
-        hard_sharing: SWN's hard sharing (tiles of one SuperWeight share a coefficient row).
-        tile: SWN's SuperWeight side (0: the layers' own cuts); None for methods without tiles.
         refine_at: the fraction of training after which ``ssnfx.training`` refines a
             hard-shared plan (SWN Sec. 2.2); None when there is nothing to refine.
         selection: how SuperWeights select their candidates (``"blocks"`` or ``"resized"``).
@@ -39,7 +44,8 @@ class PlanOptions:
             ``"proportional"``).
         generation: ``"batched"`` (every weight at the start of a call) or ``"jit"``.
         components: the plan's method's and combiner's own settings, as resolved
-            (:func:`own_options`; ``{"emb_dim": 24}`` for the ``emb`` combiner).
+            (:func:`own_options`; ``{"emb_dim": 24}`` for the ``emb`` combiner, SWN's
+            ``hard_sharing`` and the ``tile`` it used).
 
     Example:
         >>> options = PlanOptions(generation="jit")
@@ -50,8 +56,6 @@ class PlanOptions:
     candidates: int = 4
     seed: int = 0
     strategy: str = "single"
-    hard_sharing: bool = False
-    tile: int | None = None
     refine_at: float | None = None
     selection: str = "blocks"
     split: str = "largest-first"

@@ -23,7 +23,8 @@ from typing import Any
 
 from ssnfx.core.combiners import COMBINER_REGISTRY, get_combiner
 from ssnfx.core.errors import PlanError
-from ssnfx.core.options import PlanOptions, own_options
+from ssnfx.core.methods import METHOD_REGISTRY
+from ssnfx.core.options import MOVED_TO_OPTIONS, PlanOptions, own_options
 from ssnfx.core.plan_checks import validate_plan
 from ssnfx.core.slots import PLAN_VERSION, SELECTIONS, Slot, Tile, matrix_shape
 
@@ -220,13 +221,21 @@ class SharingPlan:
 
 def _options(d: dict[str, Any], version: int) -> PlanOptions:
     """The options of plan dict ``d`` of ``version``: plans before version 3 kept them in an
-    untyped "hyper" (with entries since dropped: read leniently); before version 4 Emb's
-    ``emb_dim`` was a field of its own, now the combiner's own setting in ``components``."""
+    untyped "hyper" (with entries since dropped: read leniently); settings that were fields
+    before the version in :data:`~ssnfx.core.options.MOVED_TO_OPTIONS` (Emb's ``emb_dim``,
+    SWN's ``hard_sharing`` and ``tile``) are read into ``components`` where the plan's method
+    or combiner declares them, and dropped where it does not (SSN's ``tile`` of None)."""
     raw = dict(d.get("options", {}) if version >= 3 else d.get("hyper", {}))
-    if version < 4 and isinstance(d.get("combiner"), str):
-        emb_dim = raw.pop("emb_dim", None)
-        own = COMBINER_REGISTRY.get(d["combiner"])
-        if emb_dim is not None and own is not None and "emb_dim" in own.options:
-            raw["components"] = {"emb_dim": emb_dim}
+    declared: dict[str, Any] = {}
+    for registry, key in ((METHOD_REGISTRY, "method"), (COMBINER_REGISTRY, "combiner")):
+        component = registry.get(d[key]) if isinstance(d.get(key), str) else None
+        declared.update(component.options if component is not None else {})
+    components = dict(raw.get("components", {}))
+    for name, since in MOVED_TO_OPTIONS.items():
+        if version < since and name in raw:
+            value = raw.pop(name)
+            if name in declared and value is not None:
+                components.setdefault(name, value)
+    if components:
+        raw["components"] = components
     return PlanOptions.from_dict(raw, strict=version >= 3)
-

@@ -13,8 +13,9 @@ __all__ = ["PLAN_VERSION", "SELECTIONS", "Slot", "Tile", "matrix_shape"]
 #: Bumped whenever a plan's meaning changes; a plan with a larger version is refused.
 #: 2: a group's ``selection`` (version 1 plans select blocks). 3: typed ``options`` (a
 #: :class:`~ssnfx.core.options.PlanOptions`) in place of the ``hyper`` dict. 4: a method's and
-#: combiner's own settings in ``options.components`` (Emb's ``emb_dim`` was a field).
-PLAN_VERSION = 4
+#: combiner's own settings in ``options.components`` (Emb's ``emb_dim`` was a field). 5: SWN's
+#: ``hard_sharing`` and ``tile`` in ``options.components`` too (they were fields).
+PLAN_VERSION = 5
 #: How a group's SuperWeights select their candidates from its store (see :class:`GroupPlan`).
 SELECTIONS = ("blocks", "resized")
 
