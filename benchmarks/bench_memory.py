@@ -7,8 +7,12 @@ interpreter's own footprint (torch imported, no model), and what the parameters,
 gradients and Adam's two moments account for; the rest is activations and, for the shared
 model, the generated weights and their gradients, which live only during the step.
 
-    python benchmarks/bench_memory.py [--quick] [--generation batched|jit|both]
-        [--allocator default|returning|both]
+    python benchmarks/bench_memory.py [--quick] [--generation batched jit auto]
+        [--allocator default|returning|both] [--models vit_b_16 timm:convnext_tiny ...]
+        [--budgets 0.1 0.01]
+
+A model named ``timm:<name>`` is timm's (swin and ConvNeXt, at batch 2), any other
+torchvision's (vit_b_16 at batch 8, vit_l_16 at batch 2).
 
 ``returning``: each process first calls :func:`ssnfx.cpu_memory.return_freed_memory` (blocks of
 1 MiB and more mapped on their own and unmapped on free), so that its resident memory follows
@@ -31,6 +35,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
+from ssnfx.core.jit import GENERATIONS
 from ssnfx.cpu_memory import return_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,7 +56,7 @@ def measure(name: str, budget: float | None, batch: int, size: int,
         return_freed_memory()
     torch.manual_seed(0)
     base = _rss_kib("VmRSS")
-    model = torchvision.models.get_model(name, num_classes=10)
+    model = _model(name)
     generated = 0
     if budget is not None:
         shared = ssnfx.share(model, budget, ssnfx.ShareConfig(generation=generation))
@@ -92,6 +97,19 @@ def measure(name: str, budget: float | None, batch: int, size: int,
             "generated_mib": 4 * generated / MiB}
 
 
+def _model(name: str) -> torch.nn.Module:
+    if name.startswith("timm:"):
+        import timm
+
+        return timm.create_model(name.removeprefix("timm:"), num_classes=10)
+    return torchvision.models.get_model(name, num_classes=10)
+
+
+#: The models measured (name, batch, image size) unless --models names some.
+CONFIGS = [("vit_b_16", 8, 224), ("vit_l_16", 2, 224),
+           ("timm:swin_tiny_patch4_window7_224", 2, 224), ("timm:convnext_tiny", 2, 224)]
+
+
 def checkpoint_sizes(name: str, budgets: list[float]) -> list[str]:
     model = torchvision.models.get_model(name, num_classes=10)
     buf = io.BytesIO()
@@ -112,21 +130,24 @@ def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a small model for the tests")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--generation", choices=("batched", "jit", "both"), default="both",
+    parser.add_argument("--generation", choices=GENERATIONS, nargs="+",
+                        default=list(GENERATIONS),
                         help="the shared models' generation mode(s) (ShareConfig.generation)")
+    parser.add_argument("--models", nargs="+", help="of CONFIGS, by name (default: all)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.1, 0.01])
     parser.add_argument("--allocator", choices=("default", "returning", "both"), default="both",
                         help="glibc as it is, or after ssnfx.cpu_memory.return_freed_memory()")
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(measure(*json.loads(args.child))))
         return ""
-    generations = ("batched", "jit") if args.generation == "both" else (args.generation,)
+    generations = tuple(args.generation)
     allocators = ("default", "returning") if args.allocator == "both" else (args.allocator,)
     if args.quick:
         configs, budgets, ckpt = [("resnet18", 2, 64)], [0.1], ["resnet18"]
     else:
-        configs = [("vit_b_16", 8, 224), ("vit_l_16", 2, 224)]
-        budgets, ckpt = [0.1, 0.01], ["resnet50", "vit_b_16"]
+        configs = [c for c in CONFIGS if not args.models or c[0] in args.models]
+        budgets, ckpt = args.budgets, ["resnet50", "vit_b_16"]
     lines = ["| model | batch | allocator | budget | generation | parameters | Adam state "
              "(p+g+m+v) MiB | generated weights MiB | resident between steps MiB | peak of a "
              "step MiB | peak vs unshared |",
@@ -173,8 +194,9 @@ def main(argv: list[str] | None = None) -> str:
                       "is the fp32 size of the weights the store generates each step. In the "
                       "batched mode they and their gradients all exist during the step; in the "
                       "just-in-time mode (ShareConfig(generation='jit'), ssnfx.core.jit) each is "
-                      "made "
-                      "before its layer and again in backward, and freed after. The 'returning' "
+                      "made before its layer and again in backward, and freed after; 'auto' "
+                      "makes the weights of at least ssnfx.core.jit.JIT_NUMEL elements just in "
+                      "time and batches the others. The 'returning' "
                       "allocator is glibc after ssnfx.cpu_memory.return_freed_memory(): blocks "
                       "of 1 MiB and more are mapped on their own and unmapped when freed, so the "
                       "resident memory follows what is alive; by default glibc raises that "
@@ -185,7 +207,8 @@ def main(argv: list[str] | None = None) -> str:
                       "unshared state_dict):", "", *sizes])
     if not args.quick:
         write("memory", "Memory: training with Adam, and checkpoint size", body,
-              "python benchmarks/bench_memory.py")
+              " ".join(["python benchmarks/bench_memory.py",
+                        *(sys.argv[1:] if argv is None else argv)]))
     print(body)
     return body
 

@@ -19,8 +19,9 @@ refused; the table then shows its least budget.
                                      [--only main|short|generation]
                                      [--retain-freed-memory]
 
-``--only generation``: the batched and just-in-time generation modes (ShareConfig.generation)
-against the unshared step, WRN-16-4 and vit_b_16 at 10% and 100%, interleaved (printed).
+``--only generation``: the generation modes (ShareConfig.generation: batched, auto, jit)
+against the unshared step, WRN-16-4, vit_b_16 and the short-steps networks at 10% and 100%,
+interleaved (printed).
 
 ``--retain-freed-memory`` runs the process with glibc keeping freed memory for reuse
 (:func:`ssnfx.cpu_memory.retain_freed_memory`, what the ``ssnfx`` command does): large tensors
@@ -42,6 +43,7 @@ import torch.nn.functional as F
 import torchvision
 
 import ssnfx
+from ssnfx.core.jit import GENERATIONS
 from ssnfx.cpu_memory import retain_freed_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -327,22 +329,25 @@ def main_table(args: argparse.Namespace) -> str:
 
 
 def generation_modes(args: argparse.Namespace) -> str:
-    """The batched and just-in-time generation modes against the unshared step (Adam), at 10%
-    and 100%, all models of a network interleaved in one process."""
-    cases = _main_cases(args)
+    """The generation modes (batched, auto, just in time) against the unshared step, at 10%
+    and 100%, all models of a network interleaved in one process: the main table's networks
+    with Adam, the short-steps table's with SGD (momentum 0.9)."""
+    cases = {**{k: (*v, "adam") for k, v in _main_cases(args).items()},
+             **{k: (*v, "sgd") for k, v in _short_cases(args.quick).items()}}
     lines = ["| model | budget | generation | step ms | step vs unshared |",
              "|---|---:|---|---:|---:|"]
-    for label, (make, x) in cases.items():
+    for label, (make, x, optimizer) in cases.items():
         torch.manual_seed(0)
         y = torch.randint(0, 10, (x.shape[0],))
         models = {("unshared", ""): make()}
         for b in (0.1, 1.0):
-            for mode in ("batched", "jit"):
+            for mode in GENERATIONS:
                 models[(f"{b:.0%}", mode)] = ssnfx.share(
                     make(), b, ssnfx.ShareConfig(generation=mode))
         fns = {}
         for key, model in models.items():
-            opt = torch.optim.Adam(model.train().parameters(), lr=1e-4)
+            opt = torch.optim.Adam(model.train().parameters(), lr=1e-4) if optimizer == "adam" \
+                else torch.optim.SGD(model.train().parameters(), lr=0.01, momentum=0.9)
             fns[key] = lambda m=model, o=opt: _step(m, o, x, y)
         times, ratios = interleaved_ratios(fns, args.repeats, ("unshared", ""))
         for (budget, mode), seconds in times.items():

@@ -31,6 +31,9 @@ from ssnfx.passes.tracing import as_traced, check_traced_parameters, slots_of
 __all__ = ["make_plan", "resolve_method", "resolve_budget", "original_param_count",
            "frozen_param_count", "MAX_BUDGET_RATIO"]
 
+#: The ShareConfig settings a plan records under the same names in its options.
+_CONFIG_FIELDS = {f.name for f in fields(ShareConfig)}
+
 #: Budgets above this multiple of the model's parameters are refused as a likely mistake.
 MAX_BUDGET_RATIO = 100.0
 
@@ -171,10 +174,11 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         frozen_params=frozen_count, slots=slots, groups=[],
-        # The options are the config's settings of the same names, as planned.
+        # The options are the config's settings of the same names, as planned (the others
+        # take their defaults).
         options=PlanOptions(**{
             **{f.name: getattr(config, f.name) for f in fields(PlanOptions)
-               if f.name != "components"},
+               if f.name in _CONFIG_FIELDS},
             "components": components,
             "candidates": candidates,
             "strategy": config.strategy if measured is None else "search",

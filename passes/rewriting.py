@@ -187,23 +187,26 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
     """A copy of ``source`` whose shared parameter reads come from the generators."""
     graph = copy.deepcopy(source)
     anchor = next((n for n in graph.nodes if n.op != "placeholder"), None)
-    jit = plan.options.generation == "jit"
     generated: dict[str, fx.Node] = {}
     started: dict[str, tuple[fx.Node, int]] = {}  # jit: slot -> (its group's step, index)
     with graph.inserting_before(anchor):
         for g in plan.groups:
+            jit = set(plan.just_in_time(g))
             if jit:  # a token and the mixing weights; each weight is made where it is read
                 step = graph.call_function(jit_begin, (graph.get_attr(f"{STORE}.{g.name}"),))
-                started.update((name, (step, i)) for i, name in enumerate(g.slots))
+                started.update((name, (step, i)) for i, name in enumerate(g.slots)
+                               if name in jit)
+            if len(jit) == len(g.slots):
                 continue
-            call = graph.call_module(f"{STORE}.{g.name}", ())
+            call = graph.call_module(f"{STORE}.{g.name}", (), {"just_in_time": False})
             for i, name in enumerate(g.slots):
-                generated[name] = graph.call_function(operator.getitem, (call, i))
+                if name not in jit:
+                    generated[name] = graph.call_function(operator.getitem, (call, i))
 
     def weight_of(slot: str, reader: fx.Node) -> fx.Node:
         """The node that gives ``reader`` slot ``slot``'s weight: its group's output, or (just
         in time) its generation, put right before the reader."""
-        if not jit:
+        if slot in generated:
             return generated[slot]
         with graph.inserting_before(reader):
             return graph.call_function(jit_weight, started[slot])
@@ -239,7 +242,7 @@ def _rewrite_graph(source: fx.Graph, plan: SharingPlan, shared: set[str]) -> fx.
         if node.op in ("call_function", "call_module") and not node.users and (
                 node.target is operator.getitem or str(node.target).startswith(f"{STORE}.")):
             graph.erase_node(node)
-    if jit:
+    if started:
         _regenerate_in_backward(graph)
     return graph
 

@@ -3,6 +3,7 @@ weights not kept between their layer's forward and backward, the store's gradien
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gc
 import weakref
 
@@ -101,6 +102,7 @@ def test_weights_are_not_kept_between_forward_and_backward(monkeypatch, regenera
         monkeypatch.setattr(ssnfx.core.jit, "_pack", lambda t: t)
     torch.manual_seed(0)
     shared = ssnfx.share(AttnNet(), 0.3, ssnfx.ShareConfig(generation="jit"))
+    made.clear()  # (the initial gains are measured on weights made at share)
     out = shared(torch.randn(2, 5, 8))
     gc.collect()
     alive = [r for r in made if r() is not None]
@@ -217,3 +219,43 @@ def test_jit_under_torch_compile_matches_eager():
     assert grads["ssnfx.g0.store"] is not None
     for n, p in eager.named_parameters():
         torch.testing.assert_close(grads[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _auto(make, budget, config, path):
+    """A model in the "auto" mode whose threshold makes the larger half of the shared weights
+    just in time, through ``path``: the user's class (bind, what share returns) or the graph
+    (rewrite)."""
+    from ssnfx.passes.rewriting import bind, rewrite
+
+    torch.manual_seed(0)
+    model = make().double()
+    gm = ssnfx.trace(model)
+    plan = ssnfx.make_plan(gm, budget, ssnfx.ShareConfig(generation="auto", **config))
+    sizes = sorted(s.numel for s in plan.slots if s.shared)
+    plan.options = dataclasses.replace(plan.options, jit_numel=sizes[len(sizes) // 2])
+    jit = [n for g in plan.groups for n in plan.just_in_time(g)]
+    assert 0 < len(jit) < len(sizes)
+    return (bind(model, gm, plan) if path == "bind" else rewrite(gm, plan)), jit
+
+
+@pytest.mark.parametrize("path", ["bind", "rewrite"])
+@pytest.mark.parametrize("case", ["cnn ssn", "cnn swn hard", "resized swn", "attention leaf",
+                                  "tied across a leaf"])
+def test_auto_makes_large_weights_just_in_time_and_computes_the_same(case, path):
+    make, inputs, budget, config = CASES[case]
+    x = inputs()
+    _, out, grads = _step(make, x, budget, config, "batched")
+    shared, jit = _auto(make, budget, config, path)
+    generator = shared.ssnfx.g0
+    assert {generator.names[i] for i in generator._jit} == set(jit) & set(generator.names)
+    if path == "rewrite":  # both kinds of generation in one graph
+        targets = [n.target for n in shared.graph.nodes]
+        assert ssnfx.core.jit.weight in targets and "ssnfx.g0" in targets
+    out_auto = shared(x)
+    out_auto.square().mean().backward()
+    torch.testing.assert_close(out_auto, out, rtol=1e-10, atol=1e-12)
+    auto_grads = {n: p.grad for n, p in shared.named_parameters() if p.grad is not None}
+    assert auto_grads.keys() == grads.keys()
+    for name, g in grads.items():
+        torch.testing.assert_close(auto_grads[name], g, rtol=1e-9, atol=1e-12, msg=name)
+    torch.testing.assert_close(ssnfx.fold(shared)(x), out, rtol=1e-10, atol=1e-12)

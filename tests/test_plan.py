@@ -45,7 +45,7 @@ def test_version_2_plans_read_their_hyper_into_options(resnet_gm):
     d["hyper"] = {**options, **components, "retired": 1}  # all flat then
     again = ssnfx.SharingPlan.from_dict(d)
     assert again.options == plan.options and again.options.generation == "jit"
-    assert again.version == ssnfx.PLAN_VERSION == 5 and "options" in again.to_dict()
+    assert again.version == ssnfx.PLAN_VERSION == 6 and "options" in again.to_dict()
 
 
 def test_options_are_typed_and_checked(resnet_gm):
@@ -65,9 +65,10 @@ def test_each_default_is_written_once():
     from ssnfx.core.options import PlanOptions
 
     config = ssnfx.ShareConfig()
-    # (refine_at is planned; components are the method's and combiner's own, not fields.)
+    # (refine_at is planned; components are the method's and combiner's own, not fields;
+    # jit_numel is the auto mode's rule, recorded with the plan.)
     shared = [f.name for f in dataclasses.fields(PlanOptions)
-              if f.name not in ("refine_at", "components")]
+              if f.name not in ("refine_at", "components", "jit_numel")]
     assert all(getattr(config, n) == getattr(PlanOptions(), n) for n in shared)
 
 

@@ -67,10 +67,14 @@ class ShareConfig:
         selection: how SuperWeights select candidates from their group's store: ``"blocks"``
             (whole blocks, round robin, SSN Sec. 3.1) or ``"resized"`` (P equal candidates that
             every SuperWeight resizes to its shape, SSN Sec. 3.2; what the search trains).
-        generation: ``"batched"`` (every weight of a group at the start of the forward, in a
-            few batched ops) or ``"jit"`` (each weight right before the layer that reads it,
-            made again in backward instead of kept: the step's peak memory no longer holds every
-            generated weight and gradient; see :mod:`ssnfx.core.jit`). Recorded in the plan.
+        generation: ``"auto"`` (the default: weights of at least
+            :data:`~ssnfx.core.jit.JIT_NUMEL` elements just in time, the others batched),
+            ``"batched"`` (every weight of a group at the start of the forward, in a few batched
+            ops) or ``"jit"`` (each weight right before the layer that reads it, made again in
+            backward instead of kept: the step's peak memory no longer holds every generated
+            weight and gradient; see :mod:`ssnfx.core.jit`). Measured: "auto" steps as batched
+            on mobile networks, whose weights are small, and peaks as "jit" on transformers,
+            whose weights are large (the README). Recorded in the plan.
         split: how several groups share the budget: ``"largest-first"`` (each group's largest
             SuperWeight first, then in proportion to the weights its slots represent; SWN's
             reference code) or ``"proportional"`` (all in proportion; SSN Sec. 3.2). Recorded

@@ -17,7 +17,7 @@ over the weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssnfx.core import jit
 from ssnfx.core.bucket_ops import (
     GATHER,
     RESIZE,
@@ -121,11 +122,13 @@ class GroupGenerator(nn.Module):
 
     def __init__(self, group: GroupPlan, slots: dict[str, Slot], combiner: str,
                  options: Mapping[str, Any], targets: dict[str, float], seed: int, *,
-                 device: torch.device | str | None = None,
+                 jit: Collection[str] = (), device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.combiner = get_combiner(combiner)
         self.names = list(group.slots)
+        #: The slots made just in time (:mod:`ssnfx.core.jit`), by index; the others batched.
+        self._jit = frozenset(i for i, name in enumerate(self.names) if name in jit)
         #: The standard deviation each slot's weight is scaled to, in slot order: what the layer
         #: was initialised with (kept so that :meth:`reset_parameters` can recompute the gains).
         self.target_std = tuple(float(targets[n]) for n in self.names)
@@ -291,18 +294,57 @@ class GroupGenerator(nn.Module):
             < torch.tensor(keep, device="cpu").unsqueeze(1)
         self.register_buffer("mix_kept", kept.to(device=device, dtype=torch.long),
                              persistent=False)
-        sbs: dict[tuple, _SlotBucket] = {}
-        for i, name in enumerate(self.names):
-            tiles = group.layout[name]
-            sig = (slots[name].shape, tuple((t.row, t.col, *group.superweights[t.superweight])
-                                            for t in tiles))
-            sbs.setdefault(sig, _SlotBucket(slots[name].shape, [])).slots.append(i)
-        self._slot_buckets = list(sbs.values())
         # Per slot, its tiles' instances (bucket, row in the bucket) and places: what
         # generating one slot alone (the just-in-time mode, ssnfx.core.jit) reads.
         self._slot_tiles = [[(*where[(t.superweight, t.coefficients)], t.row, t.col,
                               *group.superweights[t.superweight]) for t in group.layout[name]]
                             for name in self.names]
+        self._build_batched(group, slots, where)
+
+    def _build_batched(self, group: GroupPlan, slots: dict[str, Slot],
+                       where: dict[tuple[int, int], tuple[int, int]]) -> None:
+        """The structure of batched generation, over the slots not made just in time: the
+        instances they read, bucket by bucket (``_bspecs``: the buckets' specs with rows into
+        the mixing rows ``bmix_rows`` selects), and the slots of one shape and layout, which
+        are assembled together."""
+        device = self.store.device
+        batched = [i for i in range(len(self.names)) if i not in self._jit]
+        # Per bucket, the rows of its instances that batched slots read, in bucket order.
+        reads: list[set[int]] = [set() for _ in self._buckets]
+        for i in batched:
+            for t in group.layout[self.names[i]]:
+                k, r = where[(t.superweight, t.coefficients)]
+                reads[k].add(r)
+        #: Per batched bucket: (its bucket, its spec, with rows into the selected mixing rows).
+        self._bspecs: list[tuple[int, tuple]] = []
+        mix_rows: list[int] = []
+        bwhere: dict[tuple[int, int], tuple[int, int]] = {}  # (bucket, row) -> batched
+        for k, rows in enumerate(reads):
+            if not rows:
+                continue
+            rows_ = sorted(rows)
+            kind, row, n, *rest = self._specs[k]
+            bk = len(self._bspecs)
+            self._bspecs.append((k, (kind, len(mix_rows), len(rows_), *rest)))
+            bwhere.update(((k, r), (bk, j)) for j, r in enumerate(rows_))
+            if len(rows_) < n and f"b{k}_read" in self._buffers:
+                read = getattr(self, f"b{k}_read")
+                self.register_buffer(f"bb{bk}_read", read[torch.tensor(rows_, device=device)],
+                                     persistent=False)
+            mix_rows += [row + r for r in rows_]
+        # Every instance in bucket order (no just-in-time slots) needs no selection.
+        self._select_mix = mix_rows != list(range(len(self.mix_coef)))
+        if self._select_mix:
+            self.register_buffer("bmix_rows", torch.tensor(mix_rows, dtype=torch.long,
+                                                           device=device), persistent=False)
+        sbs: dict[tuple, _SlotBucket] = {}
+        for i in batched:
+            name = self.names[i]
+            tiles = group.layout[name]
+            sig = (slots[name].shape, tuple((t.row, t.col, *group.superweights[t.superweight])
+                                            for t in tiles))
+            sbs.setdefault(sig, _SlotBucket(slots[name].shape, [])).slots.append(i)
+        self._slot_buckets = list(sbs.values())
 
         flat_parts: list[torch.Tensor] = []
         for k, sb in enumerate(self._slot_buckets):
@@ -310,12 +352,13 @@ class GroupGenerator(nn.Module):
             picks_of_tiles = []
             for j, t0 in enumerate(tiles0):
                 r, c = group.superweights[t0.superweight]
-                rows = [where[(group.layout[self.names[i]][j].superweight,
-                               group.layout[self.names[i]][j].coefficients)] for i in sb.slots]
+                rows = [bwhere[where[(group.layout[self.names[i]][j].superweight,
+                                      group.layout[self.names[i]][j].coefficients)]]
+                        for i in sb.slots]
                 bucket, picked = rows[0][0], [row for _, row in rows]
                 picks_of_tiles.append(picked)
                 # A tile that takes its bucket's instances in order needs no index_select.
-                whole = picked == list(range(len(self._buckets[bucket].instances)))
+                whole = picked == list(range(self._bspecs[bucket][1][2]))
                 sb.tiles.append((bucket, t0.row, t0.col, r, c, whole))
             sb.grid = _grid(sb)
             sb.flat = sb.grid is None and len(sb.tiles) > _FLAT_TILES \
@@ -338,13 +381,13 @@ class GroupGenerator(nn.Module):
                                  persistent=False)
 
     def _flat_index(self, sb: _SlotBucket, picks: list[list[int]]) -> torch.Tensor:
-        """Where each element of a slot bucket's weights lies in the group's instances laid end
+        """Where each element of a slot bucket's weights lies in the batched instances laid end
         to end (bucket after bucket, as :meth:`forward` concatenates them): ``(slots * rows *
         cols,)``, slot by slot."""
         offsets, total = [], 0
-        for b in self._buckets:
+        for _, (_, _, n, _, rows_, cols_, *_) in self._bspecs:
             offsets.append(total)
-            total += len(b.instances) * b.rows * b.cols
+            total += n * rows_ * cols_
         rows, cols = matrix_shape(sb.shape)
         index = torch.empty(len(sb.slots), rows, cols, dtype=torch.int32)
         for (bucket, r0, c0, r, c, _), picked in zip(sb.tiles, picks):
@@ -480,19 +523,27 @@ class GroupGenerator(nn.Module):
             self._lerp_cache[key] = lam.to(device=self.store.device, dtype=wide)
         return self._lerp_cache[key]
 
-    def _all_superweights(self) -> list[torch.Tensor]:
-        """Every bucket's SuperWeight instances, ``(instances, rows * cols)`` each, by one
+    def _batched_superweights(self) -> list[torch.Tensor]:
+        """The SuperWeight instances the batched slots read, ``(instances, rows * cols)`` per
+        batched bucket (every instance of every bucket without just-in-time slots), by one
         :class:`GenerateBuckets` (one store-sized gradient for them all)."""
         tensors = []
-        for k, b in enumerate(self._buckets):
+        for bk, (k, _) in enumerate(self._bspecs):
+            b = self._buckets[k]
             if b.resized:
                 continue
-            tensors += [getattr(self, f"b{k}_read")] if b.count else \
-                [getattr(self, f"b{k}_up_idx"), self._lerp(k)]
+            if b.count:
+                name = f"bb{bk}_read" if f"bb{bk}_read" in self._buffers else f"b{k}_read"
+                tensors.append(getattr(self, name))
+            else:
+                tensors += [getattr(self, f"b{k}_up_idx"), self._lerp(k)]
         mix = self.mixing().to(self.store.dtype)  # (autocast may compute it in bfloat16)
         if self.mixing_hook is not None and mix.requires_grad:
             mix.register_hook(self.mixing_hook)
-        return list(GenerateBuckets.apply(self.store, mix, self._specs, *tensors))
+        if self._select_mix:
+            mix = mix.index_select(0, self.bmix_rows)
+        specs = tuple(spec for _, spec in self._bspecs)
+        return list(GenerateBuckets.apply(self.store, mix, specs, *tensors)) if specs else []
 
     def candidates_of(self, superweight: int, coefficients: int) -> torch.Tensor:
         """The candidate blocks one SuperWeight instance combines: ``(count, rows, cols)``."""
@@ -509,8 +560,12 @@ class GroupGenerator(nn.Module):
                     -1, b.rows, b.cols)
         raise KeyError((superweight, coefficients))
 
-    def forward(self) -> tuple[torch.Tensor, ...]:
-        instances = self._all_superweights()
+    def forward(self, just_in_time: bool = True) -> tuple[torch.Tensor | None, ...]:
+        """The group's weights, in slot order: those of the batched slots from one batched
+        generation, those of the slots made just in time (:attr:`jit`) one by one through
+        :mod:`ssnfx.core.jit` (None with ``just_in_time=False``: the rewrite makes them where
+        they are read)."""
+        instances = self._batched_superweights()
         weights: list[torch.Tensor | None] = [None] * len(self.names)
         if self._flat_sizes:  # one gather for every slot of many irregular tiles
             flat = iter(torch.cat([x.reshape(-1) for x in instances])
@@ -542,6 +597,10 @@ class GroupGenerator(nn.Module):
                 if self.hook is not None and wi.requires_grad:
                     wi.register_hook(lambda g, i=i: self.hook(i, g))  # type: ignore[misc]
                 weights[i] = wi
-        return tuple(weights)  # type: ignore[arg-type]
+        if just_in_time and self._jit:
+            started = jit.begin(self)
+            for i in sorted(self._jit):
+                weights[i] = jit.weight(started, i)
+        return tuple(weights)
 
 

@@ -25,10 +25,15 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["GENERATIONS", "begin", "weight", "regenerating", "unwrap"]
+__all__ = ["GENERATIONS", "JIT_NUMEL", "begin", "weight", "regenerating", "unwrap"]
 
-#: The generation modes: every weight at the start of the forward, or each before its use.
-GENERATIONS = ("batched", "jit")
+#: The generation modes: every weight at the start of the forward, each before its use, or
+#: (``"auto"``) the large weights before their use and the others batched.
+GENERATIONS = ("batched", "jit", "auto")
+#: In the ``"auto"`` mode, weights of at least this many elements (1 MiB in float32) are made
+#: just in time: what they would hold through a step counts against its activations, while
+#: the many small weights of mobile networks cost a loop step each when made one by one.
+JIT_NUMEL = 1 << 18
 
 
 class _Step:

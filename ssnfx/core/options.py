@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ssnfx.core.errors import PlanError
+from ssnfx.core.jit import JIT_NUMEL
 
 __all__ = ["PlanOptions", "own_options", "MOVED_TO_OPTIONS"]
 
@@ -42,7 +43,10 @@ class PlanOptions:
         selection: how SuperWeights select their candidates (``"blocks"`` or ``"resized"``).
         split: how the budget was split between groups (``"largest-first"``,
             ``"proportional"``).
-        generation: ``"batched"`` (every weight at the start of a call) or ``"jit"``.
+        generation: ``"batched"`` (every weight at the start of a call), ``"jit"`` (each right
+            before its use) or ``"auto"`` (``"jit"`` for weights of ``jit_numel`` elements or
+            more, batched for the others; :meth:`ssnfx.core.plan.SharingPlan.just_in_time`).
+        jit_numel: the least size of a weight made just in time in the ``"auto"`` mode.
         components: the plan's method's and combiner's own settings, as resolved
             (:func:`own_options`; ``{"emb_dim": 24}`` for the ``emb`` combiner, SWN's
             ``hard_sharing`` and the ``tile`` it used).
@@ -59,7 +63,8 @@ class PlanOptions:
     refine_at: float | None = None
     selection: str = "blocks"
     split: str = "largest-first"
-    generation: str = "batched"
+    generation: str = "auto"
+    jit_numel: int = JIT_NUMEL
     components: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

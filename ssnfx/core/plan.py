@@ -146,6 +146,24 @@ class SharingPlan:
         """Trainable parameters of the shared model: private + stores + coefficients."""
         return self.private_params + sum(g.numel + self.coefficient_params(g) for g in self.groups)
 
+    def just_in_time(self, group: GroupPlan) -> list[str]:
+        """The slots of ``group`` whose weights are made just in time (:mod:`ssnfx.core.jit`),
+        by ``options.generation``: every one (``"jit"``), none (``"batched"``), or (``"auto"``)
+        those of at least ``options.jit_numel`` elements, the others batched.
+
+        Example:
+            >>> import torch, ssnfx
+            >>> net = torch.nn.Sequential(torch.nn.Linear(1024, 1024), torch.nn.Linear(1024, 4))
+            >>> plan = ssnfx.make_plan(ssnfx.trace(net), 0.1, ssnfx.ShareConfig(generation="auto"))
+            >>> plan.just_in_time(plan.groups[0])
+            ['0.weight']
+        """
+        mode = self.options.generation
+        if mode != "auto":
+            return list(group.slots) if mode == "jit" else []
+        numel = {s.name: s.numel for s in self.slots}
+        return [n for n in group.slots if numel[n] >= self.options.jit_numel]
+
     def slot(self, name: str) -> Slot:
         for s in self.slots:
             if s.name == name:

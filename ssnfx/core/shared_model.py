@@ -66,7 +66,8 @@ class Binding:
         self.store = store
         plan: SharingPlan = store.plan
         self.index = {name: (g.name, i) for g in plan.groups for i, name in enumerate(g.slots)}
-        self.jit = plan.options.generation == "jit"
+        #: The slots made just in time (the others are batched: SharingPlan.just_in_time).
+        self.jit = {name for g in plan.groups for name in plan.just_in_time(g)}
         self.depth = 0
         self.weights: dict[str, torch.Tensor] | None = None  # this call's (batched)
         self.steps: dict[str, Any] = {}  # this call's groups started (just in time)
@@ -99,16 +100,18 @@ class Binding:
 
     def weight(self, name: str) -> torch.Tensor:
         """The generated weight of slot ``name``, made or reused as the module's docstring says."""
-        if self.weights is not None:  # this call's, made or reused at its first read
-            return self.weights[name]
+        made = self.weights.get(name) if self.weights is not None else None
+        if made is not None:  # this call's, made or reused at its first read
+            return made
         if not torch.is_grad_enabled():
             weights = self._inference()
             if self.depth:
                 self.weights = weights
             return weights[name]
         self.cached = None  # training: no stale copy of every weight kept alongside
-        if self.depth and not self.jit:
-            self.weights = self.store.generate()
+        if self.depth and name not in self.jit:
+            if self.weights is None:  # the batched ones, at the call's first read of one
+                self.weights = self.store.generate(just_in_time=False)
             return self.weights[name]
         frame = self.frames[-1] if self.depth and self.frames else None
         if frame is not None and name in frame:
@@ -376,7 +379,7 @@ def bind_store(model: nn.Module, store: nn.Module) -> nn.Module:
         module.__dict__[_BINDING] = binding
         if module is not out:
             module.__class__ = _class_for(type(module), tuple(sorted(slots)), root=False,
-                                          jit=binding.jit)
+                                          jit=not binding.jit.isdisjoint(slots.values()))
         _tell_on_each_call(module)
     root_locals = tuple(sorted(owners.get(id(out), (out, {}))[1]))
     out.__class__ = _class_for(type(out), root_locals, root=True)

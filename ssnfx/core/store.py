@@ -31,7 +31,8 @@ class ParameterStore(nn.Module):
         seed, components = plan.options.seed, plan.options.components
         for i, g in enumerate(plan.groups):
             self.add_module(g.name, GroupGenerator(g, slots, plan.combiner, components, targets,
-                                                   seed * 1000 + i, device=device, dtype=dtype))
+                                                   seed * 1000 + i, jit=plan.just_in_time(g),
+                                                   device=device, dtype=dtype))
 
     def reset_parameters(self) -> None:
         """Re-initialise every group (:meth:`GroupGenerator.reset_parameters`): the recipe's
@@ -53,12 +54,15 @@ class ParameterStore(nn.Module):
         for g in self.children():
             g.reset_parameters()
 
-    def generate(self, *, merge_equal: bool = False) -> dict[str, torch.Tensor]:
+    def generate(self, *, merge_equal: bool = False, just_in_time: bool = True
+                 ) -> dict[str, torch.Tensor]:
         """Every shared weight by slot name (used by fold); with ``merge_equal``, slots whose
-        weights are exactly equal (hard sharing) map to one tensor."""
+        weights are exactly equal (hard sharing) map to one tensor; with ``just_in_time=False``
+        only those generated in batch (:meth:`GroupGenerator.forward`)."""
         out: dict[str, torch.Tensor] = {}
         for g in self.plan.groups:
-            out.update(zip(g.slots, getattr(self, g.name)()))
+            weights = getattr(self, g.name)(just_in_time=just_in_time)
+            out.update((n, w) for n, w in zip(g.slots, weights) if w is not None)
         return _merge_equal(out) if merge_equal else out
 
 
