@@ -115,20 +115,23 @@ class GroupGenerator(nn.Module):
     Parameters: ``store`` (the group's flat parameter pool), and by combiner ``phi`` (WAvg logits
     or Emb layer embeddings), ``proj_weight``/``proj_bias`` (the Emb layer), or ``alpha`` (SWN's
     linear coefficients). Buffer ``gain``: one fixed scale per slot. Calling it returns the
-    group's weights, in the order of ``group.slots``. Its tensors are created on ``device`` in
+    group's weights, in the order of ``group.slots``: those of the slots in ``just_in_time``
+    (the plan's :meth:`~ssnfx.core.plan.SharingPlan.just_in_time`) one by one through
+    :mod:`ssnfx.core.jit`, the others in batch. Its tensors are created on ``device`` in
     ``dtype`` (the model's); on the meta device they are drawn by :meth:`reset_parameters`, once
     the module is materialised.
     """
 
     def __init__(self, group: GroupPlan, slots: dict[str, Slot], combiner: str,
                  options: Mapping[str, Any], targets: dict[str, float], seed: int, *,
-                 jit: Collection[str] = (), device: torch.device | str | None = None,
+                 just_in_time: Collection[str] = (),
+                 device: torch.device | str | None = None,
                  dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.combiner = get_combiner(combiner)
         self.names = list(group.slots)
         #: The slots made just in time (:mod:`ssnfx.core.jit`), by index; the others batched.
-        self._jit = frozenset(i for i, name in enumerate(self.names) if name in jit)
+        self._jit = frozenset(i for i, name in enumerate(self.names) if name in just_in_time)
         #: The standard deviation each slot's weight is scaled to, in slot order: what the layer
         #: was initialised with (kept so that :meth:`reset_parameters` can recompute the gains).
         self.target_std = tuple(float(targets[n]) for n in self.names)

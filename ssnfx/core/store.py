@@ -31,7 +31,8 @@ class ParameterStore(nn.Module):
         seed, components = plan.options.seed, plan.options.components
         for i, g in enumerate(plan.groups):
             self.add_module(g.name, GroupGenerator(g, slots, plan.combiner, components, targets,
-                                                   seed * 1000 + i, jit=plan.just_in_time(g),
+                                                   seed * 1000 + i,
+                                                   just_in_time=plan.just_in_time(g),
                                                    device=device, dtype=dtype))
 
     def reset_parameters(self) -> None:
