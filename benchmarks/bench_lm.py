@@ -203,11 +203,20 @@ def table(results: dict[str, dict[str, Any]], budgets: list[float], steps: int) 
             continue
         lines.append(f"| {label(variant, config, search)} | "
                      + " | ".join(cell(by_budget.get(b)) for b in budgets) + " |")
+    return "\n".join(lines)
+
+
+def tables(results: dict[str, dict[str, Any]], budgets: list[float]) -> str:
+    """One :func:`table` per training length in ``results`` (the shortest first), and the
+    legend."""
+    lengths = sorted({Run(**json.loads(key)).steps for key in results})
     legend = "\n".join(f"- **{k}**: {text}" for k, text in VARIANTS.items())
     return ("Validation bits per byte (lower is better), mean ± std over seeds; in brackets the "
             "number of seeds and the trainable parameters. A ShareConfig override in code font "
             "(`tile: 0`: SWN's own cuts, the runs before the automatic tile).\n\n"
-            + "\n".join(lines) + "\n\n" + legend)
+            + "\n\n".join(f"### {steps:,} training steps\n\n{table(results, budgets, steps)}"
+                           for steps in lengths)
+            + "\n\n" + legend)
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -229,7 +238,7 @@ def main(argv: list[str] | None = None) -> str:
         text = corpus(limit=1 << 18)
         quick = {run.key: execute(run, text)
                  for run in runs_for([0.1], 1, args.variants, steps=4, config=args.config)}
-        return publish("lm", "", table(quick, [0.1], 4), "", quick=True)
+        return publish("lm", "", tables(quick, [0.1]), "", quick=True)
     results = load()
     if not args.table:
         text = corpus()
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None) -> str:
                   f"seed {run.seed}: "
                   f"{result['bpb']:.4f} bpb, "
                   f"{result['params']:,} parameters, {result['cpu_seconds']} s", flush=True)
-    body = table(results, sorted(args.budgets, reverse=True), args.steps)
+    body = tables(results, sorted(args.budgets, reverse=True))
     return publish("lm", "Byte-level transformer LM: accuracy at equal parameters", body,
                    "python benchmarks/bench_lm.py")
 

@@ -46,7 +46,8 @@ def summary(shared: nn.Module) -> str:
 def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
     """A plain-text table of the plan: groups, their slots and SuperWeights, parameters before
     and after, each group's share of the budget; totals in parameters and bytes; then every
-    shared slot with its shape, group and the SuperWeight tiles its weight is made of.
+    shared slot with its shape, group, the SuperWeight tiles its weight is made of, and whether
+    it is made just in time or batched.
 
     For a shared model (not a bare plan) it adds, for a model of several members, each member's
     slots and weights, and the layer similarity section (the soft-sharing poster): the most
@@ -67,7 +68,8 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         raise PlanError("report expects a SharingPlan or a shared model")
     slots = {s.name: s for s in plan.slots}
     lines = [f"ssnfx plan: method {plan.method}, combiner {plan.combiner}, "
-             f"strategy {plan.options.strategy}, {len(plan.groups)} group(s)",
+             f"strategy {plan.options.strategy}, {len(plan.groups)} group(s), generation "
+             f"{plan.options.generation}",
              f"{'group':<6} {'slots':>5} {'SWs':>4} {'weights':>14} {'store':>12} {'coef':>8} "
              f"{'ratio':>7} {'share':>7}  members"]
     for g in plan.groups:
@@ -92,12 +94,14 @@ def report(shared_or_plan: fx.GraphModule | SharingPlan) -> str:
         f"({4 * plan.original_params / 2**20:.2f} MiB fp32)",
         "columns: slots and SuperWeights (SWs) per group, the weights they generate, the store "
         "and coefficients that generate them, their ratio, and the group's share of the budget",
-        "", f"{'slot':<44} {'shape':<20} {'group':<6} {'tiles':>5} {'weights':>12}"]
+        "", f"{'slot':<44} {'shape':<20} {'group':<6} {'tiles':>5} {'weights':>12}  made"]
     for g in plan.groups:  # every slot, group by group: what each layer's weight is made of
+        jit = set(plan.just_in_time(g))
         for name in g.slots:
             s = slots[name]
             lines.append(f"{name:<44} {str(tuple(s.shape)):<20} {g.name:<6} "
-                         f"{len(g.layout[name]):>5} {s.numel:>12,}")
+                         f"{len(g.layout[name]):>5} {s.numel:>12,}  "
+                         f"{'just in time' if name in jit else 'batched'}")
     lines += _leaves(plan)
     if not isinstance(shared_or_plan, SharingPlan):
         lines += _members(shared_or_plan, plan) + _similarity(shared_or_plan)

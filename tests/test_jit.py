@@ -248,6 +248,9 @@ def test_auto_makes_large_weights_just_in_time_and_computes_the_same(case, path)
     shared, jit = _auto(make, budget, config, path)
     generator = shared.ssnfx.g0
     assert {generator.names[i] for i in generator._jit} == set(jit) & set(generator.names)
+    rows = {line.split()[0]: line
+            for line in ssnfx.report(shared.ssnfx.plan).splitlines() if line.strip()}
+    assert all(rows[n].endswith("just in time") for n in jit)  # the report says which
     if path == "rewrite":  # both kinds of generation in one graph
         targets = [n.target for n in shared.graph.nodes]
         assert ssnfx.core.jit.weight in targets and "ssnfx.g0" in targets
