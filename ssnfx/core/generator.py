@@ -97,6 +97,15 @@ class _SlotBucket:
     # many tiles, no grid: its elements are gathered from all instances at once (flat_index)
 
 
+def _consecutive(blocks: list[int]) -> slice | None:
+    """The slice of store blocks ``blocks`` are, when they follow one another (the
+    just-in-time mode then mixes them by one matrix product, a single pass over the weight,
+    instead of a multiply-add per candidate), else None."""
+    if len(blocks) > 1 and blocks == list(range(blocks[0], blocks[0] + len(blocks))):
+        return slice(blocks[0], blocks[0] + len(blocks))
+    return None
+
+
 def _grid(sb: _SlotBucket) -> tuple[int, int] | None:
     """``(rows, cols)`` of tiles when a slot bucket's tiles are a regular, row-major grid of one
     bucket's shape (more than one tile), else None."""
@@ -434,10 +443,16 @@ class GroupGenerator(nn.Module):
             if kind == UPSAMPLE:
                 place.copy_(upsample(self.store[:a * b].view(a, b) * coef[0], h, w))
                 continue
+            view = block_view(self.store, h * w)
+            picks = blocks[k][r]
+            run = _consecutive(picks)
+            if run is not None:  # the candidates are one slice of the store: one product
+                product = coef[:len(picks)].unsqueeze(0) @ view[run]
+                place.copy_(product.view(h, w))
+                continue
             # One candidate at a time, read in place: no copy of the P candidates (at most a
             # weight's size of memory in flight, the point of this mode).
-            view = block_view(self.store, h * w)
-            for j, block in enumerate(blocks[k][r]):
+            for j, block in enumerate(picks):
                 candidate = view[block].view(h, w)
                 if j == 0:
                     torch.mul(candidate, coef[0], out=place)
@@ -479,7 +494,14 @@ class GroupGenerator(nn.Module):
                 grad_store[:a * b].view(a, b).add_(back * coef[0])
                 continue
             view, grad_view = block_view(self.store, h * w), block_view(grad_store, h * w)
-            for j, block in enumerate(self._blocks[k][r]):
+            picks = self._blocks[k][r]
+            run = _consecutive(picks)
+            if run is not None:  # one product each way over the slice of the store
+                flat = tile.reshape(h * w)
+                grad_mix[row + r, :len(picks)] += view[run] @ flat
+                grad_view[run].addr_(coef[:len(picks)], flat)
+                continue
+            for j, block in enumerate(picks):
                 # <tile, candidate> and candidate += c_j * tile, one candidate at a time
                 grad_mix[row + r, j] += torch.tensordot(tile, view[block].view(h, w))
                 grad_view[block].view(h, w).addcmul_(tile, coef[j])
