@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> str:
             (None, "activations")]
     for allocator in allocators:
         for name, batch, size in configs:
-            base = state = activations = 0.0
+            base = state = activations = runtime = 0.0
             for budget, generation in runs:
                 spec = json.dumps([name, budget, batch, size, generation, allocator])
                 out = subprocess.run([sys.executable, __file__, "--child", spec], check=True,
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> str:
                 r = json.loads(out.stdout.strip().splitlines()[-1])
                 if budget is None and generation == "batched":
                     base, state = r["peak_mib"], r["state_mib"]
+                    # What stays between steps besides the parameters and Adam's moments (12
+                    # of the state's 16 bytes a parameter): torch's own, the model's buffers.
+                    runtime = max(0.0, r["rest_mib"] - 0.75 * state)
                 if generation == "activations":
                     activations = r["peak_mib"] - r["rest_mib"]
                     continue
@@ -178,11 +181,12 @@ def main(argv: list[str] | None = None) -> str:
             floors.append(
                 f"- {name}, {allocator} allocator: its activations (the peak of a forward and "
                 f"backward of the unshared model whose parameter gradients are dropped as they "
-                f"arrive, above what it holds between steps) are {activations:.0f} MiB, so the "
-                f"physical floor of a step at budget b is about b x its Adam state + "
-                f"{activations:.0f} MiB: "
-                + ", ".join(f"{(b * state + activations) / base:.2f}x of unshared at {b:.0%}"
-                            for b in budgets) + ".")
+                f"arrive, above what it holds between steps) are {activations:.0f} MiB and what "
+                f"it holds between steps besides its parameters and Adam's moments (torch's "
+                f"own memory, buffers) {runtime:.0f} MiB, so the physical floor of a step at "
+                f"budget b is about b x its Adam state + {activations + runtime:.0f} MiB: "
+                + ", ".join(f"{(b * state + activations + runtime) / base:.2f}x of unshared at "
+                            f"{b:.0%}" for b in budgets) + ".")
     sizes = ["| model | file | MiB | vs unshared |", "|---|---|---:|---:|"]
     for name in ckpt:
         sizes += checkpoint_sizes(name, [1.0, *budgets])
