@@ -48,7 +48,8 @@ def lm_table() -> str:
     rows: dict[str, dict[float, list[float]]] = {}
     for key, value in bench_lm.load().items():
         run = bench_lm.Run(**json.loads(key))
-        if run.variant != "swn" or run.search or run.budget not in BUDGETS:
+        if run.variant != "swn" or run.search or run.budget not in BUDGETS \
+                or run.steps != bench_lm.Run.steps:  # the 2,000-step runs only
             continue
         config = json.loads(run.config) if run.config else {}
         if set(config) - {"tile"}:
