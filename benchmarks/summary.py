@@ -162,7 +162,8 @@ def read_results() -> Glance:
                     f"parameters, {epochs} epochs, seeds {_seeds(seeds)} (mean ± std); "
                     f"{machine}, {date}",
         "speed": f"vit_b_16, batch 2, an Adam step against the unshared model's, with freed "
-                 f"CPU memory kept for reuse; {step_machine}, {step_date}",
+                 f"CPU memory kept for reuse (batched generation, measured before the auto "
+                 f"default); {step_machine}, {step_date}",
         "memory": f"vit_l_16, batch 2, the peak RSS of an Adam step against the unshared "
                   f"model's, the default generation (large weights just in time) / batched; "
                   f"{mem_machine}, {mem_date}",
