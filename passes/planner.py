@@ -165,12 +165,13 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
     # A combiner that always selects a fixed number of candidates says so (RR reads one block
     # per SuperWeight, the next block for the next one: SSN Sec. 3.1.1).
     candidates = get_combiner(combiner).candidates or config.candidates
-    method = get_method(config.method)
-    _components(config, method, get_combiner(combiner))  # a setting neither declares: refused
+    method, mixer = get_method(config.method), get_combiner(combiner)
+    _check_declared(config, method, mixer)
     # The method's settings that depend on the budget (SWN's tile), decided once for the plan.
     private = original - frozen_count - sum(s.numel for s in shared)
     config = method.resolve(config, shared, target - private)
-    components = _components(config, method, get_combiner(combiner))
+    # The method's and the combiner's own settings, from config.options and their defaults.
+    components = {**own_options(method, config.options), **own_options(mixer, config.options)}
     plan = SharingPlan(
         method=config.method, combiner=combiner, budget=target, original_params=original,
         frozen_params=frozen_count, slots=slots, groups=[],
@@ -238,24 +239,27 @@ def resolve_method(gm: fx.GraphModule, budget: float | int, config: ShareConfig
     return replace(config, method=make_plan(gm, budget, config).method)
 
 
+def _undeclared(config: ShareConfig, method: Method, combiner: Combiner) -> list[str]:
+    """The settings of ``config.options`` that neither ``method`` nor ``combiner`` declares."""
+    return sorted(set(config.options) - {*method.options, *combiner.options})
+
+
 def _declares(config: ShareConfig, name: str) -> bool:
     """Whether method ``name`` and the combiner it would use declare every setting of
     ``config.options``."""
     method = get_method(name)
-    combiner = get_combiner(config.combiner or method.default_combiner)
-    return set(config.options) <= {*method.options, *combiner.options}
+    return not _undeclared(config, method,
+                           get_combiner(config.combiner or method.default_combiner))
 
 
-def _components(config: ShareConfig, method: Method, combiner: Combiner) -> dict[str, Any]:
-    """The method's and the combiner's own settings, from ``config.options`` and their
-    defaults; a setting neither declares is an error naming what they do declare."""
-    declared = {**method.options, **combiner.options}
-    unknown = sorted(set(config.options) - set(declared))
+def _check_declared(config: ShareConfig, method: Method, combiner: Combiner) -> None:
+    """A setting of ``config.options`` neither component declares is an error naming what
+    they do declare."""
+    unknown = _undeclared(config, method, combiner)
     if unknown:
         raise PlanError(f"ShareConfig.options {unknown} are settings of neither method "
                         f"{method.name!r} nor combiner {combiner.name!r} (theirs: "
-                        f"{sorted(declared) or 'none'})")
-    return {**own_options(method, config.options), **own_options(combiner, config.options)}
+                        f"{sorted({*method.options, *combiner.options}) or 'none'})")
 
 
 def _check_real(gm: fx.GraphModule, shared: Sequence[Slot]) -> None:

@@ -255,6 +255,9 @@ class GroupGenerator(nn.Module):
         #: Per bucket and instance, the store blocks it combines, as ints (what the
         #: just-in-time mode reads, without a device sync; empty for an upsampled bucket).
         self._blocks: list[list[list[int]]] = []
+        #: ... and, where those blocks follow one another, the slice of the store they are
+        #: (None otherwise), decided here rather than at each generation.
+        self._runs: list[list[slice | None]] = []
         keep = []  # per instance, the candidates its mixing row combines
         for k, b in enumerate(self._buckets):
             coef = torch.tensor([c for _, c in b.instances], dtype=torch.long, device=device)
@@ -267,6 +270,7 @@ class GroupGenerator(nn.Module):
             n, m = len(b.instances), b.rows * b.cols
             if b.resized:
                 self._blocks.append([])
+                self._runs.append([])
                 specs.append((RESIZE, row, n, b.count, b.rows, b.cols, *b.source))
             elif b.count:
                 blocks = group.numel // m
@@ -278,6 +282,7 @@ class GroupGenerator(nn.Module):
                 # One matrix product over the blocks the bucket reads, while that window holds
                 # few blocks per candidate, else a gather (see _DENSE_BLOCKS_PER_CANDIDATE).
                 self._blocks.append([row_[:used] for row_ in idx])
+                self._runs.append([_consecutive(row_[:used]) for row_ in idx])
                 read = [i for row_ in idx for i in row_[:used]]
                 first, width = min(read), max(read) - min(read) + 1
                 b.dense = width <= used * min(_DENSE_BLOCKS_PER_CANDIDATE,
@@ -290,6 +295,7 @@ class GroupGenerator(nn.Module):
                 specs.append((kind, row, n, used, b.rows, b.cols, *b.window))
             else:
                 self._blocks.append([])
+                self._runs.append([])
                 idx, _ = lerp_weights(b.source[0], b.rows)
                 self.register_buffer(f"b{k}_up_idx", idx.to(device), persistent=False)
                 specs.append((UPSAMPLE, row, n, 1, b.rows, b.cols, *b.source))
@@ -444,8 +450,7 @@ class GroupGenerator(nn.Module):
                 place.copy_(upsample(self.store[:a * b].view(a, b) * coef[0], h, w))
                 continue
             view = block_view(self.store, h * w)
-            picks = blocks[k][r]
-            run = _consecutive(picks)
+            picks, run = blocks[k][r], self._runs[k][r]
             if run is not None:  # the candidates are one slice of the store: one product
                 product = coef[:len(picks)].unsqueeze(0) @ view[run]
                 place.copy_(product.view(h, w))
@@ -494,8 +499,7 @@ class GroupGenerator(nn.Module):
                 grad_store[:a * b].view(a, b).add_(back * coef[0])
                 continue
             view, grad_view = block_view(self.store, h * w), block_view(grad_store, h * w)
-            picks = self._blocks[k][r]
-            run = _consecutive(picks)
+            picks, run = self._blocks[k][r], self._runs[k][r]
             if run is not None:  # one product each way over the slice of the store
                 flat = tile.reshape(h * w)
                 grad_mix[row + r, :len(picks)] += view[run] @ flat
