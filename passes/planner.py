@@ -20,7 +20,7 @@ import torch.fx as fx
 from ssnfx.core.combiners import Combiner, get_combiner
 from ssnfx.core.config import ShareConfig
 from ssnfx.core.errors import BudgetError, PlanError
-from ssnfx.core.grouping import group_slots
+from ssnfx.core.grouping import auto_bins, group_slots
 from ssnfx.core.layer_kinds import kind_of
 from ssnfx.core.markers import Meta
 from ssnfx.core.methods import METHOD_PREFERENCE, Method, get_method
@@ -158,6 +158,7 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
                           f"share_biases/share_norms, check ShareConfig.private, or unfreeze "
                           f"the parameters to share")
     by_name = {s.name: s for s in shared}
+    auto = groups is None and config.strategy == "auto"
     if groups is None:
         groups = group_slots(shared, config.strategy, config.resolved_groups, config.seed)
     _check_groups(groups, by_name)
@@ -186,6 +187,24 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
             "refine_at": config.refine_at if method.reserves_rows(config) else None}),
         trace=dict(gm.meta.get(Meta.TRACE, {})),
         measured=dict(measured or {}))
+    _fill(plan, groups, by_name, method, config, candidates, target)
+    bins = auto_bins(plan.groups[0].candidates, candidates) if auto else 1
+    if bins > 1:
+        # The budget needs more candidates than P in one group: depth bins instead (see
+        # auto_bins); a split the budget cannot hold keeps the one group.
+        single = plan.groups
+        try:
+            _fill(plan, group_slots(shared, "depth", bins, config.seed), by_name, method,
+                  config, candidates, target)
+        except BudgetError:
+            plan.groups = single
+    return plan
+
+
+def _fill(plan: SharingPlan, groups: Sequence[Sequence[str]], by_name: dict[str, Slot],
+          method: Method, config: ShareConfig, candidates: int, target: int) -> None:
+    """Set ``plan.groups`` to ``groups`` laid out by ``method`` and sized within ``target``."""
+    plan.groups = []
     for i, names in enumerate(groups):
         members = sorted((by_name[n] for n in names), key=lambda s: s.position)
         sws, layout = method.layout(members, config)
@@ -197,7 +216,6 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
                                      layout=layout, reserved=reserved,
                                      selection=config.selection))
     _allocate(plan, target)
-    return plan
 
 
 def _first_that_fits(gm: fx.GraphModule, budget: float | int, config: ShareConfig,

@@ -28,8 +28,9 @@ def share(model: nn.Module | Sequence[nn.Module] | Mapping[str, nn.Module],
     """Return a model that trains with ``budget`` parameters generated from a shared store.
 
     With ``data`` and ``loss_fn`` the search pass learns where to share (:func:`ssnfx.search`);
-    without them the data-free plan of ``config.strategy`` is used (one group by default; see
-    :mod:`ssnfx.core.grouping`). The input model is not modified.
+    without them the data-free plan of ``config.strategy`` is used (one group by default, depth
+    bins where the budget outgrows it; see :mod:`ssnfx.core.grouping`). The input model is not
+    modified.
 
     Several models (a list or dict) share one store (SWN Sec. 4): they are wrapped in
     :class:`ssnfx.ensemble.Members`, whose output is the tuple of the members' outputs; the

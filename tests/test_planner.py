@@ -9,6 +9,7 @@ import torch.nn as nn
 import torchvision
 
 import ssnfx
+from ssnfx.core.grouping import auto_bins, group_slots
 from ssnfx.core.methods import DEFAULT_TILES_PER_SLOT, get_method
 from ssnfx.core.selector import select_blocks
 from ssnfx.passes.planner import MAX_BUDGET_RATIO, resolve_method
@@ -141,7 +142,8 @@ def test_malformed_groups(cnn, groups, message):
 
 def test_unknown_strategy(cnn):
     with pytest.raises(ssnfx.PlanError, match=re.escape(
-            "unknown grouping strategy 'kmeans'; known: ['depth', 'random', 'shape', 'single']")):
+            "unknown grouping strategy 'kmeans'; known: "
+            "['auto', 'depth', 'random', 'shape', 'single']")):
         ssnfx.make_plan(cnn, 0.2, ssnfx.ShareConfig(strategy="kmeans"))
 
 
@@ -300,3 +302,43 @@ def test_the_default_method_is_swn_where_the_budget_allows_else_ssn():
     plan = ssnfx.make_plan(gm, 0.1)
     assert ssnfx.SharingPlan.from_json(plan.to_json()).method == "swn"
     assert ssnfx.ShareConfig.from_json(ssnfx.ShareConfig().to_json()).method is None
+
+
+def _stack(n: int = 8, d: int = 32) -> nn.Module:
+    return nn.Sequential(*[m for _ in range(n) for m in (nn.Linear(d, d), nn.ReLU())])
+
+
+@pytest.mark.parametrize("budget", [0.3, 0.5, 1.0, 2.0])
+def test_auto_strategy_is_one_group_until_the_budget_needs_more_candidates(budget):
+    # Eight layers of one shape: SWN's one group mixes as many templates as the store holds
+    # SuperWeights (P grows past the configured 4 from about 60% up); auto then bins by depth.
+    gm = ssnfx.trace(_stack())
+    auto = ssnfx.make_plan(gm, budget)
+    single = ssnfx.make_plan(gm, budget, ssnfx.ShareConfig(strategy="single"))
+    assert auto.options.strategy == "auto" and single.options.strategy == "single"
+    assert auto.shared_params <= auto.budget == single.budget
+    needed = single.groups[0].candidates
+    bins = auto_bins(needed, 4)
+    slots = [s for s in auto.slots if s.shared]
+    assert [g.slots for g in auto.groups] == group_slots(slots, "depth" if bins > 1 else "single",
+                                                         bins, 0)
+    if bins == 1:
+        assert auto.groups == single.groups
+    else:
+        assert len(auto.groups) == bins > 1 and needed > 4
+        assert all(g.candidates < needed for g in auto.groups)
+
+
+def test_auto_strategy_keeps_one_group_where_the_split_does_not_fit(monkeypatch):
+    import ssnfx.passes.planner as planner
+
+    allocate = planner._allocate
+
+    def refuse_splits(plan, target):
+        if len(plan.groups) > 1:
+            raise ssnfx.BudgetError("no room for bins")
+        allocate(plan, target)
+
+    monkeypatch.setattr(planner, "_allocate", refuse_splits)
+    plan = ssnfx.make_plan(ssnfx.trace(_stack()), 1.0)
+    assert len(plan.groups) == 1 and plan.groups[0].candidates > 4

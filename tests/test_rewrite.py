@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn as nn
 import torchvision
 
 import ssnfx
@@ -83,9 +84,16 @@ def test_every_combiner_and_method(method, combiner):
                    config=ssnfx.ShareConfig(method=method, combiner=combiner))
 
 
-@pytest.mark.parametrize("strategy", ["single", "depth", "shape", "random"])
+@pytest.mark.parametrize("strategy", ["auto", "single", "depth", "shape", "random"])
 def test_every_data_free_strategy(resnet18, strategy):
     check_pipeline(resnet18, X_IMG, budget=0.05, config=ssnfx.ShareConfig(strategy=strategy))
+
+
+def test_auto_strategy_split_into_depth_bins():
+    # At 100%, eight layers of one shape need 8 candidates in one group: auto makes 2 bins.
+    model = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(32, 32), nn.ReLU())])
+    shared, _ = check_pipeline(model, (torch.randn(4, 32),), budget=1.0)
+    assert len(shared.ssnfx.plan.groups) == 2
 
 
 def test_tied_weights_generated_once_and_stay_tied():

@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--combiner", type=_registered("combiner"),
                    help="rr, avg, wavg, emb or linear (default: the method's own)")
     c.add_argument("--strategy", type=_registered("strategy"),
-                   help="data-free grouping: single (default), depth, shape or random")
+                   help="data-free grouping: auto (default: one group, depth bins where the "
+                        "budget outgrows it), single, depth, shape or random")
     c.add_argument("--groups", type=_POSITIVE_INT,
                    help="number of groups (depth, random; learned groups: by silhouette if unset)")
     c.add_argument("--config", help="a ShareConfig JSON file; flags override it")

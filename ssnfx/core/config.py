@@ -51,8 +51,10 @@ class ShareConfig:
         combiner: ``"rr"``, ``"avg"``, ``"wavg"``, ``"emb"`` or ``"linear"``; ``None`` picks the
             method's own (the linear combination of SWN's Eq. 1 for both: it measured better
             than SSN's WAvg, see the README).
-        strategy: data-free grouping: ``"single"`` (default), ``"depth"``, ``"shape"``, ``"random"``
-            (see :mod:`ssnfx.core.grouping` for why single is the default).
+        strategy: data-free grouping: ``"auto"`` (default: one group, split into depth bins
+            where the budget would make each SuperWeight mix more than ``candidates``
+            templates), ``"single"`` (one group at any budget), ``"depth"``, ``"shape"``,
+            ``"random"`` (see :mod:`ssnfx.core.grouping` for why and what was measured).
         groups: the number of parameter groups: of the ``depth`` and ``random`` strategies
             (``None``: 3), and of the search's learned groups (``None``: chosen by silhouette
             score, see :class:`ssnfx.SearchConfig`).

@@ -12,7 +12,7 @@ from ssnfx.core.errors import PlanError
 from ssnfx.core.plan import Slot
 from ssnfx.core.registry import Registry
 
-__all__ = ["STRATEGIES", "register_strategy", "group_slots"]
+__all__ = ["STRATEGIES", "register_strategy", "group_slots", "auto_bins"]
 
 Strategy = Callable[[Sequence[Slot], int, int], list[list[str]]]
 STRATEGIES: Registry[Strategy] = Registry("grouping strategy",
@@ -28,7 +28,7 @@ def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
 
 @register_strategy("single")
 def single_group(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[str]]:
-    """All shared slots in one group (SSN Table 1, SWN 'Single Cluster'): the data-free default.
+    """All shared slots in one group (SSN Table 1, SWN 'Single Cluster'), whatever the budget.
 
     Every layer then draws on the largest store the budget allows. With several groups, each
     store is a part of the budget (the planner gives each group its largest SuperWeight, then
@@ -40,6 +40,35 @@ def single_group(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[s
     with one group per shape (benchmarks/RESULTS.md). Learned groups need data.
     """
     return [[s.name for s in slots]]
+
+
+@register_strategy("auto")
+def auto_groups(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[str]]:
+    """The data-free default: one group (as ``"single"``) while the budget is one the
+    configured P candidates per SuperWeight can cover; the planner splits it into depth bins
+    when the budget would need more (:func:`auto_bins`). Without a budget, one group.
+    """
+    return single_group(slots, n_groups, seed)
+
+
+def auto_bins(needed: int, candidates: int) -> int:
+    """How many depth bins the ``"auto"`` strategy makes of a group whose store needs ``needed``
+    candidates per SuperWeight where ``candidates`` (P) are configured: one while P suffices,
+    else enough that each bin's store needs about P again.
+
+    Why: a store larger than P times its SuperWeights makes every SuperWeight mix more
+    candidates (on vit_b_16 at 100%, SWN's one group mixes 21 templates per tile), and
+    generation costs a pass over each candidate: 1.88x the unshared step where six depth bins
+    of P = 4 cost 1.37x (one thread, benchmarks/RESULTS.md). At such budgets more groups were
+    also more accurate (SSN on ResNetFM(32) at 100%: one group 82.3%, four depth bins 83.9%,
+    benchmarks/results/search_groups.md), where at 10% one group was best: the papers' "more
+    templates or less sharing" (SWN Sec. 3), chosen by the budget.
+
+    Example:
+        >>> auto_bins(4, 4), auto_bins(8, 4), auto_bins(21, 4)
+        (1, 2, 6)
+    """
+    return -(-needed // candidates) if needed > candidates else 1
 
 
 @register_strategy("depth")

@@ -59,7 +59,7 @@ class PlanOptions:
 
     candidates: int = 4
     seed: int = 0
-    strategy: str = "single"
+    strategy: str = "auto"
     refine_at: float | None = None
     selection: str = "blocks"
     split: str = "largest-first"
