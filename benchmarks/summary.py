@@ -130,7 +130,7 @@ def read_results() -> Glance:
     full = re.search(r"full model ([\d.]+ ± [\d.]+|[\d.]+)% test accuracy", accuracy).group(1)
     seeds = int(re.search(r"(\d+) seed\(s\), (\d+) epoch", accuracy).group(1))
     epochs = int(re.search(r"(\d+) epoch\(s\)", accuracy).group(1))
-    step = _table_under(speed, "--retain-freed-memory`")
+    step = _table_under(speed, "### Under the defaults of")
     mem, checkpoint = tables(memory)[:2]
 
     rows = []
@@ -161,9 +161,9 @@ def read_results() -> Glance:
         "accuracy": f"Fashion-MNIST test accuracy %, ResNetFM({width}) of {original} "
                     f"parameters, {epochs} epochs, seeds {_seeds(seeds)} (mean ± std); "
                     f"{machine}, {date}",
-        "speed": f"vit_b_16, batch 2, an Adam step against the unshared model's, with freed "
-                 f"CPU memory kept for reuse (batched generation, measured before the auto "
-                 f"default); {step_machine}, {step_date}",
+        "speed": f"vit_b_16, batch 2, an Adam step against the unshared model's, the default "
+                 f"generation and grouping (large weights just in time; depth bins at 100%), "
+                 f"glibc's default allocator; {step_machine}, {step_date}",
         "memory": f"vit_l_16, batch 2, the peak RSS of an Adam step against the unshared "
                   f"model's, the default generation (large weights just in time) / batched; "
                   f"{mem_machine}, {mem_date}",
