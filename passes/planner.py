@@ -20,12 +20,13 @@ import torch.fx as fx
 from ssnfx.core.combiners import Combiner, get_combiner
 from ssnfx.core.config import ShareConfig
 from ssnfx.core.errors import BudgetError, PlanError
-from ssnfx.core.grouping import auto_bins, group_slots
+from ssnfx.core.grouping import auto_bins, depth_groups_by_member, group_slots
 from ssnfx.core.layer_kinds import kind_of
 from ssnfx.core.markers import Meta
 from ssnfx.core.methods import METHOD_PREFERENCE, Method, get_method
 from ssnfx.core.options import PlanOptions, own_options
 from ssnfx.core.plan import GroupPlan, SharingPlan, Slot
+from ssnfx.passes.members import member_names
 from ssnfx.passes.tracing import as_traced, check_traced_parameters, slots_of
 
 __all__ = ["make_plan", "resolve_method", "resolve_budget", "original_param_count",
@@ -194,8 +195,8 @@ def make_plan(gm: fx.GraphModule, budget: float | int, config: ShareConfig | Non
         # auto_bins); a split the budget cannot hold keeps the one group.
         single = plan.groups
         try:
-            _fill(plan, group_slots(shared, "depth", bins, config.seed), by_name, method,
-                  config, candidates, target)
+            _fill(plan, depth_groups_by_member(shared, bins, member_names(gm)), by_name,
+                  method, config, candidates, target)
         except BudgetError:
             plan.groups = single
     return plan

@@ -342,3 +342,13 @@ def test_auto_strategy_keeps_one_group_where_the_split_does_not_fit(monkeypatch)
     monkeypatch.setattr(planner, "_allocate", refuse_splits)
     plan = ssnfx.make_plan(ssnfx.trace(_stack()), 1.0)
     assert len(plan.groups) == 1 and plan.groups[0].candidates > 4
+
+
+def test_auto_strategy_bins_each_member_by_its_own_depth():
+    # Members of one store keep sharing every store: bin k holds each member's k-th bin.
+    shared = ssnfx.share([_stack(), _stack()], 1.0)
+    groups = shared.ssnfx.plan.groups
+    assert len(groups) > 1
+    for g in groups:
+        first = [n.removeprefix("0.") for n in g.slots if n.startswith("0.")]
+        assert first and g.slots == [f"{m}.{n}" for m in "01" for n in first]

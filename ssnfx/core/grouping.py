@@ -12,7 +12,8 @@ from ssnfx.core.errors import PlanError
 from ssnfx.core.plan import Slot
 from ssnfx.core.registry import Registry
 
-__all__ = ["STRATEGIES", "register_strategy", "group_slots", "auto_bins"]
+__all__ = ["STRATEGIES", "register_strategy", "group_slots", "auto_bins",
+           "depth_groups_by_member"]
 
 Strategy = Callable[[Sequence[Slot], int, int], list[list[str]]]
 STRATEGIES: Registry[Strategy] = Registry("grouping strategy",
@@ -58,8 +59,9 @@ def auto_bins(needed: int, candidates: int) -> int:
 
     Why: a store larger than P times its SuperWeights makes every SuperWeight mix more
     candidates (on vit_b_16 at 100%, SWN's one group mixes 21 templates per tile), and
-    generation costs a pass over each candidate: 1.88x the unshared step where six depth bins
-    of P = 4 cost 1.37x (one thread, benchmarks/RESULTS.md). At such budgets more groups were
+    generation costs a pass over each candidate: a step took 2.46x the unshared one where six
+    depth bins of P = 4 take 1.42x (batch 2, benchmarks/results/speed.md). At such budgets more
+    groups were
     also more accurate (SSN on ResNetFM(32) at 100%: one group 82.3%, four depth bins 83.9%,
     benchmarks/results/search_groups.md), where at 10% one group was best: the papers' "more
     templates or less sharing" (SWN Sec. 3), chosen by the budget.
@@ -90,6 +92,33 @@ def depth_groups(slots: Sequence[Slot], n_groups: int, seed: int) -> list[list[s
         groups[k].append(s.name)
         seen += s.numel
     return [g for g in groups if g]
+
+
+def depth_groups_by_member(slots: Sequence[Slot], n_groups: int, members: Sequence[str]
+                           ) -> list[list[str]]:
+    """Depth bins of each member (its slots named ``"<member>.…"``) on its own, bin ``k`` of
+    every member in one group, so that the members of a model of several
+    (``ssnfx.share([m1, m2])``, SWN Sec. 4) still share every store; slots of no member join
+    the first bin. With fewer than two members, :func:`depth_groups`.
+
+    Example:
+        >>> from ssnfx.core.plan import Slot
+        >>> ss = [Slot(f"{m}.l{i}.weight", (8, 8), "weight", "Linear", 2 * j + i)
+        ...       for j, m in enumerate("ab") for i in range(2)]
+        >>> depth_groups_by_member(ss, 2, ["a", "b"])
+        [['a.l0.weight', 'b.l0.weight'], ['a.l1.weight', 'b.l1.weight']]
+    """
+    if len(members) < 2:
+        return depth_groups(slots, n_groups, 0)
+    bins: list[list[str]] = [[] for _ in range(n_groups)]
+    owned: set[str] = set()
+    for m in members:
+        mine = [s for s in slots if s.name.startswith(f"{m}.")]
+        owned.update(s.name for s in mine)
+        for k, group in enumerate(depth_groups(mine, n_groups, 0) if mine else []):
+            bins[k] += group
+    bins[0] += [s.name for s in sorted(slots, key=lambda s: s.position) if s.name not in owned]
+    return [b for b in bins if b]
 
 
 @register_strategy("shape")
