@@ -44,7 +44,8 @@ VARIANTS = {
     "ssnfx": "SSN: ssnfx.share(model, budget, ShareConfig(method='ssn')), data-free (one group; "
              "ssnfx's default before SWN, hence the variant's name)",
     "swn": "SWN, ssnfx's default: ssnfx.share(model, budget, ShareConfig(method='swn')), "
-           "data-free (soft sharing, the automatic tile)",
+           "data-free (soft sharing, the automatic tile; at 100% the auto grouping's 2 depth "
+           "bins, where `{\"strategy\": \"single\"}` keeps one group)",
 }
 
 
