@@ -452,8 +452,11 @@ class GroupGenerator(nn.Module):
             view = block_view(self.store, h * w)
             picks, run = blocks[k][r], self._runs[k][r]
             if run is not None:  # the candidates are one slice of the store: one product
-                product = coef[:len(picks)].unsqueeze(0) @ view[run]
-                place.copy_(product.view(h, w))
+                mix_row = coef[:len(picks)].unsqueeze(0)
+                if place.is_contiguous():  # a whole-width tile: written in place, no copy
+                    torch.mm(mix_row, view[run], out=place.view(1, h * w))
+                else:
+                    place.copy_((mix_row @ view[run]).view(h, w))
                 continue
             # One candidate at a time, read in place: no copy of the P candidates (at most a
             # weight's size of memory in flight, the point of this mode).
