@@ -45,7 +45,7 @@ def test_version_2_plans_read_their_hyper_into_options(resnet_gm):
     d["hyper"] = {**options, **components, "retired": 1}  # all flat then
     again = ssnfx.SharingPlan.from_dict(d)
     assert again.options == plan.options and again.options.generation == "jit"
-    assert again.version == ssnfx.PLAN_VERSION == 6 and "options" in again.to_dict()
+    assert again.version == ssnfx.PLAN_VERSION == 7 and "options" in again.to_dict()
 
 
 def test_options_are_typed_and_checked(resnet_gm):
@@ -130,3 +130,12 @@ def test_from_json_wants_text(resnet_gm):
     with pytest.raises(ssnfx.PlanError, match="expects the plan's JSON text, got dict; use "
                                               "SharingPlan.from_dict"):
         ssnfx.SharingPlan.from_json(d)
+
+
+def test_version_6_plans_without_a_strategy_were_one_group(resnet_gm):
+    d = ssnfx.make_plan(resnet_gm, 0.1).to_dict()
+    assert d["options"]["strategy"] == "auto"
+    del d["options"]["strategy"]
+    assert ssnfx.SharingPlan.from_dict(d).options.strategy == "auto"  # this version's default
+    d["version"] = 6
+    assert ssnfx.SharingPlan.from_dict(d).options.strategy == "single"

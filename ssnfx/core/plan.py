@@ -244,6 +244,8 @@ def _options(d: dict[str, Any], version: int) -> PlanOptions:
     SWN's ``hard_sharing`` and ``tile``) are read into ``components`` where the plan's method
     or combiner declares them, and dropped where it does not (SSN's ``tile`` of None)."""
     raw = dict(d.get("options", {}) if version >= 3 else d.get("hyper", {}))
+    if version < 7:  # one group was the default grouping then
+        raw.setdefault("strategy", "single")
     declared: dict[str, Any] = {}
     for registry, key in ((METHOD_REGISTRY, "method"), (COMBINER_REGISTRY, "combiner")):
         component = registry.get(d[key]) if isinstance(d.get(key), str) else None

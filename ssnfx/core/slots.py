@@ -15,8 +15,9 @@ __all__ = ["PLAN_VERSION", "SELECTIONS", "Slot", "Tile", "matrix_shape"]
 #: :class:`~ssnfx.core.options.PlanOptions`) in place of the ``hyper`` dict. 4: a method's and
 #: combiner's own settings in ``options.components`` (Emb's ``emb_dim`` was a field). 5: SWN's
 #: ``hard_sharing`` and ``tile`` in ``options.components`` too (they were fields). 6: the
-#: ``"auto"`` generation mode and its ``options.jit_numel``.
-PLAN_VERSION = 6
+#: ``"auto"`` generation mode and its ``options.jit_numel``. 7: the ``"auto"`` grouping
+#: strategy, the default (older plans that name none were made with ``"single"``).
+PLAN_VERSION = 7
 #: How a group's SuperWeights select their candidates from its store (see :class:`GroupPlan`).
 SELECTIONS = ("blocks", "resized")
 
