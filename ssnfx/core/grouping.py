@@ -61,8 +61,8 @@ def auto_bins(needed: int, candidates: int) -> int:
     candidates (on vit_b_16 at 100%, SWN's one group mixes 21 templates per tile), and
     generation costs a pass over each candidate: a step took 2.46x the unshared one where six
     depth bins of P = 4 take 1.42x (batch 2, benchmarks/results/speed.md). Where measured, the
-    bins were also more accurate at such budgets: the byte LM at 100%, 2 bins, 2.172 bits per
-    byte against one group's 2.199 (2 seeds, benchmarks/results/lm.md); SSN on ResNetFM(32) at
+    bins were also more accurate at such budgets: the byte LM at 100%, 2 bins, 2.165 bits per
+    byte against one group's 2.210 (3 seeds, benchmarks/results/lm.md); SSN on ResNetFM(32) at
     100%, four depth bins 83.9% against one group's 82.3% (search_groups.md), where at 10% one
     group was best: SWN's "more templates or less sharing" (Sec. 3), chosen by the budget.
 
