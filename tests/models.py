@@ -30,6 +30,12 @@ class SmallCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def same_shape_stack(n: int = 8, d: int = 32) -> nn.Module:
+    """``n`` Linear(d, d) layers with ReLUs: layers of one shape, whose SWN group outgrows P
+    candidates at large budgets (the auto grouping then bins them by depth)."""
+    return nn.Sequential(*[m for _ in range(n) for m in (nn.Linear(d, d), nn.ReLU())])
+
+
 class TiedLM(nn.Module):
     """An embedding whose weight is also the output projection (tied weights)."""
 

@@ -14,7 +14,7 @@ from ssnfx.core.methods import DEFAULT_TILES_PER_SLOT, get_method
 from ssnfx.core.selector import select_blocks
 from ssnfx.passes.planner import MAX_BUDGET_RATIO, resolve_method
 
-from models import SmallCNN
+from models import SmallCNN, same_shape_stack
 
 N = 15_498  # SmallCNN's parameters
 USAGE = f"pass a fraction of the model's {N:,} trainable parameters as a float (0.1 keeps " \
@@ -304,15 +304,11 @@ def test_the_default_method_is_swn_where_the_budget_allows_else_ssn():
     assert ssnfx.ShareConfig.from_json(ssnfx.ShareConfig().to_json()).method is None
 
 
-def _stack(n: int = 8, d: int = 32) -> nn.Module:
-    return nn.Sequential(*[m for _ in range(n) for m in (nn.Linear(d, d), nn.ReLU())])
-
-
 @pytest.mark.parametrize("budget", [0.3, 0.5, 1.0, 2.0])
 def test_auto_strategy_is_one_group_until_the_budget_needs_more_candidates(budget):
     # Eight layers of one shape: SWN's one group mixes as many templates as the store holds
     # SuperWeights (P grows past the configured 4 from about 60% up); auto then bins by depth.
-    gm = ssnfx.trace(_stack())
+    gm = ssnfx.trace(same_shape_stack())
     auto = ssnfx.make_plan(gm, budget)
     single = ssnfx.make_plan(gm, budget, ssnfx.ShareConfig(strategy="single"))
     assert auto.options.strategy == "auto" and single.options.strategy == "single"
@@ -340,13 +336,13 @@ def test_auto_strategy_keeps_one_group_where_the_split_does_not_fit(monkeypatch)
         allocate(plan, target)
 
     monkeypatch.setattr(planner, "_allocate", refuse_splits)
-    plan = ssnfx.make_plan(ssnfx.trace(_stack()), 1.0)
+    plan = ssnfx.make_plan(ssnfx.trace(same_shape_stack()), 1.0)
     assert len(plan.groups) == 1 and plan.groups[0].candidates > 4
 
 
 def test_auto_strategy_bins_each_member_by_its_own_depth():
     # Members of one store keep sharing every store: bin k holds each member's k-th bin.
-    shared = ssnfx.share([_stack(), _stack()], 1.0)
+    shared = ssnfx.share([same_shape_stack(), same_shape_stack()], 1.0)
     groups = shared.ssnfx.plan.groups
     assert len(groups) > 1
     for g in groups:

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torchvision
 
 import ssnfx
@@ -21,6 +20,7 @@ from models import (
     TiedInsideLeaf,
     TiedLM,
     TwoNames,
+    same_shape_stack,
 )
 
 X_IMG = (torch.randn(2, 3, 64, 64),)
@@ -91,8 +91,7 @@ def test_every_data_free_strategy(resnet18, strategy):
 
 def test_auto_strategy_split_into_depth_bins():
     # At 100%, eight layers of one shape need 8 candidates in one group: auto makes 2 bins.
-    model = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(32, 32), nn.ReLU())])
-    shared, _ = check_pipeline(model, (torch.randn(4, 32),), budget=1.0)
+    shared, _ = check_pipeline(same_shape_stack(), (torch.randn(4, 32),), budget=1.0)
     assert len(shared.ssnfx.plan.groups) == 2
 
 

@@ -115,7 +115,7 @@ def depth_groups_by_member(slots: Sequence[Slot], n_groups: int, members: Sequen
     for m in members:
         mine = [s for s in slots if s.name.startswith(f"{m}.")]
         owned.update(s.name for s in mine)
-        for k, group in enumerate(depth_groups(mine, n_groups, 0) if mine else []):
+        for k, group in enumerate(depth_groups(mine, n_groups, 0)):
             bins[k] += group
     bins[0] += [s.name for s in sorted(slots, key=lambda s: s.position) if s.name not in owned]
     return [b for b in bins if b]
